@@ -1,0 +1,30 @@
+# recpipe developer entry points. `make demo` and `make test` work on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONF ?= conf/local.yaml
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYSPARK_PYTHON := $(abspath $(PY))
+
+.PHONY: setup demo test test-fast bench lint clean
+
+setup:
+	@bash deploy/setup-env.sh $(VENV)
+
+demo: setup
+	$(VENV)/bin/recpipe run --conf $(CONF)
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest tests -m unit $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) tests/perf/run_bench.py --out bench-results
+
+lint: setup
+	$(VENV)/bin/ruff check libs jobs tests deploy
+	$(VENV)/bin/ruff format --check libs jobs tests deploy
+
+clean:
+	rm -rf lakehouse data bench-results spark-warehouse .pytest_cache

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Create .venv with the pinned stack of stack.md. Heavy steps run only when missing, so a second
+# run takes seconds. Usage: deploy/setup-env.sh [VENV_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${1:-.venv}"
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+STAMP="$VENV/.recpipe-stack-v2"
+
+need_debs=()
+for pkg in cmake g++ libhighwayhash-dev libfarmhash-dev openjdk-17-jre-headless; do
+  if [ "$pkg" = openjdk-17-jre-headless ] && command -v java >/dev/null 2>&1; then continue; fi
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_debs+=("$pkg")
+done
+if [ ${#need_debs[@]} -gt 0 ] && [ ! -f "$STAMP" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian packages: ${need_debs[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_debs[@]}" >/dev/null
+  else
+    echo "setup: please install these Debian packages first (as root): ${need_debs[*]}" >&2
+    exit 1
+  fi
+fi
+
+"$PY" -c 'import sys; assert sys.version_info[:2] in ((3,10),(3,11)), "recpipe needs Python 3.10/3.11 (TensorFlow 2.17 + Horovod 0.28.1)"'
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+
+if [ ! -f "$STAMP" ]; then
+  echo "setup: installing the pinned stack into $VENV (first run: several minutes)"
+  $PIP install --upgrade "pip>=24" wheel setuptools
+  # pyarrow 18.1: pyspark 4.2 requires >= 18 for Arrow transfers; it runs with numpy 1.26 (verified).
+  $PIP install tensorflow-cpu==2.17.1 tf-keras==2.17.0 "numpy<2" "pyarrow==18.1.0" "pandas<3"
+  if ! "$VENV/bin/python" -c "import horovod.tensorflow" >/dev/null 2>&1; then
+    echo "setup: building horovod 0.28.1 against TensorFlow 2.17.1 (about 8 minutes the first time; pip caches the wheel)"
+    # --no-build-isolation: horovod's build imports the TensorFlow installed above.
+    HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 HOROVOD_WITHOUT_PYTORCH=1 \
+      HOROVOD_WITHOUT_MXNET=1 HOROVOD_CPU_OPERATIONS=GLOO MAKEFLAGS=-j2 \
+      $PIP install --no-build-isolation horovod==0.28.1
+  fi
+  $PIP install "deltalake==1.6.*" "delta-spark==4.4.*" "great-expectations==1.24.*" \
+    "numpy<2" "pyarrow==18.1.0" "pandas<3" pyyaml scikit-learn matplotlib \
+    pytest ruff nbformat nbclient ipykernel psutil venv-pack
+  touch "$STAMP"
+fi
+# The package itself (editable): cheap, always refreshed.
+$PIP install --no-deps -e .
+$VENV/bin/python -m pip check >/dev/null || { $VENV/bin/python -m pip check; exit 1; }
+echo "setup: ok ($VENV)"

@@ -1,0 +1,250 @@
+"""Typed, validated configuration loaded from ``conf/<env>.yaml``.
+
+Every key is declared below; an unknown key, a missing key or a value of the wrong type fails at
+load time with an error naming the file and the dotted key. ``--set a.b=value`` overrides are
+applied before validation, so they are checked the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+# A key that only exists so `make demo` works on a laptop. Never use it with real user ids.
+DEV_ONLY_PSEUDONYM_KEY = "recpipe-dev-only-key-do-not-use-in-production"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    app_name: str = "recpipe"
+    # Only used when `mode: local`; on a cluster spark-submit decides the master.
+    master: str = "local[2]"
+    log_level: str = "WARN"
+    show_progress: bool = True
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    root: str
+    backend: Literal["delta-rs", "delta-spark", "auto"] = "delta-rs"
+    # Files older than this that no table version references are removed by `vacuum`.
+    vacuum_retention_hours: float = 168.0
+    commit_retries: int = 3
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    events: int = 200_000
+    seed: int = 42
+    start: str = "2026-10-01"
+    days: int = 14
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["synthetic", "raw"] = "synthetic"
+    # Where raw event files (events/YYYY-MM-DD/HH.jsonl, items.jsonl) are read from.
+    raw_dir: str = "./data/raw"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    format: Literal["jsonl", "csv", "parquet"] = "jsonl"
+    # canonical field -> source column name, for CSV/Parquet sources (unmapped fields keep their name).
+    column_mapping: dict[str, str] = field(default_factory=dict)
+    csv_delimiter: str = ","
+    # Source spellings mapped onto canonical event types (after strip + lower-case).
+    event_type_aliases: dict[str, str] = field(default_factory=dict)
+    allowed_event_types: list[str] = field(
+        default_factory=lambda: ["impression", "click", "read", "like", "share", "hide"]
+    )
+    # Events before this instant are implausible -> quarantined as bad_timestamp.
+    min_event_ts: str = "1990-01-01T00:00:00Z"
+    # Events later than ingest time + this many seconds -> quarantined as future_timestamp.
+    max_future_seconds: int = 86_400
+    # Number of Spark tasks that read the raw files (0 = Spark's default parallelism).
+    read_tasks: int = 0
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    # The pseudonymization key is read from this environment variable.
+    key_env: str = "RECPIPE_PSEUDONYM_KEY"
+    # When the variable is unset: use the dev-only key (local demos) or fail (clusters).
+    allow_dev_key: bool = False
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    # A failed critical expectation stops the job (exit non-zero).
+    fail_on_critical: bool = True
+    mostly_required_non_null: float = 1.0
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: Literal["local", "cluster"]
+    lake: LakeConfig
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    source_file: str = "<dict>"
+
+    def pseudonym_key(self) -> str:
+        """The secret used to pseudonymize user ids (from the environment only)."""
+        key = os.environ.get(self.privacy.key_env)
+        if key:
+            return key
+        if self.privacy.allow_dev_key:
+            return DEV_ONLY_PSEUDONYM_KEY
+        raise ConfigError(
+            f"{self.source_file}: environment variable {self.privacy.key_env} is not set and "
+            "privacy.allow_dev_key is false; set the pseudonymization key in the environment"
+        )
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, key: str, file: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{file}: key '{key}' must be a mapping, got {type(value).__name__}")
+        return _build(tp, value, key, file)
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{file}: key '{key}' must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key, file)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{file}: key '{key}' has wrong type {type(value).__name__}")
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{file}: key '{key}' must be a list, got {type(value).__name__}")
+        return [_coerce(item_tp, v, f"{key}[{i}]", file) for i, v in enumerate(value)]
+    if origin is dict:
+        k_tp, v_tp = get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{file}: key '{key}' must be a mapping, got {type(value).__name__}")
+        out = {}
+        for k, v in value.items():
+            # Spark conf values are strings; accept YAML scalars and stringify them.
+            if v_tp is str and isinstance(v, (int, float, bool)):
+                v = str(v).lower() if isinstance(v, bool) else str(v)
+            out[_coerce(k_tp, k, f"{key}.{k}", file)] = _coerce(v_tp, v, f"{key}.{k}", file)
+        return out
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (str, int, float, bool):
+        if isinstance(value, bool) and tp is not bool:
+            raise ConfigError(f"{file}: key '{key}' must be {tp.__name__}, got bool")
+        if not isinstance(value, tp):
+            raise ConfigError(
+                f"{file}: key '{key}' must be {tp.__name__}, got {type(value).__name__} ({value!r})"
+            )
+        return value
+    raise ConfigError(f"{file}: key '{key}' has unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, data: dict, prefix: str, file: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source_file"}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"{file}: unknown key '{where}' (allowed here: {sorted(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], key, file)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{file}: missing required key '{key}'")
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value``; the value is read as YAML (numbers, booleans, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: empty key")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str], file: str) -> dict:
+    data = dict(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"{file}: --set {text}: '{'.'.join(parts[: i + 1])}' is not a mapping")
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load and validate a YAML config file, applying ``key=value`` overrides."""
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {file}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: top level must be a mapping")
+    return config_from_dict(data, overrides or [], file)
+
+
+def config_from_dict(data: dict, overrides: list[str] | None = None, file: str = "<dict>") -> Config:
+    data = apply_overrides(data, overrides or [], file)
+    cfg = _build(Config, data, "", file)
+    return dataclasses.replace(cfg, source_file=file)
+
+
+def replace(cfg: Config, overrides: list[str]) -> Config:
+    """A copy of ``cfg`` with ``key=value`` overrides applied and re-validated."""
+    data = dataclasses.asdict(cfg)
+    file = data.pop("source_file")
+    return config_from_dict(data, overrides, file)

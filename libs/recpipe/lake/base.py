@@ -1,0 +1,188 @@
+"""The lake interface shared by every backend."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+
+class LakeError(RuntimeError):
+    """A lake operation was refused or failed; nothing was committed."""
+
+
+class SchemaMismatchError(LakeError):
+    """Data does not match the table's schema; no data was written."""
+
+
+class ConcurrentCommitError(LakeError):
+    """Another writer committed first and retries were exhausted; nothing was committed."""
+
+
+@dataclass(frozen=True)
+class Txn:
+    """An idempotency token: a commit carrying (app_id, version) is applied at most once per table."""
+
+    app_id: str
+    version: int = 1
+
+
+@dataclass
+class CommitResult:
+    table: str
+    version: int | None
+    committed: bool
+    rows_written: int = 0
+    rows_removed: int = 0
+    files_added: int = 0
+    files_removed: int = 0
+    skipped_reason: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "version": self.version,
+            "committed": self.committed,
+            "rows_written": self.rows_written,
+            "rows_removed": self.rows_removed,
+            "skipped_reason": self.skipped_reason,
+        }
+
+
+def table_parts(name: str) -> tuple[str, str]:
+    """``"silver.events"`` -> ``("silver", "events")``; names are ``layer.table``."""
+    parts = name.split(".")
+    if len(parts) != 2 or not all(p.replace("_", "").isalnum() for p in parts):
+        raise LakeError(f"invalid table name {name!r}: expected 'layer.table', e.g. 'silver.events'")
+    return parts[0], parts[1]
+
+
+def check_schema(table: str, table_schema: StructType, data_schema: StructType) -> None:
+    """Refuse data whose columns or types differ from the table's (no silent coercion)."""
+    have = {f.name: f.dataType for f in table_schema.fields}
+    got = {f.name: f.dataType for f in data_schema.fields}
+    missing = [c for c in have if c not in got]
+    extra = [c for c in got if c not in have]
+    problems = []
+    if missing:
+        problems.append(f"missing columns {missing}")
+    if extra:
+        problems.append(f"unexpected columns {extra}")
+    for name, dtype in got.items():
+        if name in have and not _same_type(have[name], dtype):
+            problems.append(
+                f"column '{name}' is {have[name].simpleString()} in the table "
+                f"but {dtype.simpleString()} in the data"
+            )
+    if problems:
+        raise SchemaMismatchError(
+            f"write to {table} refused, schema mismatch: " + "; ".join(problems) + ". Nothing was written."
+        )
+
+
+def _same_type(a: Any, b: Any) -> bool:
+    # Nullability is not part of the contract; compare the type tree only.
+    return _strip_nullable(a.jsonValue()) == _strip_nullable(b.jsonValue())
+
+
+def _strip_nullable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {
+            k: _strip_nullable(x)
+            for k, x in v.items()
+            if k not in ("nullable", "containsNull", "valueContainsNull", "metadata")
+        }
+    if isinstance(v, list):
+        return [_strip_nullable(x) for x in v]
+    return v
+
+
+class Lake(abc.ABC):
+    """Delta tables under one root, addressed by ``layer.table`` names."""
+
+    backend_name: str = "abstract"
+
+    def __init__(self, spark: SparkSession, root: str, commit_retries: int = 3) -> None:
+        self.spark = spark
+        self.root = root.rstrip("/")
+        self.commit_retries = commit_retries
+
+    def path(self, table: str) -> str:
+        layer, name = table_parts(table)
+        return f"{self.root}/{layer}/{name}"
+
+    @abc.abstractmethod
+    def exists(self, table: str) -> bool: ...
+
+    @abc.abstractmethod
+    def version(self, table: str) -> int | None:
+        """Latest committed version, or None when the table does not exist."""
+
+    @abc.abstractmethod
+    def schema(self, table: str, version: int | None = None) -> StructType: ...
+
+    @abc.abstractmethod
+    def read(self, table: str, version: int | None = None) -> DataFrame:
+        """The table's snapshot (latest, or the given version) as a DataFrame."""
+
+    @abc.abstractmethod
+    def txn_version(self, table: str, app_id: str) -> int | None:
+        """The last idempotency version committed for ``app_id`` on this table."""
+
+    @abc.abstractmethod
+    def append(
+        self, table: str, df: DataFrame, partition_by: list[str] | None = None, txn: Txn | None = None
+    ) -> CommitResult: ...
+
+    @abc.abstractmethod
+    def overwrite(
+        self,
+        table: str,
+        df: DataFrame,
+        partition_by: list[str] | None = None,
+        partitions: dict[str, list[Any]] | None = None,
+        txn: Txn | None = None,
+    ) -> CommitResult:
+        """Replace the whole table, or only the partitions whose values are given."""
+
+    @abc.abstractmethod
+    def insert_new(
+        self,
+        table: str,
+        df: DataFrame,
+        keys: list[str],
+        partition_by: list[str] | None = None,
+        txn: Txn | None = None,
+    ) -> CommitResult:
+        """Append only the rows whose key is not already stored (``df`` must be unique by key)."""
+
+    @abc.abstractmethod
+    def upsert(
+        self,
+        table: str,
+        df: DataFrame,
+        keys: list[str],
+        partition_by: list[str] | None = None,
+        txn: Txn | None = None,
+    ) -> CommitResult:
+        """Insert new keys and replace the rows of existing keys (``df`` unique by key)."""
+
+    @abc.abstractmethod
+    def delete(self, table: str, predicate: str, txn: Txn | None = None) -> CommitResult:
+        """Delete the rows matching a Spark SQL predicate, rewriting only the files that hold them."""
+
+    @abc.abstractmethod
+    def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def vacuum(self, table: str, retention_hours: float, dry_run: bool = False) -> list[str]: ...
+
+    @abc.abstractmethod
+    def row_count(self, table: str) -> int: ...
+
+    @abc.abstractmethod
+    def list_tables(self) -> list[str]: ...

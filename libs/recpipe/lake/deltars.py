@@ -1,0 +1,509 @@
+"""delta-rs backend: Spark writes the Parquet files, delta-rs commits them to the Delta log.
+
+Write path: Spark writes a staging folder inside the table (``_staging/<write id>``, ignored by
+Delta readers); the driver moves the files into the table's partition folders under unique names,
+reads per-file stats from the Parquet footers and commits exactly those files in one atomic Delta
+commit with delta-rs, carrying an app transaction for idempotency. Files of a write that never
+committed are invisible to readers and removed by :meth:`DeltaRsLake.vacuum`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable, Transaction
+from deltalake import Schema as DeltaSchema
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+from pyspark.sql.types import StructType
+
+from recpipe.lake.base import (
+    CommitResult,
+    ConcurrentCommitError,
+    Lake,
+    LakeError,
+    Txn,
+    check_schema,
+)
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR = "_staging"
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _spark_to_arrow(schema: StructType) -> pa.Schema:
+    arrow = to_arrow_schema(schema, timezone="UTC")
+    # Every column nullable in the Delta schema: nullability is not part of our contract.
+    return pa.schema([f.with_nullable(True) for f in arrow])
+
+
+def _stat_value(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return None
+    return v
+
+
+def _file_stats(meta: pq.FileMetaData) -> str:
+    """Delta per-file stats (numRecords, minValues, maxValues, nullCount) from a Parquet footer."""
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for ci in range(meta.num_columns):
+        name = meta.schema.column(ci).path
+        if "." in name:  # nested columns: no stats
+            continue
+        lo = hi = None
+        n_null = 0
+        ok = True
+        for ri in range(meta.num_row_groups):
+            st = meta.row_group(ri).column(ci).statistics
+            if st is None:
+                ok = False
+                break
+            n_null += st.null_count or 0
+            if st.has_min_max:
+                a, b = _stat_value(st.min), _stat_value(st.max)
+                if a is None or b is None:
+                    ok = False
+                    break
+                lo = a if lo is None or a < lo else lo
+                hi = b if hi is None or b > hi else hi
+        if not ok:
+            continue
+        nulls[name] = n_null
+        if lo is not None:
+            mins[name], maxs[name] = lo, hi
+    return json.dumps({"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+
+
+class DeltaRsLake(Lake):
+    backend_name = "delta-rs"
+
+    def __init__(self, spark: SparkSession, root: str, commit_retries: int = 3) -> None:
+        if "://" not in root:
+            root = os.path.abspath(root)
+        super().__init__(spark, root, commit_retries)
+        self.fs, self._root_fs_path = pafs.FileSystem.from_uri(self.root)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _fs_path(self, uri: str) -> str:
+        return self.fs.from_uri(uri)[1] if "://" in uri else uri
+
+    def _table(self, table: str, version: int | None = None) -> DeltaTable | None:
+        try:
+            dt = DeltaTable(self.path(table))
+        except TableNotFoundError:
+            return None
+        if version is not None:
+            try:
+                dt.load_as_version(version)
+            except DeltaError as exc:
+                raise LakeError(f"{table}: version {version} cannot be loaded: {exc}") from None
+        return dt
+
+    def _require(self, table: str, version: int | None = None) -> DeltaTable:
+        dt = self._table(table, version)
+        if dt is None:
+            raise LakeError(f"table {table} does not exist at {self.path(table)}")
+        return dt
+
+    def exists(self, table: str) -> bool:
+        return DeltaTable.is_deltatable(self.path(table))
+
+    def version(self, table: str) -> int | None:
+        dt = self._table(table)
+        return None if dt is None else dt.version()
+
+    def schema(self, table: str, version: int | None = None) -> StructType:
+        dt = self._require(table, version)
+        return from_arrow_schema(pa.schema(dt.schema().to_arrow()), prefer_timestamp_ntz=False)
+
+    def partition_columns(self, table: str) -> list[str]:
+        dt = self._table(table)
+        return [] if dt is None else list(dt.metadata().partition_columns)
+
+    def txn_version(self, table: str, app_id: str) -> int | None:
+        dt = self._table(table)
+        return None if dt is None else dt.transaction_version(app_id)
+
+    def read(self, table: str, version: int | None = None) -> DataFrame:
+        dt = self._require(table, version)
+        schema = from_arrow_schema(pa.schema(dt.schema().to_arrow()), prefer_timestamp_ntz=False)
+        files = dt.file_uris()
+        if not files:
+            return self.spark.createDataFrame([], schema)
+        try:
+            df = self.spark.read.schema(schema).option("basePath", self.path(table)).parquet(*files)
+        except AnalysisException as exc:
+            if "PATH_NOT_FOUND" not in str(exc):
+                raise
+            raise LakeError(
+                f"{table} version {dt.version()} refers to data files that no longer exist "
+                f"(removed by vacuum?): {str(exc).splitlines()[0]}"
+            ) from None
+        return df.select(*schema.fieldNames())
+
+    def row_count(self, table: str) -> int:
+        dt = self._require(table)
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return 0
+        return int(pc.sum(actions.column("num_records")).as_py() or 0)
+
+    def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
+        return self._require(table).history(limit)
+
+    def list_tables(self) -> list[str]:
+        out = []
+        sel = pafs.FileSelector(self._root_fs_path, allow_not_found=True)
+        for layer in self.fs.get_file_info(sel):
+            if layer.type != pafs.FileType.Directory:
+                continue
+            for t in self.fs.get_file_info(pafs.FileSelector(layer.path)):
+                if t.type == pafs.FileType.Directory and DeltaTable.is_deltatable(
+                    f"{self.root}/{layer.base_name}/{t.base_name}"
+                ):
+                    out.append(f"{layer.base_name}.{t.base_name}")
+        return sorted(out)
+
+    # -- write path --------------------------------------------------------------------------
+    def _write_files(
+        self, table: str, df: DataFrame, partition_by: list[str]
+    ) -> tuple[list[AddAction], float]:
+        """Write ``df`` as Parquet files inside the table folder; return their add actions."""
+        t0 = time.perf_counter()
+        table_path = self.path(table)
+        write_id = uuid.uuid4().hex[:16]
+        staging = f"{table_path}/{STAGING_DIR}/{write_id}"
+        writer = df.write.mode("overwrite")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.parquet(staging)
+        staging_fs = self._fs_path(staging)
+        infos = self.fs.get_file_info(pafs.FileSelector(staging_fs, recursive=True))
+        actions = []
+        now_ms = int(time.time() * 1000)
+        for n, info in enumerate(sorted(infos, key=lambda i: i.path)):
+            if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+                continue
+            rel_dir = os.path.dirname(os.path.relpath(info.path, staging_fs))
+            rel_dir = "" if rel_dir == "." else rel_dir
+            pvalues: dict[str, str | None] = {}
+            for part in [p for p in rel_dir.split("/") if p]:
+                key, _, raw = part.partition("=")
+                value = unquote(raw)
+                pvalues[unquote(key)] = None if value == HIVE_NULL else value
+            rel = f"{rel_dir}/" if rel_dir else ""
+            rel += f"part-{n:05d}-{write_id}.snappy.parquet"
+            dest = f"{self._fs_path(table_path)}/{rel}"
+            self.fs.create_dir(os.path.dirname(dest), recursive=True)
+            self.fs.move(info.path, dest)
+            with self.fs.open_input_file(dest) as fh:
+                meta = pq.ParquetFile(fh).metadata
+            actions.append(
+                AddAction(
+                    path=rel,
+                    size=self.fs.get_file_info(dest).size,
+                    partition_values=pvalues,
+                    modification_time=now_ms,
+                    data_change=True,
+                    stats=_file_stats(meta),
+                )
+            )
+        self.fs.delete_dir(staging_fs)
+        return actions, time.perf_counter() - t0
+
+    def _discard(self, table: str, actions: list[AddAction]) -> None:
+        base = self._fs_path(self.path(table))
+        for a in actions:
+            try:
+                self.fs.delete_file(f"{base}/{a.path}")
+            except OSError:
+                log.warning("could not remove uncommitted file %s/%s (vacuum will)", base, a.path)
+
+    def _commit(
+        self,
+        table: str,
+        df_fn: Callable[[DeltaTable | None], DataFrame | None],
+        partition_by: list[str] | None,
+        txn: Txn | None,
+        operation: str,
+        mode: str = "append",
+        partition_filters: Callable[[DeltaTable | None], list | None] | None = None,
+        removes_fn: Callable[[DeltaTable], tuple[list[RemoveAction], int]] | None = None,
+        blind: bool = False,
+    ) -> CommitResult:
+        """Optimistic commit: compute from a snapshot, write, commit; on a conflict, redo."""
+        attempts = self.commit_retries + 1
+        last_error: Exception | None = None
+        for attempt in range(attempts):
+            dt = self._table(table)
+            if txn is not None and dt is not None:
+                done = dt.transaction_version(txn.app_id)
+                if done is not None and done >= txn.version:
+                    return CommitResult(
+                        table, dt.version(), False, skipped_reason=f"already committed by {txn}"
+                    )
+            df = df_fn(dt)
+            removes: list[RemoveAction] = []
+            rows_removed = 0
+            if removes_fn is not None and dt is not None:
+                removes, rows_removed = removes_fn(dt)
+            if df is None and not removes:
+                return CommitResult(table, dt.version() if dt else None, False, skipped_reason="no change")
+            if dt is not None and df is not None:
+                check_schema(table, self.schema(table), df.schema)
+            pcols = list(partition_by or [])
+            if dt is not None:
+                table_pcols = list(dt.metadata().partition_columns)
+                if partition_by is not None and pcols != table_pcols:
+                    raise LakeError(
+                        f"write to {table} refused: partition columns {pcols} differ from the "
+                        f"table's {table_pcols}"
+                    )
+                pcols = table_pcols
+            if df is not None:
+                missing = [c for c in pcols if c not in df.columns]
+                if missing:
+                    raise LakeError(f"write to {table} refused: partition columns {missing} not in data")
+                actions, t_write = self._write_files(table, df, pcols)
+                schema = _spark_to_arrow(df.schema)
+            else:
+                actions, t_write = [], 0.0
+                schema = pa.schema(dt.schema().to_arrow())
+            rows = sum(json.loads(a.stats)["numRecords"] for a in actions)
+            props = CommitProperties(
+                custom_metadata={"recpipe.operation": operation, "recpipe.attempt": str(attempt)},
+                # Conflicts are retried here, recomputing from the new snapshot, unless blind.
+                max_commit_retries=3 if blind else 0,
+                app_transactions=[Transaction(txn.app_id, txn.version)] if txn else None,
+            )
+            t0 = time.perf_counter()
+            try:
+                if dt is None:
+                    create_table_with_add_actions(
+                        self.path(table),
+                        DeltaSchema.from_arrow(schema),
+                        actions,
+                        mode="error",
+                        partition_by=pcols or None,
+                        commit_properties=props,
+                    )
+                else:
+                    filters = partition_filters(dt) if partition_filters else None
+                    dt.create_write_transaction(
+                        actions + removes,
+                        mode=mode,
+                        schema=schema,
+                        partition_by=pcols or None,
+                        partition_filters=filters,
+                        commit_properties=props,
+                    )
+            except (CommitFailedError, DeltaError) as exc:
+                self._discard(table, actions)
+                if (
+                    dt is None
+                    and "already exists" not in str(exc).lower()
+                    and not isinstance(exc, CommitFailedError)
+                ):
+                    raise LakeError(f"commit to {table} failed: {exc}") from exc
+                last_error = exc
+                log.warning("%s: concurrent commit (%s), retrying %d/%d", table, exc, attempt + 1, attempts)
+                continue
+            except Exception:
+                self._discard(table, actions)
+                raise
+            new_version = self.version(table)
+            return CommitResult(
+                table,
+                new_version,
+                True,
+                rows_written=rows,
+                rows_removed=rows_removed,
+                files_added=len(actions),
+                files_removed=len(removes),
+                timings={"write_s": t_write, "commit_s": time.perf_counter() - t0},
+            )
+        raise ConcurrentCommitError(
+            f"commit to {table} failed after {attempts} attempts, other writers kept committing "
+            f"first: {last_error}. Nothing was committed by this write."
+        )
+
+    def append(self, table, df, partition_by=None, txn=None) -> CommitResult:
+        return self._commit(table, lambda dt: df, partition_by, txn, "append", blind=True)
+
+    def overwrite(self, table, df, partition_by=None, partitions=None, txn=None) -> CommitResult:
+        def filters(dt: DeltaTable | None) -> list | None:
+            if not partitions:
+                return None
+            pcols = list(dt.metadata().partition_columns)
+            for col in partitions:
+                if col not in pcols:
+                    raise LakeError(f"overwrite of {table}: {col!r} is not a partition column {pcols}")
+            return [(c, "in", [str(v) for v in vals]) for c, vals in partitions.items()]
+
+        if partitions:
+            bad = (
+                df.where(
+                    ~F.expr(
+                        " AND ".join(
+                            f"`{c}` IN ({','.join(repr(str(v)) for v in vals)})"
+                            for c, vals in partitions.items()
+                        )
+                    )
+                )
+                .limit(1)
+                .count()
+            )
+            if bad:
+                raise LakeError(
+                    f"overwrite of {table} refused: the data has rows outside the partitions {partitions}"
+                )
+        return self._commit(
+            table,
+            lambda dt: df,
+            partition_by,
+            txn,
+            "overwrite",
+            mode="overwrite",
+            partition_filters=filters,
+        )
+
+    def _existing_keys(self, dt: DeltaTable, table: str, df: DataFrame, keys: list[str]) -> DataFrame:
+        existing = self.read(table, dt.version())
+        pcols = [c for c in dt.metadata().partition_columns if c in df.columns]
+        if pcols:
+            # Partition pruning: only the partitions the new data touches can hold its keys.
+            values = [r[0] for r in df.select(pcols[0]).distinct().collect()]
+            existing = existing.where(F.col(pcols[0]).isin(values))
+        return existing.select(*keys)
+
+    def insert_new(self, table, df, keys, partition_by=None, txn=None) -> CommitResult:
+        def new_rows(dt: DeltaTable | None) -> DataFrame:
+            if dt is None:
+                return df
+            return df.join(self._existing_keys(dt, table, df, keys), on=keys, how="left_anti")
+
+        return self._commit(table, new_rows, partition_by, txn, "insert_new")
+
+    def _files_matching(self, dt: DeltaTable, table: str, predicate: Any) -> tuple[list[str], DataFrame]:
+        """The table files that hold rows matching ``predicate`` (a Column)."""
+        snap = self.read(table, dt.version()).withColumn("_file", F.input_file_name())
+        files = [r[0] for r in snap.where(predicate).select("_file").distinct().collect()]
+        return files, snap
+
+    def _rewrite(
+        self,
+        table: str,
+        predicate_fn: Callable[[DeltaTable], Any],
+        replacement: DataFrame | None,
+        txn: Txn | None,
+        operation: str,
+    ) -> CommitResult:
+        """Remove the files holding matching rows, add back their other rows (+ ``replacement``)."""
+        state: dict[str, Any] = {}
+
+        def data(dt: DeltaTable | None) -> DataFrame | None:
+            if dt is None:
+                return replacement
+            pred = predicate_fn(dt)
+            files, snap = self._files_matching(dt, table, pred)
+            state["files"] = files
+            kept = None
+            if files:
+                kept = snap.where(F.col("_file").isin(files) & ~pred).drop("_file")
+                state["removed"] = snap.where(F.col("_file").isin(files) & pred).count()
+            else:
+                state["removed"] = 0
+            if kept is None:
+                return replacement
+            return kept if replacement is None else kept.unionByName(replacement)
+
+        def removes(dt: DeltaTable) -> tuple[list[RemoveAction], int]:
+            base = self.path(table)
+            adds = pa.table(dt.get_add_actions(flatten=False)).to_pylist()
+            by_uri = {}
+            for a in adds:
+                uri = f"{base}/{a['path']}"
+                by_uri[os.path.normpath(self._fs_path(uri))] = a
+            out = []
+            now_ms = int(time.time() * 1000)
+            for f in state.get("files", []):
+                a = by_uri.get(os.path.normpath(self._fs_path(unquote(f))))
+                if a is None:
+                    raise LakeError(f"{table}: file {f} is not in snapshot {dt.version()}")
+                out.append(
+                    RemoveAction(
+                        path=a["path"],
+                        data_change=True,
+                        deletion_timestamp=now_ms,
+                        size=a["size_bytes"],
+                        partition_values=a.get("partition_values") or {},
+                    )
+                )
+            return out, state.get("removed", 0)
+
+        return self._commit(table, data, None, txn, operation, removes_fn=removes)
+
+    def delete(self, table, predicate, txn=None) -> CommitResult:
+        self._require(table)
+        try:
+            pred = F.expr(predicate)
+            self.read(table).where(pred).limit(0).collect()
+        except Exception as exc:
+            raise LakeError(f"delete from {table}: invalid predicate {predicate!r}: {exc}") from None
+        return self._rewrite(table, lambda dt: pred, None, txn, "delete")
+
+    def upsert(self, table, df, keys, partition_by=None, txn=None) -> CommitResult:
+        if not self.exists(table):
+            return self.append(table, df, partition_by, txn)
+        incoming = df.select(*keys).distinct()
+
+        def pred(dt: DeltaTable) -> Any:
+            # Rows of the table whose key is in the incoming data.
+            key_col = F.struct(*[F.col(k) for k in keys])
+            values = [tuple(r) for r in incoming.collect()]
+            if len(keys) == 1:
+                return F.col(keys[0]).isin([v[0] for v in values])
+            return key_col.isin([F.struct(*[F.lit(x) for x in v]) for v in values])
+
+        return self._rewrite(table, pred, df, txn, "upsert")
+
+    def vacuum(self, table, retention_hours, dry_run=False) -> list[str]:
+        dt = self._require(table)
+        removed = dt.vacuum(
+            retention_hours=int(retention_hours),
+            dry_run=dry_run,
+            enforce_retention_duration=False,
+            full=True,
+        )
+        # Staging folders of writes that crashed before their files were moved.
+        staging = f"{self._fs_path(self.path(table))}/{STAGING_DIR}"
+        cutoff = time.time() - retention_hours * 3600
+        for info in self.fs.get_file_info(pafs.FileSelector(staging, allow_not_found=True)):
+            if info.mtime is not None and info.mtime.timestamp() <= cutoff:
+                removed.append(info.path)
+                if not dry_run:
+                    self.fs.delete_dir(info.path)
+        return list(removed)

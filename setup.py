@@ -1,0 +1,41 @@
+"""recpipe: a Spark + Delta Lake + Horovod batch recommendation pipeline."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="recpipe",
+    version="0.1.0",
+    description="Batch recommendation pipeline on Spark, Delta Lake and Horovod",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.12",
+    package_dir={"": "libs"},
+    packages=find_packages("libs"),
+    include_package_data=True,
+    package_data={"recpipe": ["py.typed"]},
+    install_requires=[
+        "pyspark>=4.0,<4.3",
+        "delta-spark>=4.0,<4.5",
+        "deltalake>=1.6,<1.7",
+        "pyarrow==18.1.0",
+        "numpy<2",
+        "pandas>=2.2,<3",
+        "pyyaml>=6",
+        "great-expectations>=1.24,<1.25",
+    ],
+    extras_require={
+        # Horovod must be built against the installed TensorFlow: see `make setup` / stack.md.
+        "train": ["tensorflow-cpu==2.17.1", "tf-keras==2.17.0", "horovod==0.28.1"],
+        "eval": ["scikit-learn>=1.4", "matplotlib>=3.8"],
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "nbformat>=5",
+            "nbclient>=0.10",
+            "ipykernel>=6",
+            "psutil>=5",
+            "venv-pack>=0.2",
+        ],
+    },
+    entry_points={"console_scripts": ["recpipe=recpipe.cli:main"]},
+)
