@@ -72,7 +72,7 @@ class IngestConfig:
         default_factory=lambda: ["impression", "click", "read", "like", "share", "hide"]
     )
     # Events before this instant are implausible -> quarantined as bad_timestamp.
-    min_event_ts: str = "1990-01-01T00:00:00Z"
+    min_event_ts: str = "2000-01-01T00:00:00Z"
     # Events later than ingest time + this many seconds -> quarantined as future_timestamp.
     max_future_seconds: int = 86_400
     # Number of Spark tasks that read the raw files (0 = Spark's default parallelism).

@@ -290,38 +290,20 @@ class EventWriter:
         table = pa.concat_tables(slices)
         if len(self._runs) > 1:
             table = table.sort_by(_SORT_KEYS)
-        df = table.to_pandas()
-        n = len(df)
-        hour = np.floor_divide(df["ts_ms"].to_numpy(), MS_PER_HOUR)
-        none = np.full(n, None, dtype=object)
-        out = pd.DataFrame(
-            {
-                "user_id": df["user_id"],
-                "item_id": df["item_id"],
-                "event_type": df["event_type"],
-                "ts": format_ts_ms(df["ts_ms"].to_numpy()),
-                "session_id": df["session_id"],
-                "request_id": df["request_id"],
-                "position": df["position"].astype("Int64"),
-                "dwell_ms": none,
-                "device": none,
-                "country": none,
-                "propensity": df["propensity"],
-                "is_history": df["is_history"].astype(bool),
-            },
-            columns=list(EVENT_FIELDS),
-        )
-        lines = _json_lines(out).split("\n")[:-1]
-        assert len(lines) == n
+        table = table.combine_chunks()
+        n = table.num_rows
+        lines = event_lines(table)  # one string per row, each ending in "\n"
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64, count=n + 1, offset=lines.offset * 8)
+        data = lines.buffers()[2]
+        hour = np.floor_divide(table.column("ts_ms").to_numpy(), MS_PER_HOUR)
         # rows are sorted by ts, so each hour is one contiguous block
         uniq, starts = np.unique(hour, return_index=True)
         ends = np.append(starts[1:], n)
         for h, s, e in zip(uniq, starts, ends, strict=True):
             path = self.events_dir / _hour_relpath(int(h))
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write("\n".join(lines[s:e]))
-                fh.write("\n")
+            with open(path, "wb") as fh:
+                fh.write(memoryview(data)[offsets[s] : offsets[e]])
         return len(uniq)
 
     # -- output
@@ -376,6 +358,58 @@ class EventWriter:
         elif self._tmpdir is not None:
             self._runs = []
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+_CONTROL_CHARS = r"[\x00-\x1f]"
+
+
+def _json_string(arr: pa.Array) -> pa.Array:
+    """Arrow string array -> JSON literals (quoted, escaped; ``null`` for nulls), vectorised."""
+    arr = arr.cast(pa.string())
+    if arr.null_count == len(arr):
+        return pa.array(np.full(len(arr), "null", dtype=object), pa.string())
+    if pc.any(pc.match_substring_regex(arr, _CONTROL_CHARS)).as_py():  # rare: let json do it
+        return pa.array(
+            [("null" if v is None else json.dumps(v, ensure_ascii=False)) for v in arr.to_pylist()]
+        )
+    esc = pc.replace_substring(arr, "\\", "\\\\")
+    esc = pc.replace_substring(esc, '"', '\\"')
+    return pc.fill_null(pc.binary_join_element_wise('"', esc, '"', ""), "null")
+
+
+def event_lines(table: pa.Table) -> pa.Array:
+    """Spool-schema table -> one JSON line (with trailing newline) per event, in ``EVENT_FIELDS`` order."""
+    n = table.num_rows
+    ts = pc.strftime(table.column("ts_ms").cast(pa.timestamp("ms")), format="%Y-%m-%dT%H:%M:%SZ")
+    position = pc.fill_null(table.column("position").cast(pa.string()), "null")
+    prop = table.column("propensity")
+    prop = pc.if_else(pc.is_finite(prop), prop, pa.scalar(None, pa.float64()))
+    propensity = pc.fill_null(prop.cast(pa.string()), "null")
+    is_history = pc.if_else(pc.fill_null(table.column("is_history"), False), "true", "false")
+    null = pa.array(np.full(n, "null", dtype=object), pa.string())
+    values = {
+        "user_id": _json_string(table.column("user_id").combine_chunks()),
+        "item_id": _json_string(table.column("item_id").combine_chunks()),
+        "event_type": _json_string(table.column("event_type").combine_chunks()),
+        "ts": _json_string(ts.combine_chunks() if isinstance(ts, pa.ChunkedArray) else ts),
+        "session_id": _json_string(table.column("session_id").combine_chunks()),
+        "request_id": _json_string(table.column("request_id").combine_chunks()),
+        "position": position,
+        "dwell_ms": null,
+        "device": null,
+        "country": null,
+        "propensity": propensity,
+        "is_history": is_history,
+    }
+    parts: list = []
+    for i, name in enumerate(EVENT_FIELDS):
+        parts.append(("{" if i == 0 else ",") + json.dumps(name) + ":")
+        parts.append(values[name])
+    parts.append("}\n")
+    out = pc.binary_join_element_wise(*parts, "")
+    if isinstance(out, pa.ChunkedArray):
+        out = out.combine_chunks()
+    return out.cast(pa.large_string())
 
 
 # --------------------------------------------------------------------------- items

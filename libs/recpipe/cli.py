@@ -1,0 +1,185 @@
+"""The ``recpipe`` command: one subcommand per stage, each calling one ``run`` function.
+
+Every command takes ``--conf FILE`` and repeatable ``--set key=value`` overrides, logs progress
+to stderr, and prints one JSON summary line on stdout. Errors exit non-zero with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from recpipe.config import Config, ConfigError, load_config
+
+log = logging.getLogger("recpipe")
+
+DEFAULT_CONF = os.environ.get("RECPIPE_CONF", "conf/local.yaml")
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conf", default=DEFAULT_CONF, help=f"YAML config file (default: {DEFAULT_CONF})")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set lake.root=/tmp/lake (repeatable)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.conf, args.overrides)
+
+
+def _session(cfg: Config, stage: str):
+    from recpipe.spark import build_session
+
+    return build_session(cfg, stage)
+
+
+def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.datasets.synthetic import generate
+
+    cfg = _load(args) if args.events is None or args.seed is None else None
+    syn = cfg.data.synthetic if cfg else None
+    events = args.events if args.events is not None else syn.events
+    seed = args.seed if args.seed is not None else syn.seed
+    start = args.start or (dt.date.fromisoformat(syn.start) if syn else dt.date(2026, 10, 1))
+    days = args.days or (syn.days if syn else 14)
+    out = args.out or (cfg.data.raw_dir if cfg else "./data/raw")
+    report = generate(
+        out,
+        events=events,
+        seed=seed,
+        start=start,
+        days=days,
+        dirty=not args.clean,
+        progress=lambda m: log.info("generate: %s", m),
+    )
+    return report.to_dict()
+
+
+def cmd_import(args: argparse.Namespace) -> dict[str, Any]:
+    if args.source_kind == "mind":
+        from recpipe.datasets.mind import import_mind
+
+        return import_mind(args.source, args.out, overwrite=args.overwrite)
+    from recpipe.datasets.movielens import import_movielens
+
+    return import_movielens(args.source, args.out, overwrite=args.overwrite)
+
+
+def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.events.ingest import run_ingest
+
+    cfg = _load(args)
+    spark = _session(cfg, "ingest")
+    return run_ingest(cfg, spark, input_dir=args.input, batch_id=args.batch_id, date=args.date)
+
+
+def cmd_tables(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.lake import open_lake
+    from recpipe.tables import describe_tables
+
+    cfg = _load(args)
+    spark = _session(cfg, "tables")
+    rows = describe_tables(open_lake(cfg, spark))
+    if not args.json:
+        width = max([len(r["table"]) for r in rows] + [5])
+        print(f"{'table':<{width}}  {'version':>7}  {'rows':>10}  last operation", file=sys.stderr)
+        for r in rows:
+            print(
+                f"{r['table']:<{width}}  {r['version']:>7}  {r['rows']:>10}  {r['last_operation']} "
+                f"({r['last_commit']})",
+                file=sys.stderr,
+            )
+    return {"tables": rows}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recpipe",
+        description="Batch recommendation pipeline on Spark + Delta Lake. Each command prints one JSON "
+        "summary line on stdout; progress goes to stderr.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="write synthetic media event logs (the embedded default data)")
+    _common(p)
+    p.add_argument("--out", help="output folder (default: data.raw_dir of the config)")
+    p.add_argument("--events", type=int, help="approximate number of clean events (default: config)")
+    p.add_argument("--seed", type=int, help="random seed (default: config)")
+    p.add_argument("--start", type=_date, help="first day, YYYY-MM-DD (default: config)")
+    p.add_argument("--days", type=int, help="number of days (default: config)")
+    p.add_argument("--clean", action="store_true", help="no dirt (duplicates, malformed lines, ...)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("import", help="convert a real data set (MIND, MovieLens) into raw event files")
+    _common(p)
+    p.add_argument("source_kind", choices=["mind", "movielens"])
+    p.add_argument("--source", required=True, help="folder of the original data set")
+    p.add_argument("--out", required=True, help="output folder of raw event files")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier import in --out")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("ingest", help="raw event files -> bronze/silver Delta tables (idempotent per batch)")
+    _common(p)
+    p.add_argument(
+        "--input",
+        help="folder with events/YYYY-MM-DD/HH.jsonl and items.jsonl (default: data.raw_dir of the config)",
+    )
+    p.add_argument("--batch-id", help="batch id (default: derived from the folder and its files)")
+    p.add_argument("--date", type=_date, help="only ingest events/<date>/")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("tables", help="list the lake's tables with version, rows and last operation")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
+    p.set_defaults(func=cmd_tables)
+
+    from recpipe.pipeline import add_run_parser
+
+    add_run_parser(sub, _common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "great_expectations", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    t0 = time.perf_counter()
+    try:
+        result = args.func(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
+        print(f"recpipe {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    if result is not None:
+        result.setdefault("elapsed_s", round(time.perf_counter() - t0, 3))
+        print(json.dumps(result, default=str))
+    return 0
+
+
+def run_stage(stage: str, argv: list[str] | None = None) -> int:
+    """Entry point of ``jobs/<stage>.py`` (spark-submit): ``recpipe <stage> ...``."""
+    return main([stage, *(sys.argv[1:] if argv is None else argv)])

@@ -1,0 +1,179 @@
+"""Table names, column names and schemas, shared by code and tests (defined once)."""
+
+from __future__ import annotations
+
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    DateType,
+    DoubleType,
+    IntegerType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
+
+# -- tables -------------------------------------------------------------------------------------
+BRONZE_EVENTS_RAW = "bronze.events_raw"
+BRONZE_QUARANTINE = "bronze.quarantine"
+SILVER_EVENTS = "silver.events"
+SILVER_ITEMS = "silver.items"
+OPS_RUNS = "ops.runs"
+OPS_DATA_QUALITY = "ops.data_quality"
+
+# -- columns ------------------------------------------------------------------------------------
+EVENT_ID = "event_id"
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+EVENT_TYPE = "event_type"
+EVENT_TS = "event_ts"
+EVENT_DATE = "event_date"
+SESSION_ID = "session_id"
+REQUEST_ID = "request_id"
+POSITION = "position"
+DWELL_MS = "dwell_ms"
+DEVICE = "device"
+COUNTRY = "country"
+PROPENSITY = "propensity"
+IS_HISTORY = "is_history"
+BATCH_ID = "batch_id"
+INGESTED_AT = "ingested_at"
+SOURCE_FILE = "source_file"
+LINE = "line"
+RAW = "raw"
+REASON = "reason"
+DETAIL = "detail"
+
+# Raw source fields (the JSONL contract of `recpipe generate` and the importers).
+RAW_FIELDS = [
+    "event_id",
+    "user_id",
+    "item_id",
+    "event_type",
+    "ts",
+    "session_id",
+    "request_id",
+    "position",
+    "dwell_ms",
+    "device",
+    "country",
+    "propensity",
+    "is_history",
+]
+REQUIRED_RAW_FIELDS = ["user_id", "item_id", "event_type", "ts"]
+
+# Quarantine reasons, in the order a record is checked.
+MALFORMED = "malformed"
+MISSING_FIELD = "missing_field"
+UNKNOWN_EVENT_TYPE = "unknown_event_type"
+BAD_TIMESTAMP = "bad_timestamp"
+FUTURE_TIMESTAMP = "future_timestamp"
+INVALID_FIELD = "invalid_field"
+QUARANTINE_REASONS = [
+    MALFORMED,
+    MISSING_FIELD,
+    UNKNOWN_EVENT_TYPE,
+    BAD_TIMESTAMP,
+    FUTURE_TIMESTAMP,
+    INVALID_FIELD,
+]
+
+# -- schemas ------------------------------------------------------------------------------------
+EVENTS_RAW_SCHEMA = StructType(
+    [
+        StructField(BATCH_ID, StringType()),
+        StructField(SOURCE_FILE, StringType()),
+        StructField(LINE, LongType()),
+        StructField(RAW, StringType()),
+        StructField(INGESTED_AT, TimestampType()),
+    ]
+)
+
+QUARANTINE_SCHEMA = StructType(
+    [
+        StructField(BATCH_ID, StringType()),
+        StructField(SOURCE_FILE, StringType()),
+        StructField(LINE, LongType()),
+        StructField(RAW, StringType()),
+        StructField(REASON, StringType()),
+        StructField(DETAIL, StringType()),
+        StructField(INGESTED_AT, TimestampType()),
+    ]
+)
+
+SILVER_EVENTS_SCHEMA = StructType(
+    [
+        StructField(EVENT_ID, StringType()),
+        StructField(USER_ID, StringType()),
+        StructField(ITEM_ID, StringType()),
+        StructField(EVENT_TYPE, StringType()),
+        StructField(EVENT_TS, TimestampType()),
+        StructField(SESSION_ID, StringType()),
+        StructField(REQUEST_ID, StringType()),
+        StructField(POSITION, IntegerType()),
+        StructField(DWELL_MS, LongType()),
+        StructField(DEVICE, StringType()),
+        StructField(COUNTRY, StringType()),
+        StructField(PROPENSITY, DoubleType()),
+        StructField(IS_HISTORY, BooleanType()),
+        StructField(BATCH_ID, StringType()),
+        StructField(INGESTED_AT, TimestampType()),
+        StructField(EVENT_DATE, DateType()),
+    ]
+)
+
+SILVER_ITEMS_SCHEMA = StructType(
+    [
+        StructField(ITEM_ID, StringType()),
+        StructField("title", StringType()),
+        StructField("text", StringType()),
+        StructField("category", StringType()),
+        StructField("subcategory", StringType()),
+        StructField("tags", ArrayType(StringType())),
+        StructField("publisher", StringType()),
+        StructField("published_ts", TimestampType()),
+        StructField("expires_ts", TimestampType()),
+        StructField("language", StringType()),
+        StructField("status", StringType()),
+        StructField(BATCH_ID, StringType()),
+        StructField("updated_at", TimestampType()),
+    ]
+)
+
+OPS_RUNS_SCHEMA = StructType(
+    [
+        StructField("run_id", StringType()),
+        StructField("job", StringType()),
+        StructField(BATCH_ID, StringType()),
+        StructField("status", StringType()),
+        StructField("started_at", TimestampType()),
+        StructField("finished_at", TimestampType()),
+        StructField("duration_s", DoubleType()),
+        StructField("input_records", LongType()),
+        StructField("accepted", LongType()),
+        StructField("duplicates", LongType()),
+        StructField("quarantined", MapType(StringType(), LongType())),
+        StructField("table_versions", MapType(StringType(), LongType())),
+        StructField("summary_json", StringType()),
+    ]
+)
+
+DATA_QUALITY_SCHEMA = StructType(
+    [
+        StructField("run_id", StringType()),
+        StructField("table_name", StringType()),
+        StructField("table_version", LongType()),
+        StructField("suite", StringType()),
+        StructField("expectation", StringType()),
+        StructField("column_name", StringType()),
+        StructField("critical", BooleanType()),
+        StructField("success", BooleanType()),
+        StructField("element_count", LongType()),
+        StructField("unexpected_count", LongType()),
+        StructField("details", StringType()),
+        StructField("checked_at", TimestampType()),
+    ]
+)

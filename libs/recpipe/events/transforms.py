@@ -1,0 +1,239 @@
+"""Pure DataFrame -> DataFrame transforms of the ingest job (no IO, no session building)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from recpipe import constants as C
+
+# Arrow schema of parsed raw lines (mapInArrow output).
+PARSED_DDL = (
+    "source_file string, line long, raw string, parse_error string, "
+    "event_id string, user_id string, item_id string, event_type string, ts string, "
+    "session_id string, request_id string, position string, dwell_ms string, device string, "
+    "country string, propensity string, is_history boolean"
+)
+_STR_FIELDS = [f for f in C.RAW_FIELDS if f != "is_history"]
+PARSED_ARROW = pa.schema(
+    [("source_file", pa.string()), ("line", pa.int64()), ("raw", pa.string()), ("parse_error", pa.string())]
+    + [(f, pa.string()) for f in _STR_FIELDS]
+    + [("is_history", pa.bool_())]
+)
+
+
+def _scalar_text(v: object) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, str)):
+        return str(v)
+    return json.dumps(v, separators=(",", ":"))
+
+
+def parse_jsonl_bytes(source_file: str, data: bytes) -> dict[str, list]:
+    """Split one JSONL file into records; each gets its line number and parse outcome."""
+    cols: dict[str, list] = {k: [] for k in ("source_file", "line", "raw", "parse_error", *C.RAW_FIELDS)}
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for n, bline in enumerate(lines, start=1):
+        bline = bline.rstrip(b"\r")
+        raw = bline.decode("utf-8", errors="replace")
+        error = None
+        obj: object = None
+        if "\ufffd" in raw and b"\xef\xbf\xbd" not in bline:
+            error = "invalid UTF-8"
+        else:
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                error = f"invalid JSON: {exc.msg} at column {exc.colno}"
+            else:
+                if not isinstance(obj, dict):
+                    error = f"not a JSON object ({type(obj).__name__})"
+        cols["source_file"].append(source_file)
+        cols["line"].append(n)
+        cols["raw"].append(raw)
+        cols["parse_error"].append(error)
+        rec = obj if error is None else {}
+        for f in _STR_FIELDS:
+            cols[f].append(_scalar_text(rec.get(f)))
+        hist = rec.get("is_history")
+        cols["is_history"].append(hist if isinstance(hist, bool) else None)
+    return cols
+
+
+def read_jsonl_files(files: DataFrame, open_file) -> DataFrame:
+    """Parse the JSONL files named in ``files`` (column ``path``) on the executors.
+
+    ``open_file(path) -> bytes`` is shipped to the executors (it must be picklable).
+    """
+    schema = PARSED_DDL
+
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for path in batch.column("path").to_pylist():
+                cols = parse_jsonl_bytes(path, open_file(path))
+                if cols["line"]:
+                    yield pa.RecordBatch.from_pydict(cols, schema=PARSED_ARROW)
+
+    return files.mapInArrow(parse, schema)
+
+
+_ISO_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?$"
+_INT_RE = r"^-?\d{1,15}$"  # epoch ms; longer would overflow
+
+
+def parse_timestamp(col: Column) -> Column:
+    """Epoch milliseconds (integer) or ISO-8601 (``Z``, ``+hh:mm`` or naive = UTC) -> timestamp."""
+    s = F.trim(col)
+    return (
+        F.when(s.rlike(_INT_RE), F.timestamp_millis(s.try_cast("long")))
+        .when(s.rlike(_ISO_RE), s.try_cast("timestamp"))
+        .otherwise(F.lit(None).cast("timestamp"))
+    )
+
+
+def _blank(col: Column) -> Column:
+    return col.isNull() | (F.trim(col) == "")
+
+
+def classify(
+    df: DataFrame,
+    allowed_event_types: list[str],
+    aliases: dict[str, str],
+    min_ts: str,
+    max_ts: Column,
+) -> DataFrame:
+    """Add ``event_type_norm``, ``ts_parsed`` and ``reason``/``detail`` (null reason = valid).
+
+    Checked in order: malformed, missing_field, unknown_event_type, bad_timestamp,
+    future_timestamp, invalid_field — a record gets the first reason that applies.
+    """
+    etype = F.lower(F.trim(F.col("event_type")))
+    if aliases:
+        mapping = F.create_map(*[x for k, v in aliases.items() for x in (F.lit(k), F.lit(v))])
+        etype = F.coalesce(F.element_at(mapping, etype), etype)
+    ts = parse_timestamp(F.col("ts"))
+    missing = [F.when(_blank(F.col(f)), F.lit(f)) for f in C.REQUIRED_RAW_FIELDS]
+    missing_list = F.concat_ws(",", *missing)
+    pos = F.trim(F.col("position")).try_cast("int")
+    dwell = F.trim(F.col("dwell_ms")).try_cast("long")
+    prop = F.trim(F.col("propensity")).try_cast("double")
+    invalid = F.concat_ws(
+        ",",
+        F.when(F.col("position").isNotNull() & (pos.isNull() | (pos < 0)), F.lit("position")),
+        F.when(F.col("dwell_ms").isNotNull() & (dwell.isNull() | (dwell < 0)), F.lit("dwell_ms")),
+        F.when(
+            F.col("propensity").isNotNull() & (prop.isNull() | (prop <= 0) | (prop > 1)), F.lit("propensity")
+        ),
+    )
+    min_col = F.lit(min_ts).cast("timestamp")
+    reason = (
+        F.when(F.col("parse_error").isNotNull(), F.lit(C.MALFORMED))
+        .when(missing_list != "", F.lit(C.MISSING_FIELD))
+        .when(~etype.isin(allowed_event_types), F.lit(C.UNKNOWN_EVENT_TYPE))
+        .when(ts.isNull() | (ts < min_col), F.lit(C.BAD_TIMESTAMP))
+        .when(ts > max_ts, F.lit(C.FUTURE_TIMESTAMP))
+        .when(invalid != "", F.lit(C.INVALID_FIELD))
+    )
+    detail = (
+        F.when(F.col("parse_error").isNotNull(), F.col("parse_error"))
+        .when(missing_list != "", F.concat(F.lit("missing or empty: "), missing_list))
+        .when(~etype.isin(allowed_event_types), F.concat(F.lit("event_type="), F.col("event_type")))
+        .when(ts.isNull(), F.concat(F.lit("unparseable ts="), F.col("ts")))
+        .when(ts < min_col, F.concat(F.lit(f"ts before {min_ts}: "), F.col("ts")))
+        .when(ts > max_ts, F.concat(F.lit("ts in the future: "), F.col("ts")))
+        .when(invalid != "", F.concat(F.lit("invalid value in: "), invalid))
+    )
+    return (
+        df.withColumn("event_type_norm", etype)
+        .withColumn("ts_parsed", ts)
+        .withColumn(C.REASON, reason)
+        .withColumn(C.DETAIL, detail)
+        .withColumn("position_int", pos)
+        .withColumn("dwell_long", dwell)
+        .withColumn("propensity_double", prop)
+    )
+
+
+def _hmac_pads(key: str) -> tuple[str, str]:
+    k = key.encode()
+    if len(k) > 64:
+        k = hashlib.sha256(k).digest()
+    k = k.ljust(64, b"\0")
+    ipad = bytes(b ^ 0x36 for b in k).hex()
+    opad = bytes(b ^ 0x5C for b in k).hex()
+    return ipad, opad
+
+
+def pseudonymize(col: Column, key: str) -> Column:
+    """HMAC-SHA256(key, id) as 32 hex chars, computed natively in Spark (no Python UDF)."""
+    ipad, opad = _hmac_pads(key)
+    inner = F.unhex(F.sha2(F.concat(F.unhex(F.lit(ipad)), F.encode(col, "UTF-8")), 256))
+    outer = F.sha2(F.concat(F.unhex(F.lit(opad)), inner), 256)
+    return F.when(col.isNull(), None).otherwise(F.concat(F.lit("p_"), F.substring(outer, 1, 32)))
+
+
+def pseudonymize_py(value: str, key: str) -> str:
+    """The same pseudonym as :func:`pseudonymize`, in Python (deletion requests, tests)."""
+    return "p_" + hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def to_silver(df: DataFrame, key: str, batch_id: str, ingested_at: Column) -> DataFrame:
+    """Valid classified records -> the ``silver.events`` schema (ids normalized, user pseudonymized)."""
+    user = pseudonymize(F.trim(F.col("user_id")), key)
+    item = F.trim(F.col("item_id"))
+    ts_ms = F.unix_micros(F.col("ts_parsed"))
+    derived_id = F.substring(
+        F.sha2(
+            F.concat_ws(
+                "\u001f",
+                user,
+                item,
+                F.col("event_type_norm"),
+                ts_ms.cast("string"),
+                F.coalesce(F.trim(F.col("request_id")), F.lit("")),
+                F.coalesce(F.col("position_int").cast("string"), F.lit("")),
+            ),
+            256,
+        ),
+        1,
+        32,
+    )
+    event_id = F.when(_blank(F.col("event_id")), derived_id).otherwise(F.trim(F.col("event_id")))
+    nullif_blank = lambda c: F.when(_blank(F.col(c)), None).otherwise(F.trim(F.col(c)))  # noqa: E731
+    return df.select(
+        event_id.alias(C.EVENT_ID),
+        user.alias(C.USER_ID),
+        item.alias(C.ITEM_ID),
+        F.col("event_type_norm").alias(C.EVENT_TYPE),
+        F.col("ts_parsed").alias(C.EVENT_TS),
+        nullif_blank("session_id").alias(C.SESSION_ID),
+        nullif_blank("request_id").alias(C.REQUEST_ID),
+        F.col("position_int").alias(C.POSITION),
+        F.col("dwell_long").alias(C.DWELL_MS),
+        F.lower(nullif_blank("device")).alias(C.DEVICE),
+        F.upper(nullif_blank("country")).alias(C.COUNTRY),
+        F.col("propensity_double").alias(C.PROPENSITY),
+        F.coalesce(F.col("is_history"), F.lit(False)).alias(C.IS_HISTORY),
+        F.lit(batch_id).alias(C.BATCH_ID),
+        ingested_at.alias(C.INGESTED_AT),
+        F.to_date(F.col("ts_parsed")).alias(C.EVENT_DATE),
+        F.col(C.SOURCE_FILE),
+        F.col(C.LINE),
+    )
+
+
+def dedupe_within_batch(df: DataFrame) -> DataFrame:
+    """Keep the first delivery of each event_id (by source file, then line); flags the rest."""
+    w = Window.partitionBy(C.EVENT_ID).orderBy(C.SOURCE_FILE, C.LINE)
+    return df.withColumn("_rank", F.row_number().over(w))

@@ -1,0 +1,184 @@
+"""Quality gates: Great Expectations suites on Spark DataFrames, results to ``ops.data_quality``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame
+
+from recpipe import constants as C
+from recpipe.lake import Lake, Txn
+
+log = logging.getLogger(__name__)
+
+
+class QualityGateError(RuntimeError):
+    """A critical expectation failed; the message names each one with its counts."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation: a Great Expectations class name, its kwargs, and whether it is critical."""
+
+    expectation: str
+    kwargs: dict[str, Any]
+    critical: bool = True
+
+
+@dataclass
+class CheckResult:
+    check: Check
+    success: bool
+    element_count: int | None
+    unexpected_count: int | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        col = self.check.kwargs.get("column")
+        return f"{self.check.expectation}({col})" if col else self.check.expectation
+
+
+@dataclass
+class QualityReport:
+    suite: str
+    table: str
+    table_version: int | None
+    results: list[CheckResult]
+
+    @property
+    def failed_critical(self) -> list[CheckResult]:
+        return [r for r in self.results if r.check.critical and not r.success]
+
+    @property
+    def success(self) -> bool:
+        return not self.failed_critical
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "success": self.success,
+            "checks": len(self.results),
+            "failed": [r.label for r in self.results if not r.success],
+        }
+
+    def raise_if_failed(self) -> None:
+        bad = self.failed_critical
+        if bad:
+            parts = [
+                f"{r.label}: {r.unexpected_count} unexpected of {r.element_count}"
+                + (
+                    f" (e.g. {r.details.get('partial_unexpected_list')[:3]})"
+                    if r.details.get("partial_unexpected_list")
+                    else ""
+                )
+                for r in bad
+            ]
+            raise QualityGateError(
+                f"quality gate '{self.suite}' failed on {self.table} v{self.table_version}: "
+                + "; ".join(parts)
+            )
+
+
+def _context():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    ctx = gx.get_context(mode="ephemeral")
+    try:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    except ImportError:  # progress bars are cosmetic; older/newer GX moved the class
+        log.debug("cannot switch off Great Expectations progress bars")
+    return gx, ctx
+
+
+def validate(
+    df: DataFrame, suite_name: str, checks: list[Check], table: str, version: int | None
+) -> QualityReport:
+    """Run ``checks`` as one Great Expectations suite on ``df``."""
+    gx, ctx = _context()
+    source = ctx.data_sources.add_spark(name="recpipe")
+    asset = source.add_dataframe_asset(name=suite_name)
+    batch = asset.add_batch_definition_whole_dataframe("batch").get_batch(batch_parameters={"dataframe": df})
+    suite = gx.ExpectationSuite(name=suite_name)
+    for i, check in enumerate(checks):
+        cls = getattr(gx.expectations, check.expectation)
+        suite.add_expectation(cls(**check.kwargs, meta={"index": i, "critical": check.critical}))
+    outcome = batch.validate(suite, result_format="SUMMARY")
+    results = []
+    for r in outcome.results:
+        check = checks[int(r.expectation_config.meta["index"])]
+        res = r.result or {}
+        results.append(
+            CheckResult(
+                check=check,
+                success=bool(r.success),
+                element_count=res.get("element_count", res.get("observed_value")),
+                unexpected_count=res.get("unexpected_count"),
+                details={
+                    k: res[k]
+                    for k in ("observed_value", "unexpected_percent", "partial_unexpected_list")
+                    if k in res
+                },
+            )
+        )
+    results.sort(key=lambda r: checks.index(r.check))
+    report = QualityReport(suite_name, table, version, results)
+    log.info("quality suite %s on %s: %s", suite_name, table, report.summary())
+    return report
+
+
+def record(lake: Lake, report: QualityReport, run_id: str) -> None:
+    """Append the report's rows to ``ops.data_quality`` (once per run and suite)."""
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        (
+            run_id,
+            report.table,
+            report.table_version,
+            report.suite,
+            r.check.expectation,
+            r.check.kwargs.get("column"),
+            r.check.critical,
+            r.success,
+            None if r.element_count is None or not isinstance(r.element_count, int) else r.element_count,
+            r.unexpected_count,
+            json.dumps({**r.check.kwargs, **r.details}, default=str),
+            now,
+        )
+        for r in report.results
+    ]
+    df = lake.spark.createDataFrame(rows, C.DATA_QUALITY_SCHEMA)
+    lake.append(C.OPS_DATA_QUALITY, df, txn=Txn(f"dq/{run_id}/{report.suite}", 1))
+
+
+def silver_events_checks(
+    allowed_event_types: list[str], min_ts: dt.datetime, max_ts: dt.datetime
+) -> list[Check]:
+    required = [C.EVENT_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.EVENT_DATE, C.BATCH_ID]
+    checks = [Check("ExpectColumnValuesToBeUnique", {"column": C.EVENT_ID})]
+    checks += [Check("ExpectColumnValuesToNotBeNull", {"column": c}) for c in required]
+    checks += [
+        Check("ExpectColumnValuesToBeInSet", {"column": C.EVENT_TYPE, "value_set": allowed_event_types}),
+        Check(
+            "ExpectColumnValuesToBeBetween", {"column": C.EVENT_TS, "min_value": min_ts, "max_value": max_ts}
+        ),
+        Check("ExpectColumnValuesToBeBetween", {"column": C.POSITION, "min_value": 0}),
+        Check("ExpectColumnValuesToBeBetween", {"column": C.DWELL_MS, "min_value": 0}),
+        Check(
+            "ExpectColumnValuesToBeBetween",
+            {"column": C.PROPENSITY, "min_value": 0, "max_value": 1, "strict_min": True},
+        ),
+        Check("ExpectColumnValueLengthsToEqual", {"column": C.USER_ID, "value": 34}),
+        # Informational: a sudden shift in the click share is worth a look, not a stop.
+        Check("ExpectTableRowCountToBeBetween", {"min_value": 1}, critical=False),
+    ]
+    return checks
