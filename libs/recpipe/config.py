@@ -95,6 +95,59 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class FeaturesConfig:
+    """Feature tables as of a date (owned by recpipe.features)."""
+
+    windows_days: list[int] = field(default_factory=lambda: [1, 7, 28])
+    ctr_prior_strength: float = 20.0
+    last_k_items: int = 10
+    text_features: int = 256
+
+
+@dataclass(frozen=True)
+class ExamplesConfig:
+    """Training examples (owned by recpipe.features.examples)."""
+
+    attribution_window_minutes: int = 30
+    negatives_per_positive: int = 4
+    # Time split: train < validation_start <= validation < test_start <= test.
+    validation_start: str = "2026-10-11"
+    test_start: str = "2026-10-13"
+    hash_buckets_user: int = 100_000
+    hash_buckets_item: int = 50_000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Horovod training of the CTR model (owned by recpipe.model)."""
+
+    model: Literal["dcn", "deepfm"] = "dcn"
+    num_proc: int = 2
+    epochs: int = 3
+    batch_size: int = 1024
+    learning_rate: float = 0.001
+    warmup_epochs: int = 1
+    checkpoint_every_steps: int = 200
+    early_stopping_patience: int = 2
+    seed: int = 7
+    model_dir: str = "./models"
+    auc_tolerance: float = 0.005
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    """Candidates, ranking, re-ranking and publishing (owned by recpipe.candidates/scoring)."""
+
+    top_n: int = 10
+    candidates_per_user: int = 200
+    max_per_category: int = 3
+    explore_share: float = 0.1
+    fresh_window_hours: int = 48
+    max_item_age_days: int = 14
+    seed: int = 11
+
+
+@dataclass(frozen=True)
 class Config:
     mode: Literal["local", "cluster"]
     lake: LakeConfig
@@ -103,6 +156,10 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    examples: ExamplesConfig = field(default_factory=ExamplesConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
     source_file: str = "<dict>"
 
     def pseudonym_key(self) -> str:

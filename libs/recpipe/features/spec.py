@@ -1,0 +1,90 @@
+"""The feature spec: what the examples table holds, shared by the trainer and the scorer.
+
+Written as JSON beside ``gold.training_examples`` (``<table path>/_feature_spec.json``, ignored by
+Delta readers) and copied into every exported model, so training and scoring assemble features
+with the same code and the same vocabularies/hash sizes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HashedFeature:
+    """A string id hashed into ``buckets`` embedding rows (unseen ids never fail)."""
+
+    name: str
+    buckets: int
+    embedding_dim: int = 16
+
+
+@dataclass(frozen=True)
+class CategoricalFeature:
+    """A string feature with a fixed vocabulary; out-of-vocabulary values map to index 0."""
+
+    name: str
+    vocabulary: list[str]
+    embedding_dim: int = 8
+
+
+@dataclass(frozen=True)
+class DenseFeature:
+    """A numeric feature, standardized with the training split's mean and std."""
+
+    name: str
+    mean: float = 0.0
+    std: float = 1.0
+
+
+@dataclass(frozen=True)
+class VectorFeature:
+    """A fixed-length float vector (e.g. the item's TF-IDF / hashed text vector)."""
+
+    name: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class SequenceFeature:
+    """The user's last-k item ids (array<string>), hashed like ``item_feature`` and mean-pooled."""
+
+    name: str
+    max_len: int
+    item_feature: str = "item_id"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    label: str
+    hashed: list[HashedFeature] = field(default_factory=list)
+    categorical: list[CategoricalFeature] = field(default_factory=list)
+    dense: list[DenseFeature] = field(default_factory=list)
+    vectors: list[VectorFeature] = field(default_factory=list)
+    sequences: list[SequenceFeature] = field(default_factory=list)
+    # Provenance: the examples table version the spec was computed from, hashing salt, etc.
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        """Every input column a model reads (label excluded)."""
+        groups = [self.hashed, self.categorical, self.dense, self.vectors, self.sequences]
+        return [f.name for g in groups for f in g]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureSpec:
+        d = json.loads(text)
+        return cls(
+            label=d["label"],
+            hashed=[HashedFeature(**x) for x in d.get("hashed", [])],
+            categorical=[CategoricalFeature(**x) for x in d.get("categorical", [])],
+            dense=[DenseFeature(**x) for x in d.get("dense", [])],
+            vectors=[VectorFeature(**x) for x in d.get("vectors", [])],
+            sequences=[SequenceFeature(**x) for x in d.get("sequences", [])],
+            metadata=d.get("metadata", {}),
+        )
