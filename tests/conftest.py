@@ -45,3 +45,42 @@ def spark(tmp_path_factory):
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+def make_config(lake_root, raw_dir, **sections):
+    """A validated Config for tests: local mode, the given lake root and raw folder."""
+    from recpipe.config import config_from_dict
+
+    data = {
+        "mode": "local",
+        "lake": {"root": str(lake_root)},
+        "data": {"source": "raw", "raw_dir": str(raw_dir)},
+        "privacy": {"allow_dev_key": True},
+        "spark": {"show_progress": False},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return config_from_dict(data, file="<tests>")
+
+
+@pytest.fixture(scope="session")
+def synthetic_lake(spark, tmp_path_factory):
+    """Small synthetic logs (20k events, 14 days) ingested once into a lake shared by tests.
+
+    Returns ``(cfg, lake, raw_dir, manifest)``. Tests may add gold tables; tests that damage
+    tables must build their own lake.
+    """
+    import json
+
+    from recpipe.datasets.synthetic import generate
+    from recpipe.events.ingest import run_ingest
+    from recpipe.lake import open_lake
+
+    base = tmp_path_factory.mktemp("synthetic")
+    raw = base / "raw"
+    generate(raw, events=20_000, seed=3)
+    cfg = make_config(base / "lake", raw)
+    lake = open_lake(cfg, spark)
+    run_ingest(cfg, spark, input_dir=str(raw), batch_id="synthetic-test", lake=lake)
+    manifest = json.loads((raw / "manifest.json").read_text())
+    return cfg, lake, raw, manifest
