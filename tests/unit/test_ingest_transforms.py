@@ -1,0 +1,132 @@
+"""Ingest transforms on tiny literal inputs: parsing, classification, pseudonyms, dedupe."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from recpipe import constants as C
+from recpipe.events import transforms as T
+
+pytestmark = pytest.mark.unit
+
+UTC = dt.timezone.utc
+ALLOWED = ["impression", "click", "read", "like", "share", "hide"]
+MAX_DT = dt.datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def max_ts():
+    return F.lit(MAX_DT).cast("timestamp")
+
+
+def test_parse_jsonl_keeps_every_line_with_its_number_and_error():
+    # given: good, truncated, non-object and invalid UTF-8 lines
+    data = (
+        b'{"user_id":"U1","item_id":"N1","event_type":"click","ts":1791036309123,"position":2}\n'
+        b'{"user_id":"U1","item_id":\n'
+        b"[1,2,3]\n"
+        b'\xff\xfe{"x":1}\n'
+    )
+    # when
+    cols = T.parse_jsonl_bytes("f.jsonl", data)
+    # then
+    assert cols["line"] == [1, 2, 3, 4]
+    assert cols["parse_error"][0] is None
+    assert cols["ts"][0] == "1791036309123" and cols["position"][0] == "2"
+    assert cols["parse_error"][1].startswith("invalid JSON")
+    assert cols["parse_error"][2] == "not a JSON object (list)"
+    assert cols["parse_error"][3] == "invalid UTF-8"
+
+
+def _parsed(spark, records):
+    rows = []
+    for i, r in enumerate(records, start=1):
+        rows.append({
+            "source_file": "f.jsonl", "line": i, "raw": str(r), "parse_error": r.pop("_error", None),
+            **{f: r.get(f) for f in C.RAW_FIELDS if f != "is_history"}, "is_history": r.get("is_history"),
+        })
+    return spark.createDataFrame(rows, T.PARSED_DDL)
+
+
+def base(**kw):
+    rec = {"user_id": "U1", "item_id": "N1", "event_type": "click", "ts": "2026-10-03T14:05:09.123Z"}
+    rec.update(kw)
+    return rec
+
+
+def test_classify_assigns_the_first_applicable_reason(spark):
+    # given
+    records = [
+        base(),                                                  # valid
+        base(_error="invalid JSON"),                             # malformed
+        base(user_id="  "),                                      # missing_field
+        base(event_type="Hover"),                                # unknown_event_type
+        base(ts="2026-13-45T99:00:00Z"),                         # bad_timestamp (unparseable)
+        base(ts="1999-12-31T23:59:59.999Z"),                     # bad_timestamp (too early)
+        base(ts="2099-01-01T00:00:00Z"),                         # future_timestamp
+        base(position="-1"),                                     # invalid_field
+        base(event_type=" IMPRESSION ", ts="2026-10-03T16:05:09.123+02:00"),  # valid, normalized
+        base(event_type="view", ts="1791036309123"),             # alias, epoch ms
+        base(item_id=None, ts="yesterday"),                      # missing_field wins over bad ts
+    ]
+    # when
+    out = T.classify(_parsed(spark, records), ALLOWED, {"view": "impression"}, "2000-01-01T00:00:00Z", max_ts())
+    got = [(r.line, r.reason, r.event_type_norm) for r in out.orderBy("line").collect()]
+    # then
+    assert [g[1] for g in got] == [
+        None, C.MALFORMED, C.MISSING_FIELD, C.UNKNOWN_EVENT_TYPE, C.BAD_TIMESTAMP, C.BAD_TIMESTAMP,
+        C.FUTURE_TIMESTAMP, C.INVALID_FIELD, None, None, C.MISSING_FIELD,
+    ]
+    assert got[8][2] == "impression" and got[9][2] == "impression"
+
+
+def test_timestamp_formats_parse_to_the_same_instant(spark):
+    df = spark.createDataFrame(
+        [("2026-10-03T14:05:09.123Z",), ("2026-10-03T16:05:09.123+02:00",), ("1791036309123",),
+         ("2026-10-03 14:05:09.123",), ("03/10/2026 xx",), ("2026",)],
+        "ts string",
+    )
+    got = [r[0] for r in df.select(T.parse_timestamp(F.col("ts"))).collect()]
+    want = dt.datetime(2026, 10, 3, 14, 5, 9, 123000)
+    assert got[:4] == [want] * 4
+    assert got[4] is None
+    # a bare integer is epoch milliseconds (1970 here), which classify() rejects as too early
+    assert got[5] == dt.datetime(1970, 1, 1, 0, 0, 2, 26000)
+
+
+def test_pseudonymize_in_spark_is_hmac_sha256(spark):
+    key = "a secret key"
+    df = spark.createDataFrame([("U0001234",), ("ü-user",), (None,)], "u string")
+    got = [r[0] for r in df.select(T.pseudonymize(F.col("u"), key)).collect()]
+    assert got == [T.pseudonymize_py("U0001234", key), T.pseudonymize_py("ü-user", key), None]
+    assert got[0] != T.pseudonymize_py("U0001234", "another key")
+
+
+def test_to_silver_derives_stable_event_ids_and_dedupe_keeps_first_delivery(spark):
+    # given: the same event delivered twice in different formats, and a distinct one
+    records = [
+        base(event_type="Click", ts="2026-10-03T14:05:09.123Z", request_id="R1", position="0"),
+        base(event_type="click", ts="1791036309123", request_id="R1", position="0"),
+        base(event_type="click", ts="2026-10-03T14:05:10.000Z", request_id="R1", position="0"),
+    ]
+    classified = T.classify(_parsed(spark, records), ALLOWED, {}, "2000-01-01T00:00:00Z", max_ts())
+    ingested = F.lit(dt.datetime(2026, 10, 4, tzinfo=UTC)).cast("timestamp")
+    # when
+    silver = T.to_silver(classified, "k", "b1", ingested)
+    ranked = T.dedupe_within_batch(silver)
+    # then
+    rows = ranked.orderBy(C.LINE).collect()
+    assert rows[0].event_id == rows[1].event_id != rows[2].event_id
+    assert [r._rank for r in rows] == [1, 2, 1]
+    assert rows[0].user_id == T.pseudonymize_py("U1", "k")
+    expected = spark.createDataFrame(
+        [(dt.date(2026, 10, 3), "click", 0, False)], "event_date date, event_type string, position int, h boolean"
+    )
+    assertDataFrameEqual(
+        ranked.where("_rank = 1 and line = 1").select(C.EVENT_DATE, C.EVENT_TYPE, C.POSITION,
+                                                        F.col(C.IS_HISTORY).alias("h")),
+        expected,
+    )
