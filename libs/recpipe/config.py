@@ -260,10 +260,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _split_override_path(parts: list[str]) -> list[str]:
+    """Join the tail of a path that runs into a mapping (``spark.conf.spark.sql.x`` -> 3 keys)."""
+    tp: Any = Config
+    for i, part in enumerate(parts):
+        if get_origin(tp) is dict:
+            return parts[:i] + [".".join(parts[i:])]
+        if not dataclasses.is_dataclass(tp):
+            return parts
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return parts
+        tp = hints[part]
+    return parts
+
+
 def apply_overrides(data: dict, overrides: list[str], file: str) -> dict:
     data = dict(data)
     for text in overrides:
         parts, value = parse_override(text)
+        parts = _split_override_path(parts)
         node = data
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)

@@ -1,0 +1,72 @@
+"""Configuration: typed, validated at load, errors name the file and the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from recpipe.config import DEV_ONLY_PSEUDONYM_KEY, ConfigError, load_config
+
+pytestmark = pytest.mark.unit
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_shipped_configs_load():
+    local = load_config("conf/local.yaml")
+    assert local.mode == "local" and local.spark.master == "local[2]" and local.lake.root == "./lakehouse"
+    assert local.data.source == "synthetic"
+    cluster = load_config("conf/cluster.yaml")
+    assert cluster.mode == "cluster" and cluster.lake.root.startswith("s3://")
+    assert cluster.privacy.allow_dev_key is False
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    p = write(tmp_path, "mode: local\nlake: {root: /x, rooot: /y}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: unknown key 'lake\.rooot'"):
+        load_config(p)
+
+
+def test_missing_key_names_file_and_key(tmp_path):
+    p = write(tmp_path, "mode: local\nlake: {backend: delta-rs}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: missing required key 'lake\.root'"):
+        load_config(p)
+
+
+def test_wrong_type_names_file_and_key(tmp_path):
+    p = write(tmp_path, "mode: local\nlake: {root: /x}\ndata: {synthetic: {events: many}}\n")
+    with pytest.raises(ConfigError, match=r"key 'data\.synthetic\.events' must be int, got str"):
+        load_config(p)
+    p = write(tmp_path, "mode: laptop\nlake: {root: /x}\n")
+    with pytest.raises(ConfigError, match=r"key 'mode' must be one of \['local', 'cluster'\]"):
+        load_config(p)
+
+
+def test_overrides_are_typed_and_validated():
+    cfg = load_config("conf/local.yaml", ["lake.root=/tmp/lake", "data.synthetic.events=5000",
+                                          "spark.conf.spark.sql.shuffle.partitions=8"])
+    assert cfg.lake.root == "/tmp/lake" and cfg.data.synthetic.events == 5000
+    assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "8"
+    with pytest.raises(ConfigError, match="unknown key 'lake.nope'"):
+        load_config("conf/local.yaml", ["lake.nope=1"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config("conf/local.yaml", ["lake.root"])
+
+
+def test_pseudonym_key_comes_from_the_environment(monkeypatch):
+    cfg = load_config("conf/local.yaml")
+    monkeypatch.delenv("RECPIPE_PSEUDONYM_KEY", raising=False)
+    assert cfg.pseudonym_key() == DEV_ONLY_PSEUDONYM_KEY  # local default: dev-only key
+    monkeypatch.setenv("RECPIPE_PSEUDONYM_KEY", "s3cret")
+    assert cfg.pseudonym_key() == "s3cret"
+    monkeypatch.delenv("RECPIPE_PSEUDONYM_KEY")
+    with pytest.raises(ConfigError, match="RECPIPE_PSEUDONYM_KEY is not set"):
+        load_config("conf/cluster.yaml").pseudonym_key()
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
