@@ -148,6 +148,16 @@ class RecommendConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Offline evaluation (owned by recpipe.evaluation)."""
+
+    k: int = 10
+    # Clicks in [run date, run date + horizon) are the ground truth for that date's lists.
+    horizon_days: int = 7
+    report_dir: str = "./reports"
+
+
+@dataclass(frozen=True)
 class Config:
     mode: Literal["local", "cluster"]
     lake: LakeConfig
@@ -160,6 +170,7 @@ class Config:
     examples: ExamplesConfig = field(default_factory=ExamplesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     source_file: str = "<dict>"
 
     def pseudonym_key(self) -> str:

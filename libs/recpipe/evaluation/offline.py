@@ -1,0 +1,216 @@
+"""Offline evaluation of published top-N lists and baselines against later clicks.
+
+Accuracy metrics come from Spark ML's ``RankingEvaluator`` (NDCG@K, Recall@K, Precision@K, MAP)
+plus HitRate@K and MRR; beyond-accuracy metrics are catalog coverage, intra-list diversity by
+category and novelty. Every metric is computed for all users and for cold / warm users (no
+history before the run date vs. some), and for the published lists, a popularity list and an
+ALS list on the same split, so the numbers stand side by side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from pyspark.ml.evaluation import RankingEvaluator
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from recpipe import constants as C
+
+log = logging.getLogger(__name__)
+
+RANKING_METRICS = {"ndcg": "ndcgAtK", "recall": "recallAtK", "precision": "precisionAtK", "map": "meanAveragePrecisionAtK"}
+
+
+def clicks_truth(events: DataFrame, start: dt.date, end: dt.date) -> DataFrame:
+    """(user_id, relevant: array<string>) of items clicked in [start, end), history excluded."""
+    return (
+        events.where(
+            (F.col(C.EVENT_TYPE) == "click")
+            & ~F.coalesce(F.col(C.IS_HISTORY), F.lit(False))
+            & (F.col(C.EVENT_DATE) >= F.lit(start))
+            & (F.col(C.EVENT_DATE) < F.lit(end))
+        )
+        .groupBy(C.USER_ID)
+        .agg(F.array_distinct(F.collect_list(C.ITEM_ID)).alias("relevant"))
+    )
+
+
+def lists_from_rows(recs: DataFrame) -> DataFrame:
+    """Rows (user_id, rank, item_id) -> (user_id, items: array<string> ordered by rank)."""
+    return recs.groupBy(C.USER_ID).agg(
+        F.transform(F.array_sort(F.collect_list(F.struct("rank", C.ITEM_ID))), lambda s: s[C.ITEM_ID]).alias(
+            "items"
+        )
+    )
+
+
+def _indexed(lists: DataFrame, truth: DataFrame) -> DataFrame:
+    """Both sides as array<double> item indexes, as RankingEvaluator requires."""
+    ids = (
+        lists.select(F.explode("items").alias("i"))
+        .union(truth.select(F.explode("relevant").alias("i")))
+        .distinct()
+        .withColumn("ix", F.dense_rank().over(Window.orderBy("i")).cast("double"))
+    )
+    mapping = ids.agg(F.map_from_entries(F.collect_list(F.struct("i", "ix"))).alias("m"))
+    joined = lists.join(truth, C.USER_ID, "inner").crossJoin(mapping)
+    return joined.select(
+        C.USER_ID,
+        F.transform("items", lambda i: F.element_at(F.col("m"), i)).alias("prediction"),
+        F.transform("relevant", lambda i: F.element_at(F.col("m"), i)).alias("label"),
+        "items",
+        "relevant",
+    )
+
+
+def accuracy_metrics(lists: DataFrame, truth: DataFrame, k: int) -> dict[str, float | int | None]:
+    """NDCG/Recall/Precision/MAP@K (RankingEvaluator), HitRate@K and MRR over users with clicks."""
+    df = _indexed(lists, truth).cache()
+    n = df.count()
+    out: dict[str, float | int | None] = {"users_evaluated": n}
+    if n == 0:
+        df.unpersist()
+        return {**out, **{f"{m}@{k}": None for m in RANKING_METRICS}, f"hit_rate@{k}": None, "mrr": None}
+    for name, metric in RANKING_METRICS.items():
+        ev = RankingEvaluator(predictionCol="prediction", labelCol="label", metricName=metric, k=k)
+        out[f"{name}@{k}"] = float(ev.evaluate(df))
+    topk = F.slice("items", 1, k)
+    hit = F.size(F.array_intersect(topk, F.col("relevant"))) > 0
+    first = F.array_min(
+        F.filter(
+            F.transform("items", lambda x, i: F.when(F.array_contains(F.col("relevant"), x), i + 1)),
+            lambda x: x.isNotNull(),
+        )
+    )
+    row = df.agg(F.avg(hit.cast("double")).alias("hr"), F.avg(F.coalesce(1.0 / first, F.lit(0.0))).alias("mrr")).first()
+    out[f"hit_rate@{k}"] = float(row["hr"])
+    out["mrr"] = float(row["mrr"])
+    df.unpersist()
+    return out
+
+
+def beyond_accuracy(lists: DataFrame, items: DataFrame, popularity: DataFrame, k: int) -> dict[str, float | None]:
+    """Catalog coverage, intra-list diversity (share of item pairs of different categories), novelty.
+
+    ``popularity``: (item_id, clicks) before the run date; novelty = mean -log2 of an item's
+    share of those clicks (add-one smoothed), so unknown items are the most novel.
+    """
+    top = lists.select(C.USER_ID, F.posexplode(F.slice("items", 1, k)).alias("pos", C.ITEM_ID))
+    catalog = items.where(F.col("status") == "active").select(C.ITEM_ID).distinct().count()
+    recommended = top.select(C.ITEM_ID).distinct().count()
+    cats = top.join(items.select(C.ITEM_ID, "category"), C.ITEM_ID, "left")
+    per_list = cats.groupBy(C.USER_ID, "category").count().groupBy(C.USER_ID).agg(
+        F.sum("count").alias("n"), F.sum(F.col("count") * (F.col("count") - 1)).alias("same_pairs")
+    )
+    ild = per_list.where("n > 1").agg(F.avg(1 - F.col("same_pairs") / (F.col("n") * (F.col("n") - 1)))).first()[0]
+    total = popularity.agg(F.sum("clicks")).first()[0] or 0
+    n_items = max(catalog, 1)
+    nov = (
+        top.join(popularity, C.ITEM_ID, "left")
+        .select((-F.log2((F.coalesce("clicks", F.lit(0)) + 1) / F.lit(total + n_items))).alias("nov"))
+        .agg(F.avg("nov"))
+        .first()[0]
+    )
+    return {
+        "catalog_coverage": recommended / catalog if catalog else None,
+        "intra_list_diversity": None if ild is None else float(ild),
+        "novelty_bits": None if nov is None else float(nov),
+        "lists": lists.count(),
+    }
+
+
+def popularity_lists(train_events: DataFrame, users: DataFrame, k: int) -> DataFrame:
+    """The same most-clicked items for everyone, minus what each user already clicked."""
+    clicks = train_events.where((F.col(C.EVENT_TYPE) == "click") & ~F.coalesce(F.col(C.IS_HISTORY), F.lit(False)))
+    top = clicks.groupBy(C.ITEM_ID).count().orderBy(F.desc("count"), C.ITEM_ID).limit(k * 5)
+    seen = clicks.select(C.USER_ID, C.ITEM_ID).distinct()
+    ranked = (
+        users.crossJoin(top)
+        .join(seen, [C.USER_ID, C.ITEM_ID], "left_anti")
+        .withColumn("rank", F.row_number().over(Window.partitionBy(C.USER_ID).orderBy(F.desc("count"), C.ITEM_ID)))
+        .where(F.col("rank") <= k)
+    )
+    return lists_from_rows(ranked)
+
+
+def als_lists(train_events: DataFrame, users: DataFrame, k: int, seed: int = 7) -> DataFrame:
+    """Spark ML ALS (implicit feedback on clicks and reads) top-k for ``users`` it knows."""
+    from pyspark.ml.feature import StringIndexer
+    from pyspark.ml.recommendation import ALS
+
+    inter = (
+        train_events.where(F.col(C.EVENT_TYPE).isin("click", "read", "like", "share"))
+        .groupBy(C.USER_ID, C.ITEM_ID)
+        .agg(F.count("*").cast("float").alias("strength"))
+    )
+    if inter.limit(1).count() == 0:
+        return users.select(C.USER_ID, F.array().cast("array<string>").alias("items")).limit(0)
+    ui = StringIndexer(inputCol=C.USER_ID, outputCol="u").fit(inter)
+    ii = StringIndexer(inputCol=C.ITEM_ID, outputCol="i").fit(inter)
+    data = ii.transform(ui.transform(inter))
+    model = ALS(userCol="u", itemCol="i", ratingCol="strength", implicitPrefs=True, rank=16, maxIter=8,
+                regParam=0.05, coldStartStrategy="drop", seed=seed).fit(data)
+    known = ui.transform(users.join(inter.select(C.USER_ID).distinct(), C.USER_ID))
+    recs = model.recommendForUserSubset(known.select("u"), k * 3)
+    labels = ii.labelsArray[0]
+    item_map = F.array(*[F.lit(x) for x in labels]) if len(labels) < 50_000 else None
+    if item_map is None:
+        raise ValueError("als_lists: catalog too large for the literal label map")
+    seen = inter.select(C.USER_ID, C.ITEM_ID)
+    rows = (
+        recs.join(known, "u")
+        .select(C.USER_ID, F.posexplode("recommendations").alias("pos", "r"))
+        .select(C.USER_ID, F.element_at(item_map, F.col("r.item") + 1).alias(C.ITEM_ID), "pos")
+        .join(seen, [C.USER_ID, C.ITEM_ID], "left_anti")
+        .withColumn("rank", F.row_number().over(Window.partitionBy(C.USER_ID).orderBy("pos")))
+        .where(F.col("rank") <= k)
+    )
+    return lists_from_rows(rows)
+
+
+def segment_users(events_before: DataFrame, users: DataFrame) -> DataFrame:
+    """(user_id, segment): ``cold`` when the user has no event before the run date, else ``warm``."""
+    known = events_before.select(C.USER_ID).distinct().withColumn("_k", F.lit(True))
+    return users.join(known, C.USER_ID, "left").select(
+        C.USER_ID, F.when(F.col("_k"), F.lit("warm")).otherwise(F.lit("cold")).alias("segment")
+    )
+
+
+def evaluate_lists(
+    name: str,
+    lists: DataFrame,
+    truth: DataFrame,
+    segments: DataFrame,
+    items: DataFrame,
+    popularity: DataFrame,
+    k: int,
+) -> list[dict[str, Any]]:
+    """Metric rows for one policy: all users, then each user segment."""
+    lists = lists.cache()
+    rows = []
+    for seg in ["all", "cold", "warm"]:
+        if seg == "all":
+            l_seg, t_seg = lists, truth
+        else:
+            ids = segments.where(F.col("segment") == seg).select(C.USER_ID)
+            l_seg, t_seg = lists.join(ids, C.USER_ID), truth.join(ids, C.USER_ID)
+        metrics = {**accuracy_metrics(l_seg, t_seg, k), **beyond_accuracy(l_seg, items, popularity, k)}
+        rows.append({"policy": name, "segment": seg, "k": k, **metrics})
+    lists.unpersist()
+    return rows
+
+
+def item_segment_hit_rates(lists: DataFrame, truth: DataFrame, events_before: DataFrame, k: int) -> dict[str, Any]:
+    """Share of clicked cold items (no event before the run date) and warm items that were recommended."""
+    known = events_before.select(C.ITEM_ID).distinct().withColumn("_k", F.lit(True))
+    pairs = truth.select(C.USER_ID, F.explode("relevant").alias(C.ITEM_ID)).join(known, C.ITEM_ID, "left")
+    recd = lists.select(C.USER_ID, F.explode(F.slice("items", 1, k)).alias(C.ITEM_ID)).withColumn("_r", F.lit(True))
+    j = pairs.join(recd, [C.USER_ID, C.ITEM_ID], "left")
+    out = {}
+    for seg, cond in (("cold_items", F.col("_k").isNull()), ("warm_items", F.col("_k").isNotNull())):
+        r = j.where(cond).agg(F.count("*").alias("n"), F.avg(F.col("_r").isNotNull().cast("double")).alias("hit")).first()
+        out[seg] = {"clicked_pairs": int(r["n"]), f"recall@{k}": None if r["hit"] is None else float(r["hit"])}
+    return out

@@ -1,0 +1,185 @@
+"""`recpipe evaluate --date D`: ranker, top-N lists, baselines and off-policy estimates -> ops.evaluations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, DoubleType, StringType, StructField, StructType, TimestampType
+
+from recpipe import constants as C
+from recpipe.config import Config
+from recpipe.evaluation import offline as O
+from recpipe.evaluation import ope
+from recpipe.lake import Lake, Txn, open_lake
+
+log = logging.getLogger(__name__)
+
+OPS_EVALUATIONS = "ops.evaluations"
+EVALUATIONS_SCHEMA = StructType([
+    StructField("run_id", StringType()),
+    StructField("run_date", DateType()),
+    StructField("policy", StringType()),
+    StructField("segment", StringType()),
+    StructField("metric", StringType()),
+    StructField("value", DoubleType()),
+    StructField("created_at", TimestampType()),
+])
+
+
+def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
+    """AUC / logloss of the current model and of item popularity on the examples' test split."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    if not lake.exists(C.GOLD_TRAINING_EXAMPLES):
+        return {"skipped": f"{C.GOLD_TRAINING_EXAMPLES} does not exist"}
+    ex = lake.read(C.GOLD_TRAINING_EXAMPLES)
+    test = ex.where(F.col(C.SPLIT) == "test")
+    train = ex.where(F.col(C.SPLIT) == "train")
+    prior = train.agg(F.avg(C.LABEL)).first()[0] or 0.0
+    strength = cfg.features.ctr_prior_strength
+    pop = train.groupBy(C.ITEM_ID).agg(
+        ((F.sum(C.LABEL) + prior * strength) / (F.count("*") + strength)).alias("pop")
+    )
+    pdf = test.join(pop, C.ITEM_ID, "left").fillna({"pop": prior}).toPandas()
+    if pdf.empty or pdf[C.LABEL].nunique() < 2:
+        return {"skipped": "test split is empty or has a single label"}
+    y = pdf[C.LABEL].to_numpy().astype(int)
+    out: dict[str, Any] = {"test_examples": int(len(y)), "test_ctr": float(y.mean()),
+                           "popularity_auc": float(roc_auc_score(y, pdf["pop"]))}
+    try:
+        from recpipe.model.inputs import to_model_inputs
+        from recpipe.model.registry import load_current_model
+
+        model, spec, row = load_current_model(cfg, lake)
+    except (ImportError, RuntimeError) as exc:
+        out["model"] = f"no current model: {exc}"
+        return out
+    p = model.predict(to_model_inputs(pdf, spec), batch_size=4096, verbose=0).reshape(-1)
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    out.update(model_version=row["model_version"], auc=float(roc_auc_score(y, p)), logloss=float(log_loss(y, p)))
+    return out
+
+
+def logged_policy_ope(events, start: dt.date, end: dt.date) -> dict[str, Any]:
+    """IPS / SNIPS of the logging policy on its own impressions (must contain the observed CTR).
+
+    A sanity check of the propensities that the same estimators apply to our own published
+    lists once their clicks come back.
+    """
+    imps = events.where(
+        (F.col(C.EVENT_TYPE) == "impression") & F.col(C.PROPENSITY).isNotNull()
+        & (F.col(C.EVENT_DATE) >= F.lit(start)) & (F.col(C.EVENT_DATE) < F.lit(end))
+    )
+    clicks = events.where((F.col(C.EVENT_TYPE) == "click") & F.col(C.REQUEST_ID).isNotNull()).select(
+        C.REQUEST_ID, C.ITEM_ID, F.lit(1).alias("clicked")
+    ).distinct()
+    pdf = imps.join(clicks, [C.REQUEST_ID, C.ITEM_ID], "left").select(
+        F.coalesce("clicked", F.lit(0)).alias("r"), C.PROPENSITY
+    ).toPandas()
+    if pdf.empty:
+        return {"skipped": "no logged impressions with propensities in the window"}
+    r = pdf["r"].to_numpy(float)
+    p = pdf[C.PROPENSITY].to_numpy(float)
+    est = ope.evaluate_policy(r, p, p)
+    observed = float(r.mean())
+    return {
+        "impressions": int(len(r)),
+        "observed_ctr": observed,
+        **{name: e.to_dict() for name, e in est.items()},
+        "ips_ci_contains_observed": est["ips"].ci_low <= observed <= est["ips"].ci_high,
+    }
+
+
+def run_evaluate(cfg: Config, spark: SparkSession, date: dt.date | None = None, lake: Lake | None = None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    lake = lake or open_lake(cfg, spark)
+    k = cfg.evaluate.k
+    if not lake.exists(C.GOLD_RECOMMENDATIONS):
+        raise RuntimeError(f"{C.GOLD_RECOMMENDATIONS} does not exist: run `recpipe recommend` first")
+    recs = lake.read(C.GOLD_RECOMMENDATIONS)
+    if date is None:
+        date = recs.agg(F.max("run_date")).first()[0]
+    recs = recs.where(F.col("run_date") == F.lit(date))
+    if recs.limit(1).count() == 0:
+        raise RuntimeError(f"{C.GOLD_RECOMMENDATIONS} has no lists for {date}")
+    end = date + dt.timedelta(days=cfg.evaluate.horizon_days)
+    events = lake.read(C.SILVER_EVENTS)
+    before = events.where(F.col(C.EVENT_TS) < F.lit(dt.datetime.combine(date, dt.time())).cast("timestamp"))
+    items = lake.read(C.SILVER_ITEMS)
+    truth = O.clicks_truth(events, date, end).cache()
+    users = recs.select(C.USER_ID).distinct().cache()
+    segments = O.segment_users(before, users)
+    popularity = (
+        before.where((F.col(C.EVENT_TYPE) == "click") & ~F.coalesce(F.col(C.IS_HISTORY), F.lit(False)))
+        .groupBy(C.ITEM_ID).agg(F.count("*").alias("clicks"))
+    )
+    published = O.lists_from_rows(recs)
+    policies = {
+        "published": published,
+        "popularity": O.popularity_lists(before, users, k),
+        "als": O.als_lists(before, users, k),
+    }
+    rows: list[dict[str, Any]] = []
+    for name, lists in policies.items():
+        log.info("evaluate: %s lists", name)
+        rows += O.evaluate_lists(name, lists, truth, segments, items, popularity, k)
+    item_segments = O.item_segment_hit_rates(published, truth, before, k)
+    ranker = ranker_metrics(cfg, lake)
+    off_policy = logged_policy_ope(events, date, end)
+    run_id = f"evaluate-{date}-{uuid.uuid4().hex[:8]}"
+    report = {
+        "job": "evaluate",
+        "run_id": run_id,
+        "run_date": str(date),
+        "truth_window": [str(date), str(end)],
+        "k": k,
+        "users_with_lists": users.count(),
+        "users_with_clicks": truth.count(),
+        "ranker": ranker,
+        "top_n": rows,
+        "item_segments": item_segments,
+        "off_policy": off_policy,
+        "reasons": {r["reason"]: r["n"] for r in recs.groupBy("reason").agg(F.count("*").alias("n")).collect()},
+    }
+    report_dir = Path(cfg.evaluate.report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / f"evaluation-{date}.json"
+    path.write_text(json.dumps(report, indent=2, default=str))
+    _store(lake, report, date)
+    truth.unpersist()
+    users.unpersist()
+    report["report_path"] = str(path.resolve())
+    report["duration_s"] = round(time.perf_counter() - t0, 2)
+    return report
+
+
+def _store(lake: Lake, report: dict[str, Any], date: dt.date) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    out = []
+    for row in report["top_n"]:
+        for key, v in row.items():
+            if key in ("policy", "segment", "k") or not isinstance(v, (int, float)) or v is None:
+                continue
+            out.append((report["run_id"], date, row["policy"], row["segment"], key, float(v), now))
+    for key, v in report["ranker"].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append((report["run_id"], date, "ranker", "all", key, float(v), now))
+    for est in ("ips", "snips"):
+        if est in report["off_policy"]:
+            out.append((report["run_id"], date, "logging_policy", "all", f"{est}_ctr",
+                        float(report["off_policy"][est]["value"]), now))
+    df = lake.spark.createDataFrame(out, EVALUATIONS_SCHEMA)
+    # One evaluation per run date is kept: a rerun replaces that date's rows atomically.
+    if lake.exists(OPS_EVALUATIONS):
+        lake.overwrite(OPS_EVALUATIONS, df, partitions={"run_date": [date]})
+    else:
+        lake.append(OPS_EVALUATIONS, df, partition_by=["run_date"], txn=Txn(f"evaluate/{date}", 1))
