@@ -5,7 +5,7 @@ CONF ?= conf/local.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test test-fast bench lint clean package airflow-venv docker-image
 
 setup:
 	@bash deploy/setup-env.sh $(VENV)
@@ -25,6 +25,18 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check libs jobs tests deploy
 	$(VENV)/bin/ruff format --check libs jobs tests deploy
+
+# Wheel + packed environment (dist/) for spark-submit --archives; see deploy/README.md.
+package: setup
+	bash deploy/spark-submit.sh --build
+
+# Airflow in its own venv (build/airflow-venv) for the DAG import test.
+airflow-venv:
+	bash deploy/airflow/make-venv.sh
+
+# Needs a Docker engine and Maven Central (Delta jars); not run in CI.
+docker-image: package
+	docker build -f deploy/docker/Dockerfile -t recpipe:0.1.0 .
 
 clean:
 	rm -rf lakehouse data bench-results spark-warehouse .pytest_cache

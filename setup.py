@@ -1,6 +1,6 @@
 """recpipe: a Spark + Delta Lake + Horovod batch recommendation pipeline."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="recpipe",
@@ -10,7 +10,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.12",
     package_dir={"": "libs"},
-    packages=find_packages("libs"),
+    # Namespace-aware discovery: a sub-package that lacks an __init__.py must still ship
+    # (an empty wheel was caught by tests/integration/test_packaging.py).
+    packages=find_namespace_packages("libs", include=["recpipe", "recpipe.*"], exclude=["*.__pycache__"]),
     include_package_data=True,
     package_data={"recpipe": ["py.typed"]},
     install_requires=[
