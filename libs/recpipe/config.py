@@ -8,6 +8,7 @@ applied before validation, so they are checked the same way.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import types
 import typing
@@ -231,6 +232,9 @@ def _coerce(tp: Any, value: Any, key: str, file: str) -> Any:
         return out
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is str and isinstance(value, (datetime.date, datetime.datetime)):
+        # YAML reads unquoted 2026-10-01 as a date; dates are configured as ISO strings.
+        return value.isoformat()
     if tp in (str, int, float, bool):
         if isinstance(value, bool) and tp is not bool:
             raise ConfigError(f"{file}: key '{key}' must be {tp.__name__}, got bool")

@@ -23,6 +23,9 @@ SILVER_EVENTS = "silver.events"
 SILVER_ITEMS = "silver.items"
 OPS_RUNS = "ops.runs"
 OPS_DATA_QUALITY = "ops.data_quality"
+GOLD_ITEM_FEATURES = "gold.item_features"
+GOLD_USER_FEATURES = "gold.user_features"
+GOLD_TRAINING_EXAMPLES = "gold.training_examples"
 
 # -- columns ------------------------------------------------------------------------------------
 EVENT_ID = "event_id"
@@ -46,6 +49,16 @@ LINE = "line"
 RAW = "raw"
 REASON = "reason"
 DETAIL = "detail"
+
+# Feature tables and training examples (recpipe.features).
+AS_OF_DATE = "as_of_date"
+FEATURE_TS = "feature_ts"
+EXAMPLE_ID = "example_id"
+LABEL = "label"
+SAMPLED = "sampled"
+SPLIT = "split"
+SPLITS = ["train", "validation", "test"]
+FEATURE_SPEC_FILE = "_feature_spec.json"
 
 # Raw source fields (the JSONL contract of `recpipe generate` and the importers).
 RAW_FIELDS = [
@@ -175,5 +188,85 @@ DATA_QUALITY_SCHEMA = StructType(
         StructField("unexpected_count", LongType()),
         StructField("details", StringType()),
         StructField("checked_at", TimestampType()),
+    ]
+)
+
+# -- candidates and recommendations (recpipe.candidates / recpipe.scoring) ------------------------
+GOLD_CANDIDATES = "gold.candidates"
+GOLD_RECOMMENDATIONS = "gold.recommendations"
+RUN_DATE = "run_date"
+SOURCE = "source"
+SOURCE_SCORE = "source_score"
+RANK = "rank"
+SCORE = "score"
+REASON_DETAIL = "reason_detail"
+MODEL_VERSION = "model_version"
+RUN_ID = "run_id"
+GENERATED_AT = "generated_at"
+# The item text vector in gold.item_features (issue 3 names it text_vec; text_vector also accepted).
+TEXT_VECTOR_COLUMNS = ("text_vec", "text_vector")
+
+# Reason codes of a recommendation (candidate source names are the first five).
+REASON_CO_VISIT = "co_visit"
+REASON_SIMILAR_CONTENT = "similar_content"
+REASON_ALS = "als"
+REASON_TRENDING = "trending"
+REASON_FRESH = "fresh"
+REASON_EXPLORE = "explore"
+CANDIDATE_SOURCES = [
+    REASON_CO_VISIT,
+    REASON_SIMILAR_CONTENT,
+    REASON_ALS,
+    REASON_FRESH,
+    REASON_TRENDING,
+]  # also the priority order of the reason shown when several sources propose an item
+REASON_CODES = [*CANDIDATE_SOURCES, REASON_EXPLORE]
+
+# Event types that count as positive feedback (weight) / mean the user is done with the item.
+POSITIVE_EVENT_WEIGHTS = {"click": 1.0, "read": 0.5, "like": 2.0, "share": 3.0}
+CONSUMED_EVENT_TYPES = ["click", "read", "like", "share", "hide"]
+
+CANDIDATES_SCHEMA = StructType(
+    [
+        StructField(RUN_DATE, DateType()),
+        StructField(USER_ID, StringType()),
+        StructField(ITEM_ID, StringType()),
+        StructField(SOURCE, StringType()),
+        StructField(SOURCE_SCORE, DoubleType()),
+        StructField(DETAIL, StringType()),
+    ]
+)
+
+RECOMMENDATIONS_SCHEMA = StructType(
+    [
+        StructField(RUN_DATE, DateType()),
+        StructField(USER_ID, StringType()),
+        StructField(RANK, IntegerType()),
+        StructField(ITEM_ID, StringType()),
+        StructField(SCORE, DoubleType()),
+        StructField(PROPENSITY, DoubleType()),
+        StructField(REASON, StringType()),
+        StructField(REASON_DETAIL, StringType()),
+        StructField(MODEL_VERSION, StringType()),
+        StructField(RUN_ID, StringType()),
+        StructField(GENERATED_AT, TimestampType()),
+    ]
+)
+
+# -- model training and registry (recpipe.model) ------------------------------------------------
+MODEL_REGISTRY = "ops.model_registry"
+MODEL_STATUSES = ["current", "rejected", "archived"]
+
+MODEL_REGISTRY_SCHEMA = StructType(
+    [
+        StructField("model_version", StringType()),
+        StructField("run_id", StringType()),
+        StructField("data_version", LongType()),
+        StructField("params", StringType()),
+        StructField("metrics", StringType()),
+        StructField("path", StringType()),
+        StructField("created_at", TimestampType()),
+        StructField("status", StringType()),
+        StructField("reason", StringType()),
     ]
 )

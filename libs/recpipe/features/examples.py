@@ -1,0 +1,560 @@
+"""Training examples: one row per logged impression, labelled, with point-in-time features.
+
+* Label: a non-history click on the same (user, item) within ``examples.attribution_window_minutes``
+  after the impression, in the same request when both carry a ``request_id``.
+* Click-only sources (no impressions in the range, or ``click_only=True``): each click is a
+  positive and ``negatives_per_positive`` items are drawn per positive, popularity-weighted (click
+  counts in the range), excluding the user's positives; ``sampled`` marks the drawn rows.
+* Point in time: an example at time t joins the feature rows with ``as_of_date = date(t)``,
+  computed from events strictly before 00:00 UTC of that day. All needed dates are built in one
+  pass and written to the feature tables first; :mod:`recpipe.features.leakage` then proves that
+  no example's ``feature_ts`` reaches its ``event_ts`` before anything is written.
+* Split by time: train < ``validation_start`` <= validation < ``test_start`` <= test.
+
+``gold.training_examples`` is partitioned by ``event_date``; a run overwrites the dates of its
+range and is idempotent (a rerun on unchanged inputs commits nothing). The feature spec is written
+to ``<table path>/_feature_spec.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import pyarrow.fs as pafs
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from recpipe import constants as C
+from recpipe import quality
+from recpipe.config import Config
+from recpipe.features import build as B
+from recpipe.features.leakage import check_leakage
+from recpipe.features.spec import (
+    CategoricalFeature,
+    DenseFeature,
+    FeatureSpec,
+    HashedFeature,
+    SequenceFeature,
+    VectorFeature,
+)
+from recpipe.lake import Lake, Txn, open_lake
+
+log = logging.getLogger(__name__)
+
+ITEM_AGE_HOURS = "item_age_hours"
+USER_CATEGORY_SHARE = "user_category_share"
+USER_HOURS_SINCE_LAST_EVENT = "user_hours_since_last_event"
+USER_HOURS_SINCE_LAST_CLICK = "user_hours_since_last_click"
+USER_LAST_ITEMS = "user_last_items"
+ITEM_TEXT_VEC = "item_text_vec"
+CATEGORICAL = [B.CATEGORY, B.SUBCATEGORY, C.DEVICE, C.COUNTRY]
+
+
+def dense_columns(windows: list[int]) -> list[str]:
+    wins = sorted(windows)
+    ic = B.item_window_cols(wins)
+    uc = B.user_window_cols(wins)
+    return [
+        C.POSITION,
+        ITEM_AGE_HOURS,
+        *ic["impressions"],
+        *ic["clicks"],
+        *ic["ctr"],
+        *uc["impressions"],
+        *uc["clicks"],
+        *uc["reads"],
+        USER_HOURS_SINCE_LAST_EVENT,
+        USER_HOURS_SINCE_LAST_CLICK,
+        USER_CATEGORY_SHARE,
+    ]
+
+
+# -- transforms ------------------------------------------------------------------------------------
+def label_impressions(events: DataFrame, window_minutes: int) -> DataFrame:
+    """Non-history impressions (prepared events) with ``label`` 1 when a matching click follows."""
+    hist = F.col(C.IS_HISTORY)
+    imps = events.where((F.col(C.EVENT_TYPE) == "impression") & ~hist)
+    clicks = events.where((F.col(C.EVENT_TYPE) == "click") & ~hist).select(
+        F.col(C.USER_ID).alias("_u"),
+        F.col(C.ITEM_ID).alias("_i"),
+        F.col(C.REQUEST_ID).alias("_r"),
+        F.col(C.EVENT_TS).alias("_ts"),
+    )
+    i = imps.alias("i")
+    cond = (
+        (F.col(f"i.{C.USER_ID}") == F.col("_u"))
+        & (F.col(f"i.{C.ITEM_ID}") == F.col("_i"))
+        & (F.col("_ts") >= F.col(f"i.{C.EVENT_TS}"))
+        & (F.col("_ts") <= F.col(f"i.{C.EVENT_TS}") + F.expr(f"INTERVAL {int(window_minutes)} MINUTES"))
+        & (
+            F.col(f"i.{C.REQUEST_ID}").isNull()
+            | F.col("_r").isNull()
+            | (F.col(f"i.{C.REQUEST_ID}") == F.col("_r"))
+        )
+    )
+    positives = i.join(clicks, cond, "left_semi").select(C.EVENT_ID).withColumn(C.LABEL, F.lit(1))
+    return (
+        imps.join(positives, C.EVENT_ID, "left")
+        .withColumn(C.LABEL, F.coalesce(F.col(C.LABEL), F.lit(0)).cast("int"))
+        .withColumn(C.SAMPLED, F.lit(False))
+    )
+
+
+def sample_negatives(events: DataFrame, per_positive: int, seed: int, slots: int = 100_000) -> DataFrame:
+    """Click-only sources: clicks as positives plus popularity-weighted sampled negatives.
+
+    Popularity = click counts in ``events``; an alias table of ``slots`` rows maps a uniform draw
+    to an item (equi-join, no range join). Draws that hit one of the user's positives are dropped;
+    ``per_positive + 2`` draws are made so that usually ``per_positive`` remain.
+    """
+    clicks = events.where((F.col(C.EVENT_TYPE) == "click") & ~F.col(C.IS_HISTORY))
+    pos = clicks.withColumn(C.LABEL, F.lit(1)).withColumn(C.SAMPLED, F.lit(False))
+    pop = clicks.groupBy(C.ITEM_ID).agg(F.count("*").alias("_n"))
+    w = Window.orderBy(C.ITEM_ID).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    total = F.sum("_n").over(Window.partitionBy())
+    cum = pop.withColumn("_hi", F.sum("_n").over(w)).withColumn("_total", total)
+    table = cum.select(
+        C.ITEM_ID,
+        F.explode(
+            F.sequence(
+                F.floor((F.col("_hi") - F.col("_n")) * slots / F.col("_total")).cast("long"),
+                F.floor(F.col("_hi") * slots / F.col("_total")).cast("long") - 1,
+            )
+        ).alias("_slot"),
+    ).where(F.col("_slot") < slots)
+    draws = pos.select(
+        C.EVENT_ID,
+        C.USER_ID,
+        C.EVENT_TS,
+        C.REQUEST_ID,
+        C.SESSION_ID,
+        C.DEVICE,
+        C.COUNTRY,
+        C.IS_HISTORY,
+        B.DAY,
+        F.explode(F.sequence(F.lit(1), F.lit(per_positive + 2))).alias("_k"),
+    ).withColumn("_slot", F.floor(F.rand(seed) * slots).cast("long"))
+    neg = draws.join(F.broadcast(table), "_slot").join(
+        pos.select(C.USER_ID, C.ITEM_ID).distinct(), [C.USER_ID, C.ITEM_ID], "left_anti"
+    )
+    rank = F.row_number().over(Window.partitionBy(C.EVENT_ID).orderBy("_k"))
+    neg = (
+        neg.withColumn("_r", rank)
+        .where(F.col("_r") <= per_positive)
+        .select(
+            F.concat(F.col(C.EVENT_ID), F.lit("-neg"), F.col("_k").cast("string")).alias(C.EVENT_ID),
+            C.USER_ID,
+            C.ITEM_ID,
+            F.lit("click").alias(C.EVENT_TYPE),
+            C.EVENT_TS,
+            C.REQUEST_ID,
+            C.SESSION_ID,
+            F.lit(None).cast("int").alias(C.POSITION),
+            F.lit(None).cast("double").alias(C.PROPENSITY),
+            C.DEVICE,
+            C.COUNTRY,
+            C.IS_HISTORY,
+            B.DAY,
+            F.lit(0).alias(C.LABEL),
+            F.lit(True).alias(C.SAMPLED),
+        )
+    )
+    return pos.unionByName(neg)
+
+
+def assign_split(ts: Column, validation_start: dt.date, test_start: dt.date) -> Column:
+    """train < validation_start <= validation < test_start <= test (UTC midnights)."""
+    v = F.lit(dt.datetime.combine(validation_start, dt.time()))
+    t = F.lit(dt.datetime.combine(test_start, dt.time()))
+    return F.when(ts < v, "train").when(ts < t, "validation").otherwise("test")
+
+
+def join_point_in_time(
+    examples: DataFrame, item_feats: DataFrame, user_feats: DataFrame, windows: list[int]
+) -> DataFrame:
+    """Join each example at time t with the feature rows of ``as_of_date = date(t)``.
+
+    Missing feature rows (a new user, an item outside the catalog) become zero counts, capped
+    recency (``max(windows) * 24`` hours), an empty history; ``feature_ts`` is the latest event
+    time behind either side (null when none).
+    """
+    wins = sorted(windows)
+    cap = float(max(wins) * 24)
+    ic = B.item_window_cols(wins)
+    uc = B.user_window_cols(wins)
+    ex = examples.withColumn(C.AS_OF_DATE, F.to_date(C.EVENT_TS))
+    it = item_feats.select(
+        C.ITEM_ID,
+        C.AS_OF_DATE,
+        B.CATEGORY,
+        B.SUBCATEGORY,
+        *ic["impressions"],
+        *ic["clicks"],
+        *ic["ctr"],
+        B.AGE_HOURS,
+        F.col(C.FEATURE_TS).alias("_item_fts"),
+    )
+    us = user_feats.select(
+        C.USER_ID,
+        C.AS_OF_DATE,
+        *uc["impressions"],
+        *uc["clicks"],
+        *uc["reads"],
+        B.CATEGORY_CLICK_SHARE,
+        B.HOURS_SINCE_LAST_EVENT,
+        B.HOURS_SINCE_LAST_CLICK,
+        B.LAST_ITEMS,
+        F.col(C.FEATURE_TS).alias("_user_fts"),
+    )
+    j = ex.join(it, [C.ITEM_ID, C.AS_OF_DATE], "left").join(us, [C.USER_ID, C.AS_OF_DATE], "left")
+    # Global CTR of the date for items without a feature row (outside the catalog).
+    since_cut = B._hours_between(F.col(C.EVENT_TS), B.cutoff_ts(F.col(C.AS_OF_DATE)))
+    zero_cols = ic["impressions"] + ic["clicks"] + uc["impressions"] + uc["clicks"] + uc["reads"]
+    cat = F.coalesce(F.col(B.CATEGORY), F.lit(B.UNKNOWN_CATEGORY))
+    return j.select(
+        F.col(C.EVENT_ID).alias(C.EXAMPLE_ID),
+        C.USER_ID,
+        C.ITEM_ID,
+        C.REQUEST_ID,
+        C.SESSION_ID,
+        C.POSITION,
+        C.EVENT_TS,
+        F.to_date(C.EVENT_TS).alias(C.EVENT_DATE),
+        C.PROPENSITY,
+        C.LABEL,
+        C.SAMPLED,
+        F.coalesce(F.col(C.DEVICE), F.lit("unknown")).alias(C.DEVICE),
+        F.coalesce(F.col(C.COUNTRY), F.lit("unknown")).alias(C.COUNTRY),
+        cat.alias(B.CATEGORY),
+        F.coalesce(F.col(B.SUBCATEGORY), F.lit(B.UNKNOWN_CATEGORY)).alias(B.SUBCATEGORY),
+        *[F.coalesce(F.col(c), F.lit(0)).cast("long").alias(c) for c in zero_cols],
+        *[F.coalesce(F.col(c), F.lit(0.0)).alias(c) for c in ic["ctr"]],
+        F.greatest(F.coalesce(F.col(B.AGE_HOURS) + since_cut, F.lit(0.0)), F.lit(0.0)).alias(ITEM_AGE_HOURS),
+        F.least(F.coalesce(F.col(B.HOURS_SINCE_LAST_EVENT), F.lit(cap)), F.lit(cap)).alias(
+            USER_HOURS_SINCE_LAST_EVENT
+        ),
+        F.least(F.coalesce(F.col(B.HOURS_SINCE_LAST_CLICK), F.lit(cap)), F.lit(cap)).alias(
+            USER_HOURS_SINCE_LAST_CLICK
+        ),
+        F.coalesce(F.try_element_at(F.col(B.CATEGORY_CLICK_SHARE), cat), F.lit(0.0)).alias(
+            USER_CATEGORY_SHARE
+        ),
+        F.coalesce(F.col(B.LAST_ITEMS), F.array().cast("array<string>")).alias(USER_LAST_ITEMS),
+        F.greatest("_item_fts", "_user_fts").alias(C.FEATURE_TS),
+        C.AS_OF_DATE,
+    )
+
+
+def add_text_vectors(examples: DataFrame, vectors: DataFrame, dim: int) -> DataFrame:
+    """Append the item's TF-IDF vector (zeros for items without one) before ``feature_ts``."""
+    zeros = F.array_repeat(F.lit(0.0).cast("float"), dim)
+    j = examples.join(F.broadcast(vectors.withColumnRenamed(B.TEXT_VEC, ITEM_TEXT_VEC)), C.ITEM_ID, "left")
+    cols = [c for c in examples.columns if c not in (C.FEATURE_TS, C.AS_OF_DATE, C.SPLIT)]
+    return j.select(
+        *cols,
+        F.coalesce(F.col(ITEM_TEXT_VEC), zeros).alias(ITEM_TEXT_VEC),
+        C.FEATURE_TS,
+        C.AS_OF_DATE,
+        C.SPLIT,
+    )
+
+
+# -- quality ---------------------------------------------------------------------------------------
+def example_checks(windows: list[int], splits: list[str], label_bounds=(0.001, 0.5)) -> list[quality.Check]:
+    wins = sorted(windows)
+    ic = B.item_window_cols(wins)
+    uc = B.user_window_cols(wins)
+    Q = quality.Check
+    checks = [
+        Q("ExpectColumnValuesToNotBeNull", {"column": c})
+        for c in (C.EXAMPLE_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TS, C.LABEL, C.SPLIT, C.AS_OF_DATE)
+    ]
+    checks += [
+        Q("ExpectColumnValuesToBeUnique", {"column": C.EXAMPLE_ID}),
+        Q("ExpectColumnValuesToBeInSet", {"column": C.LABEL, "value_set": [0, 1]}),
+        Q(
+            "ExpectColumnMeanToBeBetween",
+            {"column": C.LABEL, "min_value": label_bounds[0], "max_value": label_bounds[1]},
+        ),
+        Q("ExpectColumnValuesToBeInSet", {"column": C.SPLIT, "value_set": C.SPLITS}),
+        Q("ExpectColumnDistinctValuesToContainSet", {"column": C.SPLIT, "value_set": splits}),
+    ]
+    checks += [
+        Q("ExpectColumnValuesToBeBetween", {"column": c, "min_value": 0})
+        for c in ic["impressions"]
+        + ic["clicks"]
+        + uc["impressions"]
+        + uc["clicks"]
+        + uc["reads"]
+        + [ITEM_AGE_HOURS]
+    ]
+    checks += [
+        Q("ExpectColumnValuesToBeBetween", {"column": c, "min_value": 0, "max_value": 1})
+        for c in ic["ctr"] + [USER_CATEGORY_SHARE]
+    ]
+    return checks
+
+
+def expected_splits(cfg: Config, start: dt.date, end: dt.date) -> list[str]:
+    """The splits whose time range overlaps ``[start, end]`` (each must be non-empty)."""
+    v = dt.date.fromisoformat(cfg.examples.validation_start)
+    t = dt.date.fromisoformat(cfg.examples.test_start)
+    out = []
+    if start < v:
+        out.append("train")
+    if start < t and end >= v:
+        out.append("validation")
+    if end >= t:
+        out.append("test")
+    return out
+
+
+# -- feature spec ------------------------------------------------------------------------------------
+def build_spec(cfg: Config, examples: DataFrame, version: int | None, extra: dict[str, Any]) -> FeatureSpec:
+    """The spec of the examples table: vocabularies and dense stats from its train split."""
+    train = examples.where(F.col(C.SPLIT) == "train")
+    if train.limit(1).count() == 0:
+        train = examples
+    dense = dense_columns(cfg.features.windows_days)
+    row = train.agg(
+        *[F.mean(F.col(c).cast("double")).alias(f"m_{c}") for c in dense],
+        *[F.stddev_pop(F.col(c).cast("double")).alias(f"s_{c}") for c in dense],
+        *[F.sort_array(F.collect_set(c)).alias(f"v_{c}") for c in CATEGORICAL],
+    ).first()
+
+    def num(v: Any, default: float) -> float:
+        return float(v) if v is not None else default
+
+    return FeatureSpec(
+        label=C.LABEL,
+        hashed=[
+            HashedFeature(C.USER_ID, cfg.examples.hash_buckets_user),
+            HashedFeature(C.ITEM_ID, cfg.examples.hash_buckets_item),
+        ],
+        categorical=[CategoricalFeature(c, list(row[f"v_{c}"] or [])) for c in CATEGORICAL],
+        dense=[DenseFeature(c, num(row[f"m_{c}"], 0.0), num(row[f"s_{c}"], 1.0) or 1.0) for c in dense],
+        vectors=[VectorFeature(ITEM_TEXT_VEC, cfg.features.text_features)],
+        sequences=[SequenceFeature(USER_LAST_ITEMS, cfg.features.last_k_items, C.ITEM_ID)],
+        metadata={
+            "examples_table": C.GOLD_TRAINING_EXAMPLES,
+            "examples_table_version": version,
+            "null_position": "position is null for sampled negatives; fill with the mean",
+            "features": dataclasses.asdict(cfg.features),
+            "examples": dataclasses.asdict(cfg.examples),
+            **extra,
+        },
+    )
+
+
+def spec_path(lake: Lake) -> str:
+    return f"{lake.path(C.GOLD_TRAINING_EXAMPLES)}/{C.FEATURE_SPEC_FILE}"
+
+
+def write_spec(lake: Lake, spec: FeatureSpec) -> str:
+    path = spec_path(lake)
+    fs, p = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+    with fs.open_output_stream(p) as fh:
+        fh.write(spec.to_json().encode())
+    return path
+
+
+def read_spec(lake: Lake) -> FeatureSpec:
+    path = spec_path(lake)
+    fs, p = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+    with fs.open_input_stream(p) as fh:
+        return FeatureSpec.from_json(fh.read().decode())
+
+
+# -- job ---------------------------------------------------------------------------------------------
+def run_examples(
+    cfg: Config,
+    spark: SparkSession,
+    start: dt.date,
+    end: dt.date,
+    lake: Lake | None = None,
+    click_only: bool | None = None,
+) -> dict[str, Any]:
+    """Build ``gold.training_examples`` for impressions dated ``start..end`` (inclusive).
+
+    Also writes the feature-table partitions of every date in the range (one pass), runs the
+    quality suites and the leakage check (either failing stops the job before the examples are
+    written), and writes the feature spec. ``click_only=None`` detects click-only data.
+    """
+    if end < start:
+        raise ValueError(f"examples: end {end} is before start {start}")
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    lake = lake or open_lake(cfg, spark)
+    ec, fc = cfg.examples, cfg.features
+    fp = B.inputs_fingerprint(cfg, lake, start, end, click_only, dataclasses.asdict(ec))
+    txn = Txn(f"recpipe.examples/{start.isoformat()}_{end.isoformat()}/{fp}", 1)
+    run_id = f"examples/{start.isoformat()}_{end.isoformat()}/{uuid.uuid4().hex[:8]}"
+    summary: dict[str, Any] = {
+        "job": "examples",
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "run_id": run_id,
+        "fingerprint": fp,
+    }
+    if lake.txn_version(C.GOLD_TRAINING_EXAMPLES, txn.app_id):
+        summary["skipped"] = "already built from these inputs"
+        summary["table_versions"] = {
+            t: lake.version(t) for t in (C.GOLD_ITEM_FEATURES, C.GOLD_USER_FEATURES, C.GOLD_TRAINING_EXAMPLES)
+        }
+        return summary
+
+    # 1. inputs: events from the feature lookback before `start` up to the end of the attribution window.
+    t0 = time.perf_counter()
+    horizon = max(fc.windows_days)
+    lo = start - dt.timedelta(days=horizon)
+    hi_ts = dt.datetime.combine(end + dt.timedelta(days=1), dt.time()) + dt.timedelta(
+        minutes=ec.attribution_window_minutes
+    )
+    raw = lake.read(C.SILVER_EVENTS).where(
+        (F.col(C.EVENT_DATE) >= F.lit(lo - dt.timedelta(days=1)))
+        & (F.col(C.EVENT_DATE) <= F.lit(end + dt.timedelta(days=1)))
+        & (F.col(C.EVENT_TS) >= F.lit(dt.datetime.combine(lo, dt.time())))
+        & (F.col(C.EVENT_TS) <= F.lit(hi_ts))
+    )
+    events = B.prepare_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
+    items = lake.read(C.SILVER_ITEMS).persist(StorageLevel.MEMORY_AND_DISK)
+    in_range = (F.col(B.DAY) >= F.lit(start)) & (F.col(B.DAY) <= F.lit(end))
+    if click_only is None:
+        n_imp = (
+            events.where(in_range & (F.col(C.EVENT_TYPE) == "impression") & ~F.col(C.IS_HISTORY))
+            .limit(1)
+            .count()
+        )
+        click_only = n_imp == 0
+    if click_only:
+        base = sample_negatives(events.where(in_range), ec.negatives_per_positive, seed=cfg.train.seed)
+        summary["sampling"] = {
+            "click_only": True,
+            "negatives_per_positive": ec.negatives_per_positive,
+            "weights": "item click counts in the range",
+            "excludes": "the user's positives",
+            "seed": cfg.train.seed,
+        }
+    else:
+        base = label_impressions(events, ec.attribution_window_minutes).where(in_range)
+        summary["sampling"] = {"click_only": False}
+    base = base.persist(StorageLevel.MEMORY_AND_DISK)
+    dates = sorted(r[0] for r in base.select(B.DAY).distinct().collect())
+    timings["label_s"] = time.perf_counter() - t0
+    if not dates:
+        raise ValueError(
+            f"examples: no {'clicks' if click_only else 'impressions'} between {start} and {end}"
+        )
+
+    # 2. features for every needed date (one pass), point-in-time join, split, leakage check.
+    t0 = time.perf_counter()
+    feat_events = events.where(F.col(C.EVENT_TS) < F.lit(dt.datetime.combine(end, dt.time())))
+    item_df, user_df = build_feature_frames(cfg, feat_events, items, dates)
+    item_df = item_df.persist(StorageLevel.MEMORY_AND_DISK)
+    user_df = user_df.persist(StorageLevel.MEMORY_AND_DISK)
+    vectors = item_df.select(C.ITEM_ID, B.TEXT_VEC).dropDuplicates([C.ITEM_ID])
+    joined = join_point_in_time(base, item_df.drop(B.TEXT_VEC), user_df, fc.windows_days).withColumn(
+        C.SPLIT,
+        assign_split(
+            F.col(C.EVENT_TS),
+            dt.date.fromisoformat(ec.validation_start),
+            dt.date.fromisoformat(ec.test_start),
+        ),
+    )
+    joined = joined.persist(StorageLevel.MEMORY_AND_DISK)
+    n_examples = joined.count()
+    timings["features_join_s"] = time.perf_counter() - t0
+    summary["leakage"] = check_leakage(joined)
+
+    # 3. quality gates, then the feature partitions of the range's dates.
+    t0 = time.perf_counter()
+    splits = expected_splits(cfg, start, end)
+    report = quality.validate(
+        joined.drop(USER_LAST_ITEMS),
+        "training_examples",
+        example_checks(fc.windows_days, splits),
+        C.GOLD_TRAINING_EXAMPLES,
+        lake.version(C.GOLD_TRAINING_EXAMPLES),
+    )
+    quality.record(lake, report, run_id=run_id)
+    summary["quality"] = report.summary()
+    if cfg.quality.fail_on_critical:
+        report.raise_if_failed()
+    feat_fp = B.inputs_fingerprint(cfg, lake, "examples", start, end)
+    summary["features"] = B.write_features(
+        cfg, lake, item_df, user_df, dates, run_id, Txn(f"recpipe.features/examples/{feat_fp}", 1)
+    )
+    timings["quality_features_s"] = time.perf_counter() - t0
+
+    # 4. write the range's partitions, then the spec from the table's train split.
+    t0 = time.perf_counter()
+    out = add_text_vectors(joined, vectors, fc.text_features)
+    day_list = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    res = lake.overwrite(
+        C.GOLD_TRAINING_EXAMPLES,
+        out,
+        partition_by=[C.EVENT_DATE],
+        partitions={C.EVENT_DATE: day_list},
+        txn=txn,
+    )
+    timings["write_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    version = lake.version(C.GOLD_TRAINING_EXAMPLES)
+    table = lake.read(C.GOLD_TRAINING_EXAMPLES, version)
+    counts = {r[0]: r[1] for r in table.groupBy(C.SPLIT).count().collect()}
+    label_rate = {r[0]: r[1] for r in joined.groupBy(C.SPLIT).agg(F.mean(C.LABEL)).collect()}
+    spec = build_spec(
+        cfg, table.drop(ITEM_TEXT_VEC), version, {"run_id": run_id, "sampling": summary["sampling"]}
+    )
+    summary["spec_path"] = write_spec(lake, spec)
+    timings["spec_s"] = time.perf_counter() - t0
+    for df in (events, items, base, item_df, user_df, joined):
+        df.unpersist()
+    summary.update(
+        {
+            "examples": n_examples,
+            "rows_written": res.rows_written,
+            "as_of_dates": [d.isoformat() for d in dates],
+            "table_split_counts": counts,
+            "run_label_rate": {k: round(v, 5) for k, v in label_rate.items()},
+            "table_versions": {
+                t: lake.version(t)
+                for t in (C.GOLD_ITEM_FEATURES, C.GOLD_USER_FEATURES, C.GOLD_TRAINING_EXAMPLES)
+            },
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "duration_s": round(time.perf_counter() - t_start, 3),
+        }
+    )
+    return summary
+
+
+def build_feature_frames(
+    cfg: Config, events: DataFrame, items: DataFrame, dates: list[dt.date]
+) -> tuple[DataFrame, DataFrame]:
+    """Feature frames for ``dates`` (a module attribute so that tests can plant a leak)."""
+    return B.build_feature_frames(cfg, events, items, dates)
+
+
+def default_range(lake: Lake, until: dt.date | None) -> tuple[dt.date, dt.date]:
+    """The whole event range of ``silver.events`` up to ``until`` (inclusive)."""
+    row = (
+        lake.read(C.SILVER_EVENTS)
+        .where(~F.coalesce(F.col(C.IS_HISTORY), F.lit(False)))
+        .agg(F.min(C.EVENT_DATE), F.max(C.EVENT_DATE))
+        .first()
+    )
+    if row is None or row[0] is None:
+        raise ValueError("examples: silver.events is empty")
+    end = row[1] if until is None else min(row[1], until)
+    return row[0], end
+
+
+def spec_json(lake: Lake) -> dict[str, Any]:
+    return json.loads(read_spec(lake).to_json())
