@@ -1,0 +1,102 @@
+"""The ONE conversion from example rows to model inputs, used by training and by the scorer.
+
+``to_model_inputs(rows, spec)`` takes a pandas DataFrame or a pyarrow Table/RecordBatch holding (at
+least) ``spec.columns`` and returns ``{column: numpy array}`` with the shapes and dtypes the models of
+:mod:`recpipe.model.models` expect. Missing values never fail: strings become ``""`` (hashed into a
+bucket / out of vocabulary), dense values the training mean (0 after standardization), vectors zeros,
+sequences padding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from recpipe.features.spec import FeatureSpec
+
+__all__ = ["labels", "to_model_inputs"]
+
+PAD = ""  # sequence padding (see models.MaskedMeanPooling)
+
+
+def _as_table(rows: Any, columns: list[str]) -> pa.Table:
+    if isinstance(rows, pa.RecordBatch):
+        rows = pa.Table.from_batches([rows])
+    if isinstance(rows, pd.DataFrame):
+        missing = [c for c in columns if c not in rows.columns]
+        if missing:
+            raise KeyError(f"examples lack the model's input columns {missing}")
+        rows = pa.Table.from_pandas(rows[columns], preserve_index=False)
+    if not isinstance(rows, pa.Table):
+        raise TypeError(f"expected a pandas DataFrame or pyarrow Table, got {type(rows).__name__}")
+    missing = [c for c in columns if c not in rows.column_names]
+    if missing:
+        raise KeyError(f"examples lack the model's input columns {missing}")
+    return rows
+
+
+def _strings(col: pa.ChunkedArray) -> np.ndarray:
+    values = col.cast(pa.string()).fill_null(PAD).to_numpy(zero_copy_only=False)
+    return values.astype(object).reshape(-1, 1)
+
+
+def _list_values(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Child values, per-row start offsets into them and per-row lengths (null lists = empty)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_null(arr.type):  # an all-missing column (e.g. a pandas column of None)
+        arr = pa.nulls(len(arr), pa.list_(pa.string()))
+    if pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
+        arr = arr.cast(pa.list_(arr.type.value_type))
+    lengths = arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = arr.offsets.to_numpy()[:-1].astype(np.int64)
+    return arr.values, starts, lengths
+
+
+def _gather(flat: np.ndarray, starts: np.ndarray, n: np.ndarray, width: int, fill: Any) -> np.ndarray:
+    """``out[i, j] = flat[starts[i] + j]`` for ``j < n[i]``, else ``fill`` (vectorized)."""
+    flat = np.append(flat, np.array([fill], dtype=flat.dtype))  # a safe index for padding
+    j = np.arange(width)[None, :]
+    valid = j < n[:, None]
+    idx = np.where(valid, starts[:, None] + j, len(flat) - 1)
+    return flat[idx]
+
+
+def _vectors(col: pa.ChunkedArray, dim: int) -> np.ndarray:
+    values, starts, lengths = _list_values(col)
+    flat = values.cast(pa.float32()).fill_null(0.0).to_numpy(zero_copy_only=False).astype(np.float32)
+    return _gather(flat, starts, np.minimum(lengths, dim), dim, np.float32(0.0))
+
+
+def _sequences(col: pa.ChunkedArray, max_len: int) -> np.ndarray:
+    """The last ``max_len`` ids of each list, left-aligned, padded with ``PAD``."""
+    values, starts, lengths = _list_values(col)
+    flat = values.cast(pa.string()).fill_null(PAD).to_numpy(zero_copy_only=False).astype(object)
+    n = np.minimum(lengths, max_len)
+    return _gather(flat, starts + lengths - n, n, max_len, PAD)
+
+
+def to_model_inputs(rows: Any, spec: FeatureSpec) -> dict[str, np.ndarray]:
+    """Example rows (pandas / pyarrow) -> ``{input name: array}`` for the spec's models."""
+    table = _as_table(rows, spec.columns)
+    out: dict[str, np.ndarray] = {}
+    for f in spec.hashed + spec.categorical:
+        out[f.name] = _strings(table.column(f.name))
+    for f in spec.dense:
+        col = table.column(f.name).cast(pa.float64())
+        values = col.fill_null(f.mean).to_numpy(zero_copy_only=False).astype(np.float32)
+        values = np.where(np.isfinite(values), values, np.float32(f.mean))
+        out[f.name] = values.reshape(-1, 1)
+    for f in spec.vectors:
+        out[f.name] = _vectors(table.column(f.name), f.dim)
+    for f in spec.sequences:
+        out[f.name] = _sequences(table.column(f.name), f.max_len)
+    return out
+
+
+def labels(rows: Any, spec: FeatureSpec) -> np.ndarray:
+    """The label column as float32 (n, 1)."""
+    table = _as_table(rows, [spec.label])
+    return table.column(spec.label).cast(pa.float32()).fill_null(0.0).to_numpy().reshape(-1, 1)

@@ -1,0 +1,214 @@
+"""CTR model factories (DCN-v2, DeepFM) built from a FeatureSpec (conventions.md #10).
+
+Every model takes the dict produced by :func:`recpipe.model.inputs.to_model_inputs` (one named input
+per ``spec.columns`` entry) and outputs the click probability (sigmoid). Strings are hashed or looked
+up inside the model, so unseen ids and out-of-vocabulary values never fail at scoring time.
+
+Keras is the Keras 2 API of ``tf_keras`` (``TF_USE_LEGACY_KERAS=1``); custom layers are registered
+under the ``recpipe`` package so ``load_model`` finds them once this module is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from recpipe.features.spec import FeatureSpec  # noqa: E402
+
+__all__ = [
+    "CrossLayer",
+    "FMInteraction",
+    "MaskedMeanPooling",
+    "build_dcn",
+    "build_deepfm",
+    "build_model",
+    "custom_objects",
+    "load_model",
+]
+
+# Sequence padding value written by ``to_model_inputs`` (never a real id).
+PAD = ""
+
+
+@keras.saving.register_keras_serializable(package="recpipe")
+class CrossLayer(keras.layers.Layer):
+    """One full-rank DCN-v2 cross layer: ``x_{l+1} = x0 * (W x_l + b) + x_l``."""
+
+    def __init__(self, l2: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.l2 = l2
+
+    def build(self, input_shape):
+        dim = int(input_shape[0][-1])
+        reg = keras.regularizers.L2(self.l2) if self.l2 else None
+        self.dense = keras.layers.Dense(dim, kernel_regularizer=reg, name="w")
+        self.dense.build((None, dim))
+        super().build(input_shape)
+
+    def call(self, inputs):
+        x0, xl = inputs
+        return x0 * self.dense(xl) + xl
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
+
+@keras.saving.register_keras_serializable(package="recpipe")
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean of the embeddings of the non-padding positions of a sequence (zeros when empty)."""
+
+    def call(self, inputs):
+        emb, ids = inputs  # (b, L, d), (b, L) strings
+        mask = tf.cast(tf.not_equal(ids, PAD), emb.dtype)[..., None]
+        total = tf.reduce_sum(emb * mask, axis=1)
+        count = tf.reduce_sum(mask, axis=1)
+        return tf.math.divide_no_nan(total, count)
+
+
+@keras.saving.register_keras_serializable(package="recpipe")
+class FMInteraction(keras.layers.Layer):
+    """Second-order factorization-machine term: ``0.5 * sum_k((sum_i v_ik)^2 - sum_i v_ik^2)``."""
+
+    def call(self, fields):  # (b, F, k)
+        square_of_sum = tf.square(tf.reduce_sum(fields, axis=1))
+        sum_of_square = tf.reduce_sum(tf.square(fields), axis=1)
+        return 0.5 * tf.reduce_sum(square_of_sum - sum_of_square, axis=1, keepdims=True)
+
+
+def custom_objects() -> dict[str, type]:
+    return {"CrossLayer": CrossLayer, "MaskedMeanPooling": MaskedMeanPooling, "FMInteraction": FMInteraction}
+
+
+def _inputs(spec: FeatureSpec) -> dict[str, keras.Input]:
+    """One named Keras input per spec column (shapes/dtypes match ``to_model_inputs``)."""
+    out: dict[str, keras.Input] = {}
+    for f in spec.hashed + spec.categorical:
+        out[f.name] = keras.Input(shape=(1,), dtype=tf.string, name=f.name)
+    for f in spec.dense:
+        out[f.name] = keras.Input(shape=(1,), dtype=tf.float32, name=f.name)
+    for f in spec.vectors:
+        out[f.name] = keras.Input(shape=(f.dim,), dtype=tf.float32, name=f.name)
+    for f in spec.sequences:
+        out[f.name] = keras.Input(shape=(f.max_len,), dtype=tf.string, name=f.name)
+    return out
+
+
+def _field_vectors(spec: FeatureSpec, inputs: dict, l2: float) -> list[tuple[str, tf.Tensor]]:
+    """Per-feature vectors: embeddings, standardized dense values, vectors, pooled sequences."""
+    reg = keras.regularizers.L2(l2) if l2 else None
+    fields: list[tuple[str, tf.Tensor]] = []
+    hashers: dict[str, keras.layers.Layer] = {}
+    embeddings: dict[str, keras.layers.Layer] = {}
+    for f in spec.hashed:
+        hashers[f.name] = keras.layers.Hashing(num_bins=f.buckets, name=f"hash_{f.name}")
+        embeddings[f.name] = keras.layers.Embedding(
+            f.buckets, f.embedding_dim, embeddings_regularizer=reg, name=f"emb_{f.name}"
+        )
+        idx = hashers[f.name](inputs[f.name])
+        fields.append((f.name, keras.layers.Flatten(name=f"flat_{f.name}")(embeddings[f.name](idx))))
+    for f in spec.categorical:
+        vocab = list(f.vocabulary) or ["<empty>"]
+        lookup = keras.layers.StringLookup(
+            vocabulary=vocab, num_oov_indices=1, mask_token=None, name=f"lookup_{f.name}"
+        )
+        emb = keras.layers.Embedding(len(vocab) + 1, f.embedding_dim, name=f"emb_{f.name}")
+        fields.append((f.name, keras.layers.Flatten(name=f"flat_{f.name}")(emb(lookup(inputs[f.name])))))
+    for f in spec.dense:
+        std = f.std if f.std and f.std > 0 else 1.0
+        norm = keras.layers.Normalization(mean=f.mean, variance=std * std, name=f"norm_{f.name}")
+        fields.append((f.name, norm(inputs[f.name])))
+    for f in spec.vectors:
+        fields.append((f.name, inputs[f.name]))
+    for f in spec.sequences:
+        item = next((h for h in spec.hashed if h.name == f.item_feature), None)
+        if item is None:
+            raise ValueError(
+                f"sequence feature {f.name!r} refers to item feature {f.item_feature!r}, "
+                f"which is not a hashed feature of the spec"
+            )
+        # Same hashing and (shared) embedding table as the item id: a history item and a
+        # candidate item with the same id land in the same row.
+        idx = hashers[item.name](inputs[f.name])
+        emb = embeddings[item.name](idx)
+        fields.append((f.name, MaskedMeanPooling(name=f"pool_{f.name}")([emb, inputs[f.name]])))
+    if not fields:
+        raise ValueError("feature spec has no input features")
+    return fields
+
+
+def _mlp(x: tf.Tensor, units: tuple[int, ...], dropout: float, prefix: str) -> tf.Tensor:
+    for i, u in enumerate(units):
+        x = keras.layers.Dense(u, activation="relu", name=f"{prefix}_dense_{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"{prefix}_dropout_{i}")(x)
+    return x
+
+
+def build_dcn(
+    spec: FeatureSpec,
+    cross_layers: int = 3,
+    deep_units: tuple[int, ...] = (256, 128),
+    dropout: float = 0.0,
+    l2: float = 0.0,
+) -> keras.Model:
+    """DCN-v2 (parallel): full-rank cross network and a deep tower over the same ``x0``."""
+    inputs = _inputs(spec)
+    fields = _field_vectors(spec, inputs, l2)
+    x0 = keras.layers.Concatenate(name="x0")([v for _, v in fields]) if len(fields) > 1 else fields[0][1]
+    xl = x0
+    for i in range(cross_layers):
+        xl = CrossLayer(l2=l2, name=f"cross_{i}")([x0, xl])
+    deep = _mlp(x0, tuple(deep_units), dropout, "deep")
+    both = keras.layers.Concatenate(name="cross_deep")([xl, deep])
+    out = keras.layers.Dense(1, activation="sigmoid", name="p_click")(both)
+    return keras.Model(inputs=inputs, outputs=out, name="dcn_v2")
+
+
+def build_deepfm(
+    spec: FeatureSpec,
+    fm_dim: int = 16,
+    deep_units: tuple[int, ...] = (256, 128),
+    dropout: float = 0.0,
+    l2: float = 0.0,
+) -> keras.Model:
+    """DeepFM: linear + FM pairwise interactions over per-field ``fm_dim`` vectors + deep tower."""
+    inputs = _inputs(spec)
+    fields = _field_vectors(spec, inputs, l2)
+    projected = []
+    for name, v in fields:
+        if v.shape[-1] != fm_dim:
+            v = keras.layers.Dense(fm_dim, use_bias=False, name=f"fm_proj_{name}")(v)
+        projected.append(keras.layers.Reshape((1, fm_dim), name=f"fm_field_{name}")(v))
+    stacked = (
+        keras.layers.Concatenate(axis=1, name="fm_fields")(projected) if len(projected) > 1 else projected[0]
+    )
+    flat = keras.layers.Concatenate(name="x0")([v for _, v in fields]) if len(fields) > 1 else fields[0][1]
+    linear = keras.layers.Dense(1, name="linear")(flat)
+    fm = FMInteraction(name="fm")(stacked)
+    deep = keras.layers.Dense(1, name="deep_logit")(
+        _mlp(keras.layers.Flatten(name="fm_flat")(stacked), tuple(deep_units), dropout, "deep")
+    )
+    logit = keras.layers.Add(name="logit")([linear, fm, deep])
+    out = keras.layers.Activation("sigmoid", name="p_click")(logit)
+    return keras.Model(inputs=inputs, outputs=out, name="deepfm")
+
+
+FACTORIES = {"dcn": build_dcn, "deepfm": build_deepfm}
+
+
+def build_model(name: str, spec: FeatureSpec, **kwargs) -> keras.Model:
+    """The factory named by ``train.model`` in the config."""
+    try:
+        factory = FACTORIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(FACTORIES)}") from None
+    return factory(spec, **kwargs)
+
+
+def load_model(path: str) -> keras.Model:
+    """Load a model saved with ``model.save(path)`` (``.keras``), custom layers included."""
+    return keras.models.load_model(path, custom_objects=custom_objects(), compile=False)

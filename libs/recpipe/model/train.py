@@ -1,0 +1,535 @@
+"""Horovod data-parallel training of the CTR model on the Spark executors (Gloo).
+
+``run_train`` (driver) resolves the examples snapshot and its feature spec, launches
+``horovod.spark.run(train_fn, num_proc=train.num_proc)``, computes the popularity/oracle baselines,
+and registers the exported model in ``ops.model_registry``. ``train_fn`` runs once per rank: it reads
+its row shard straight from the snapshot's Parquet files, trains with ``DistributedGradientTape``,
+evaluates with metrics summed across ranks, checkpoints (rank 0) and exports (rank 0).
+
+Checkpoints live in ``<model_dir>/runs/<run_id>/ckpt``; running again with the same run id resumes
+from the last one (model, optimizer, step, epoch, position in the epoch, early-stopping state, RNG).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recpipe.config import Config
+from recpipe.constants import GOLD_TRAINING_EXAMPLES
+
+log = logging.getLogger(__name__)
+
+__all__ = ["auc_from_histograms", "run_train", "train_fn"]
+
+AUC_BUCKETS = 1 << 14
+EXPORT_MODEL = "model.keras"
+EXPORT_SPEC = "feature_spec.json"
+EXPORT_META = "model_meta.json"
+
+
+# -- metrics (pure; shared by the ranks) ---------------------------------------------------------
+def metric_sums(y: np.ndarray, p: np.ndarray, buckets: int = AUC_BUCKETS) -> np.ndarray:
+    """Additive metric state of one shard: positive/negative score histograms, logloss sum, n, positives.
+
+    Summing these vectors across ranks and calling :func:`metrics_from_sums` gives the GLOBAL AUC
+    (to the histogram's resolution) and logloss, not an average of per-rank values.
+    """
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    p = np.clip(np.asarray(p, dtype=np.float64).reshape(-1), 1e-7, 1 - 1e-7)
+    idx = np.minimum((p * buckets).astype(np.int64), buckets - 1)
+    pos = np.bincount(idx[y > 0.5], minlength=buckets)
+    neg = np.bincount(idx[y <= 0.5], minlength=buckets)
+    ll = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).sum())
+    return np.concatenate([pos, neg, [ll, len(y), float(y.sum())]]).astype(np.float64)
+
+
+def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float | None:
+    """ROC AUC from score histograms (ties within a bucket count one half); None without both classes."""
+    n_pos, n_neg = float(pos.sum()), float(neg.sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    # P(score_pos > score_neg) + 0.5 P(same bucket): each positive wins against the negatives
+    # in lower buckets and half of those in its own bucket.
+    neg_below = np.cumsum(neg) - neg
+    wins = float((pos * (neg_below + 0.5 * neg)).sum())
+    return wins / (n_pos * n_neg)
+
+
+def metrics_from_sums(sums: np.ndarray, buckets: int = AUC_BUCKETS) -> dict[str, float | None]:
+    pos, neg = sums[:buckets], sums[buckets : 2 * buckets]
+    ll, n, positives = sums[2 * buckets :]
+    return {
+        "auc": auc_from_histograms(pos, neg),
+        "logloss": float(ll / n) if n else None,
+        "rows": int(n),
+        "ctr": float(positives / n) if n else None,
+    }
+
+
+# -- the per-rank training function (pickled to the executors: imports inside) ------------------
+def train_fn(params: dict[str, Any]) -> dict[str, Any]:
+    """Train on this rank's shard; returns this rank's summary (rank 0 adds metrics + export)."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import hashlib
+
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from recpipe.features.spec import FeatureSpec
+    from recpipe.model import data as D
+    from recpipe.model.models import build_model
+
+    hvd.init()  # Horovod: initialize (Gloo controller, rank/size from the Spark task services)
+    rank, size = hvd.rank(), hvd.size()
+    # Horovod: ranks on one machine share its cores; avoid oversubscription.
+    threads = max(1, (os.cpu_count() or 1) // max(1, hvd.local_size()))
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
+
+    rlog = logging.getLogger("recpipe.train")
+    if rank == 0:  # Horovod: only rank 0 logs progress
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        )
+    else:
+        rlog.setLevel(logging.WARNING)
+
+    seed = int(params["seed"])
+    tf.random.set_seed(seed)
+    np.random.seed(seed)
+    spec = FeatureSpec.from_json(params["spec_json"])
+    path, version = params["examples_path"], params["examples_version"]
+    bs = int(params["batch_size"])
+
+    t_load = time.perf_counter()
+    # Horovod: each rank reads a disjoint row range; training shards padded to equal length.
+    train = D.Shard.load(path, version, "train", spec, rank, size, pad=True)
+    val = D.Shard.load(path, version, "validation", spec, rank, size, pad=False)
+    test = D.Shard.load(path, version, "test", spec, rank, size, pad=False)
+    steps = D.steps_per_epoch(train.rows, bs)
+    rlog.info(
+        "rank 0/%d: %d train rows/rank (%d real), %d steps/epoch, loaded in %.1fs",
+        size,
+        train.rows,
+        train.real_rows,
+        steps,
+        time.perf_counter() - t_load,
+    )
+
+    model = build_model(params["model"], spec, **params.get("model_kwargs", {}))
+
+    base_lr = float(params["learning_rate"])
+    warmup_steps = int(params["warmup_epochs"]) * steps
+
+    class WarmupLR(keras.optimizers.schedules.LearningRateSchedule):
+        # Horovod: LR scaled by the number of workers, reached linearly over the warm-up steps.
+        def __call__(self, step):
+            target = base_lr * size
+            if warmup_steps <= 0:
+                return tf.constant(target, tf.float32)
+            frac = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / float(warmup_steps))
+            return base_lr + (target - base_lr) * frac
+
+        def get_config(self):
+            return {}
+
+    opt = keras.optimizers.Adam(learning_rate=WarmupLR())
+    opt.build(model.trainable_variables)  # slots exist before restore/broadcast
+
+    step_v = tf.Variable(0, dtype=tf.int64, name="step")
+    epoch_v = tf.Variable(0, dtype=tf.int64, name="epoch")
+    step_in_epoch_v = tf.Variable(0, dtype=tf.int64, name="step_in_epoch")
+    epoch_seed_v = tf.Variable(0, dtype=tf.int64, name="epoch_seed")
+    best_auc_v = tf.Variable(-1.0, dtype=tf.float64, name="best_auc")
+    bad_epochs_v = tf.Variable(0, dtype=tf.int64, name="bad_epochs")
+    done_v = tf.Variable(0, dtype=tf.int64, name="done")
+    rng = tf.random.Generator.from_seed(seed)
+    ckpt = tf.train.Checkpoint(
+        model=model,
+        optimizer=opt,
+        step=step_v,
+        epoch=epoch_v,
+        step_in_epoch=step_in_epoch_v,
+        epoch_seed=epoch_seed_v,
+        best_auc=best_auc_v,
+        bad_epochs=bad_epochs_v,
+        done=done_v,
+        rng=rng,
+    )
+    ckpt_dir = params["ckpt_dir"]
+    mgr = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=2)
+    best_prefix = os.path.join(params["run_dir"], "best", "best")
+    if rank == 0 and mgr.latest_checkpoint:  # Horovod: rank 0 restores, then broadcasts
+        ckpt.restore(mgr.latest_checkpoint).assert_existing_objects_matched()
+        rlog.info(
+            "resuming from %s (step %d, epoch %d, step in epoch %d)",
+            mgr.latest_checkpoint,
+            int(step_v),
+            int(epoch_v),
+            int(step_in_epoch_v),
+        )
+    state_vars = [step_v, epoch_v, step_in_epoch_v, epoch_seed_v, best_auc_v, bad_epochs_v, done_v, rng.state]
+    # Horovod: every rank starts from rank 0's (initial or restored) weights, optimizer and state.
+    hvd.broadcast_variables(model.variables, root_rank=0)
+    hvd.broadcast_variables(opt.variables, root_rank=0)
+    hvd.broadcast_variables(state_vars, root_rank=0)
+    resumed_from = int(step_v)
+
+    bce = keras.losses.BinaryCrossentropy()
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            p = model(x, training=True)
+            loss = bce(y, p) + tf.add_n([tf.constant(0.0)] + model.losses)
+        # Horovod: gradients averaged across ranks (embeddings' sparse gradients densified).
+        tape = hvd.DistributedGradientTape(tape, sparse_as_dense=True)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def predict_step(x):
+        return model(x, training=False)
+
+    def evaluate(shard: D.Shard, name: str) -> dict[str, Any]:
+        preds = [predict_step(b).numpy() for b in D.eval_batches(shard.x, max(bs, 4096))]
+        p = np.concatenate(preds) if preds else np.zeros((0, 1), np.float32)
+        local = metric_sums(shard.y, p)
+        # Horovod: sum histogram/logloss state across ranks -> global AUC and logloss on every rank.
+        total = hvd.allreduce(tf.constant(local), op=hvd.Sum, name=f"eval_{name}").numpy()
+        return metrics_from_sums(total)
+
+    ckpt_every = max(1, int(params["checkpoint_every_steps"]))
+    log_every = max(1, steps // 4)
+    epochs, patience = int(params["epochs"]), int(params["early_stopping_patience"])
+    history: list[dict[str, Any]] = []
+    t_train = time.perf_counter()
+    samples_seen = 0
+    while not int(done_v) and int(epoch_v) < epochs:
+        epoch = int(epoch_v)
+        if int(step_in_epoch_v) == 0:
+            epoch_seed_v.assign(rng.uniform_full_int([], tf.int64))
+        skip = int(step_in_epoch_v)
+        ds = D.train_dataset(train, bs, int(epoch_seed_v), epoch, rank, skip_batches=skip)
+        t0, n0 = time.perf_counter(), 0
+        loss_sum, loss_n = 0.0, 0
+        for x, y in ds:
+            loss = train_step(x, y)
+            n0 += int(y.shape[0])
+            loss_sum, loss_n = loss_sum + float(loss), loss_n + 1
+            step_v.assign_add(1)
+            step_in_epoch_v.assign_add(1)
+            s = int(step_v)
+            if rank == 0 and s % ckpt_every == 0:  # Horovod: only rank 0 writes checkpoints
+                mgr.save(checkpoint_number=s)
+            if rank == 0 and int(step_in_epoch_v) % log_every == 0:
+                el = time.perf_counter() - t0
+                rlog.info(
+                    "epoch %d step %d/%d (global %d) loss %.4f  %.0f samples/s (all ranks)",
+                    epoch + 1,
+                    int(step_in_epoch_v),
+                    steps,
+                    s,
+                    loss_sum / max(1, loss_n),
+                    n0 * size / max(el, 1e-9),
+                )
+        epoch_s = time.perf_counter() - t0
+        samples_seen += n0 * size
+        vm = evaluate(val, f"val_{epoch}")
+        auc = vm["auc"] if vm["auc"] is not None else 0.0
+        improved = auc > float(best_auc_v) + 1e-6
+        if improved:
+            best_auc_v.assign(auc)
+            bad_epochs_v.assign(0)
+            if rank == 0:
+                ckpt_best = tf.train.Checkpoint(model=model)
+                ckpt_best.write(best_prefix)
+        else:
+            bad_epochs_v.assign_add(1)
+        epoch_v.assign(epoch + 1)
+        step_in_epoch_v.assign(0)
+        # The decision uses the allreduced AUC and broadcast state: identical on every rank.
+        if int(bad_epochs_v) >= patience:
+            done_v.assign(1)
+        rec = {
+            "epoch": epoch + 1,
+            "steps": int(step_v),
+            "train_loss": loss_sum / max(1, loss_n),
+            "val_auc": vm["auc"],
+            "val_logloss": vm["logloss"],
+            "samples_per_s": n0 * size / max(epoch_s, 1e-9),
+            "epoch_s": epoch_s,
+        }
+        history.append(rec)
+        if rank == 0:
+            mgr.save(checkpoint_number=int(step_v))
+            rlog.info(
+                "epoch %d done: loss %.4f val_auc %.4f val_logloss %.4f best %.4f%s (%.0f samples/s)",
+                epoch + 1,
+                rec["train_loss"],
+                auc,
+                vm["logloss"] or float("nan"),
+                float(best_auc_v),
+                "  early stop" if int(done_v) else "",
+                rec["samples_per_s"],
+            )
+    train_s = time.perf_counter() - t_train
+
+    # Checksum of the trained weights (before restoring the best epoch): identical on all ranks.
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    checksum = h.hexdigest()
+
+    # Best epoch's weights: rank 0 reads them, every rank receives them for the test evaluation.
+    if rank == 0 and tf.io.gfile.exists(best_prefix + ".index"):
+        tf.train.Checkpoint(model=model).read(best_prefix).expect_partial()
+    hvd.broadcast_variables(model.variables, root_rank=0)  # Horovod: best weights everywhere
+    val_m = evaluate(val, "val_final")
+    test_m = evaluate(test, "test_final")
+
+    out: dict[str, Any] = {
+        "rank": rank,
+        "size": size,
+        "weights_checksum": checksum,
+        "steps": int(step_v),
+        "resumed_from_step": resumed_from,
+        "train_rows_per_rank": train.rows,
+        "real_train_rows": train.real_rows,
+    }
+    if rank == 0:
+        export_dir = params["export_dir"]
+        tf.io.gfile.makedirs(export_dir)
+        model.save(os.path.join(export_dir, EXPORT_MODEL))
+        meta = {
+            "run_id": params["run_id"],
+            "model": params["model"],
+            "model_kwargs": params.get("model_kwargs", {}),
+            "examples_table": params["examples_table"],
+            "examples_path": path,
+            "examples_version": version,
+            "workers": size,
+            "hashing": {
+                f.name: {"buckets": f.buckets, "function": "keras.layers.Hashing (FarmHash64 fingerprint)"}
+                for f in spec.hashed
+            },
+            "metrics": {
+                "val_auc": val_m["auc"],
+                "val_logloss": val_m["logloss"],
+                "test_auc": test_m["auc"],
+                "test_logloss": test_m["logloss"],
+                "test_rows": test_m["rows"],
+                "val_rows": val_m["rows"],
+            },
+            "history": history,
+            "params": {k: params[k] for k in TRAIN_PARAM_KEYS},
+        }
+        with tf.io.gfile.GFile(os.path.join(export_dir, EXPORT_SPEC), "w") as fh:
+            fh.write(spec.to_json())
+        with tf.io.gfile.GFile(os.path.join(export_dir, EXPORT_META), "w") as fh:
+            fh.write(json.dumps(meta, indent=2, default=str))
+        out.update(
+            export_dir=export_dir,
+            metrics=meta["metrics"],
+            history=history,
+            train_s=train_s,
+            samples_per_s=samples_seen / max(train_s, 1e-9),
+        )
+    return out
+
+
+TRAIN_PARAM_KEYS = [
+    "model",
+    "batch_size",
+    "learning_rate",
+    "warmup_epochs",
+    "epochs",
+    "early_stopping_patience",
+    "checkpoint_every_steps",
+    "seed",
+]
+
+
+# -- driver ---------------------------------------------------------------------------------------
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
+def _baselines(path: str, version: int, label: str, ctr_prior: float, raw_dir: str | None) -> dict[str, Any]:
+    """Popularity AUC (smoothed item CTR on train as the score) and oracle AUC on the test split."""
+    import pyarrow.parquet as pq
+    from sklearn.metrics import roc_auc_score
+
+    from recpipe.model.data import read_split
+
+    fields = set(pq.read_schema(_first_file(path, version)).names)
+    train = read_split(path, version, "train", ["item_id", label]).to_pandas()
+    cols = ["item_id", label] + [c for c in ("request_id", "p_click_true") if c in fields]
+    test = read_split(path, version, "test", cols).to_pandas()
+    out: dict[str, Any] = {"popularity_auc": None, "oracle_auc": None, "oracle_source": None}
+    y = test[label].astype(float).to_numpy()
+    if len(np.unique(y)) < 2:
+        return out
+    glob = float(train[label].mean()) if len(train) else 0.0
+    g = train.groupby("item_id")[label].agg(["sum", "count"])
+    ctr = (g["sum"] + ctr_prior * glob) / (g["count"] + ctr_prior)
+    score = test["item_id"].map(ctr).fillna(glob).to_numpy()
+    out["popularity_auc"] = float(roc_auc_score(y, score))
+    if "p_click_true" in test.columns:
+        out["oracle_auc"] = float(roc_auc_score(y, test["p_click_true"].to_numpy()))
+        out["oracle_source"] = "p_click_true"
+    elif raw_dir and "request_id" in test.columns:
+        gt_path = Path(raw_dir) / "ground_truth.parquet"
+        if gt_path.exists():
+            gt = pq.read_table(gt_path, columns=["request_id", "item_id", "p_click"]).to_pandas()
+            gt = gt.drop_duplicates(["request_id", "item_id"])
+            m = test.merge(gt, on=["request_id", "item_id"], how="inner")
+            if len(m) and m[label].nunique() == 2:
+                out["oracle_auc"] = float(roc_auc_score(m[label].astype(float), m["p_click"]))
+                out["oracle_source"] = f"{gt_path} ({len(m)}/{len(test)} test rows matched)"
+    return out
+
+
+def _first_file(path: str, version: int) -> str:
+    from deltalake import DeltaTable
+
+    uri = DeltaTable(path, version=version).file_uris()[0]
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def run_train(
+    cfg: Config,
+    spark,
+    lake=None,
+    run_id: str | None = None,
+    *,
+    examples_table: str = GOLD_TRAINING_EXAMPLES,
+    examples_version: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    register: bool = True,
+    start_timeout_s: int = 120,
+) -> dict[str, Any]:
+    """Train with ``cfg.train.num_proc`` Horovod ranks on the Spark executors; export and register.
+
+    Running again with the same ``run_id`` resumes from its last checkpoint.
+    """
+    import horovod.spark
+
+    from recpipe.lake import open_lake
+    from recpipe.model.data import read_feature_spec
+    from recpipe.model.registry import register_model
+
+    t0 = time.perf_counter()
+    tc = cfg.train
+    lake = lake or open_lake(cfg, spark)
+    if not lake.exists(examples_table):
+        raise RuntimeError(
+            f"{examples_table} does not exist at {lake.path(examples_table)}: run examples first"
+        )
+    version = examples_version if examples_version is not None else lake.version(examples_table)
+    path = lake.path(examples_table)
+    spec = read_feature_spec(path)
+    run_id = run_id or new_run_id()
+    run_dir = f"{tc.model_dir.rstrip('/')}/runs/{run_id}"
+    if "://" not in run_dir:
+        run_dir = os.path.abspath(run_dir)
+    slots = spark.sparkContext.defaultParallelism
+    if slots < tc.num_proc:
+        raise RuntimeError(
+            f"train.num_proc={tc.num_proc} but Spark has only {slots} task slots; Horovod needs one "
+            f"concurrent task per rank (raise executors/cores or lower train.num_proc)"
+        )
+    params = {
+        "run_id": run_id,
+        "run_dir": run_dir,
+        "ckpt_dir": f"{run_dir}/ckpt",
+        "export_dir": f"{run_dir}/export",
+        "examples_table": examples_table,
+        "examples_path": path,
+        "examples_version": version,
+        "spec_json": spec.to_json(),
+        "model": tc.model,
+        "model_kwargs": dict(model_kwargs or {}),
+        "batch_size": tc.batch_size,
+        "learning_rate": tc.learning_rate,
+        "warmup_epochs": tc.warmup_epochs,
+        "epochs": tc.epochs,
+        "early_stopping_patience": tc.early_stopping_patience,
+        "checkpoint_every_steps": tc.checkpoint_every_steps,
+        "seed": tc.seed,
+    }
+    log.info(
+        "training %s on %s v%s with %d Horovod ranks (run %s)",
+        tc.model,
+        examples_table,
+        version,
+        tc.num_proc,
+        run_id,
+    )
+    env = {
+        **os.environ,
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
+    # Horovod: one Gloo rank per Spark task; rank output goes to stderr (stdout is the JSON summary).
+    results = horovod.spark.run(
+        train_fn,
+        args=(params,),
+        num_proc=tc.num_proc,
+        use_gloo=True,
+        env=env,
+        stdout=sys.stderr,
+        stderr=sys.stderr,
+        start_timeout=start_timeout_s,
+        verbose=0,
+    )
+    r0 = next(r for r in results if r["rank"] == 0)
+    base = _baselines(path, version, spec.label, cfg.features.ctr_prior_strength, cfg.data.raw_dir)
+    metrics = {**r0["metrics"], **{k: base[k] for k in ("popularity_auc", "oracle_auc")}}
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "model": tc.model,
+        "workers": len(results),
+        "examples_version": version,
+        "val_auc": metrics["val_auc"],
+        "val_logloss": metrics["val_logloss"],
+        "test_auc": metrics["test_auc"],
+        "test_logloss": metrics["test_logloss"],
+        "popularity_auc": base["popularity_auc"],
+        "oracle_auc": base["oracle_auc"],
+        "oracle_source": base["oracle_source"],
+        "steps": r0["steps"],
+        "epochs_run": len(r0["history"]),
+        "resumed_from_step": r0["resumed_from_step"],
+        "samples_per_s": round(r0["samples_per_s"], 1),
+        # The first epoch includes tracing the tf.functions; the last one is the steady state.
+        "samples_per_s_last_epoch": round(r0["history"][-1]["samples_per_s"], 1) if r0["history"] else None,
+        "train_s": round(r0["train_s"], 2),
+        "weights_checksums": sorted({r["weights_checksum"] for r in results}),
+        "path": r0["export_dir"],
+    }
+    if register:
+        row = register_model(
+            lake,
+            run_id=run_id,
+            data_version=int(version),
+            params={**{k: params[k] for k in TRAIN_PARAM_KEYS}, "workers": len(results)},
+            metrics=metrics,
+            path=r0["export_dir"],
+            tolerance=tc.auc_tolerance,
+        )
+        summary.update(model_version=row["model_version"], status=row["status"], reason=row["reason"])
+    summary["duration_s"] = round(time.perf_counter() - t0, 2)
+    return summary

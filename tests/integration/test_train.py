@@ -1,0 +1,194 @@
+"""Horovod training on local[2] through horovod.spark.run, the registry and kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, make_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.horovod]
+
+ROWS = 4_000
+EPOCHS = 20  # of the kill-and-resume run
+
+
+def _train_cfg(tmp: Path, **train):
+    values = {
+        "model_dir": str(tmp / "models"),
+        "num_proc": 2,
+        "epochs": 2,
+        "batch_size": 128,
+        "learning_rate": 0.003,
+        "checkpoint_every_steps": 10,
+        **train,
+    }
+    return make_config(tmp / "lake", tmp / "raw", train=values)
+
+
+@pytest.fixture(scope="module")
+def examples_lake(spark, tmp_path_factory):
+    from recpipe.lake import open_lake
+    from recpipe.model.testing import synthetic_examples, synthetic_spec, write_examples
+
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = _train_cfg(tmp)
+    lake = open_lake(cfg, spark)
+    write_examples(spark, lake, synthetic_examples(ROWS, seed=5), synthetic_spec())
+    return tmp, cfg, lake
+
+
+def test_two_ranks_train_identical_weights_export_and_register(spark, examples_lake):
+    from recpipe.constants import MODEL_REGISTRY
+    from recpipe.model.inputs import to_model_inputs
+    from recpipe.model.registry import load_current_model
+    from recpipe.model.testing import synthetic_examples
+    from recpipe.model.train import run_train
+
+    tmp, cfg, lake = examples_lake
+    # when training runs with 2 Horovod ranks on the 2 local executor slots
+    s = run_train(cfg, spark, lake, run_id="two-ranks", model_kwargs={"deep_units": [32, 16]})
+    # then both ranks end with bit-identical weights
+    assert s["workers"] == 2
+    assert len(s["weights_checksums"]) == 1, s["weights_checksums"]
+    # the model learned something and baselines are reported on the same test split
+    assert s["val_auc"] > 0.6 and s["test_auc"] > 0.6
+    assert 0 < s["test_logloss"] < 0.7
+    assert s["popularity_auc"] is not None and s["oracle_auc"] > s["popularity_auc"]
+    assert s["resumed_from_step"] == 0 and s["epochs_run"] == 2
+    # the export holds the model, the spec and the metadata
+    export = Path(s["path"])
+    meta = json.loads((export / "model_meta.json").read_text())
+    assert meta["examples_version"] == lake.version("gold.training_examples")
+    assert meta["metrics"]["test_auc"] == pytest.approx(s["test_auc"])
+    assert set(meta["hashing"]) == {"user_id", "item_id"}
+    # and the registry has it as the current model, which the scorer can load
+    assert s["status"] == "current" and s["model_version"] == "m00001"
+    rows = lake.read(MODEL_REGISTRY).collect()
+    assert [(r.model_version, r.status, r.run_id) for r in rows] == [("m00001", "current", "two-ranks")]
+    model, spec, row = load_current_model(cfg, lake)
+    assert row["run_id"] == "two-ranks"
+    p = model.predict(to_model_inputs(synthetic_examples(50, seed=9), spec), verbose=0)
+    assert p.shape == (50, 1)
+
+
+def test_registry_promotes_rejects_and_archives_in_one_commit(spark, tmp_path):
+    from recpipe.constants import MODEL_REGISTRY
+    from recpipe.lake import open_lake
+    from recpipe.model.registry import read_registry, register_model
+
+    lake = open_lake(make_config(tmp_path / "lake", tmp_path / "raw"), spark)
+
+    def reg(run_id, auc):
+        return register_model(
+            lake,
+            run_id=run_id,
+            data_version=3,
+            params={"model": "dcn"},
+            metrics={"val_auc": auc},
+            path=f"/models/{run_id}",
+            tolerance=0.005,
+        )
+
+    assert reg("a", 0.70)["status"] == "current"
+    worse = reg("b", 0.65)
+    assert worse["status"] == "rejected" and "< current" in worse["reason"]
+    v_before = lake.version(MODEL_REGISTRY)
+    assert reg("c", 0.698)["status"] == "current"  # within tolerance
+    assert lake.version(MODEL_REGISTRY) == v_before + 1  # new row + archive: one commit
+    assert reg("c", 0.1)["model_version"] == "m00003"  # idempotent per run id
+    rows = {r["run_id"]: r for r in read_registry(lake)}
+    assert {k: r["status"] for k, r in rows.items()} == {"a": "archived", "b": "rejected", "c": "current"}
+    assert rows["a"]["reason"] == "superseded by m00003"
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(examples_lake, tmp_path):
+    import psutil
+
+    _, cfg, lake = examples_lake
+    conf = {
+        "mode": "local",
+        "lake": {"root": cfg.lake.root},
+        "data": {"source": "raw", "raw_dir": str(tmp_path / "raw")},
+        "privacy": {"allow_dev_key": True},
+        "spark": {
+            "master": "local[2]",
+            "show_progress": False,
+            "log_level": "ERROR",
+            "conf": {"spark.ui.enabled": "false", "spark.local.dir": str(tmp_path / "spark")},
+        },
+        "train": {
+            "model_dir": str(tmp_path / "models"),
+            "num_proc": 2,
+            "epochs": EPOCHS,
+            "batch_size": 32,
+            "checkpoint_every_steps": 10,
+            "early_stopping_patience": 1000,
+        },
+    }
+    conf_file = tmp_path / "train.yaml"
+    conf_file.write_text(yaml.safe_dump(conf))
+    cmd = [sys.executable, str(REPO / "jobs" / "train.py"), "--conf", str(conf_file), "--run-id", "killme"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    ckpt_dir = tmp_path / "models" / "runs" / "killme" / "ckpt"
+
+    # given a training run killed with SIGKILL once it has written a checkpoint
+    log1 = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.time() + 240
+    while not (ckpt_dir / "checkpoint").exists():
+        assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.5)
+    victims = [proc.pid, *_descendants(proc.pid)]
+    for pid in victims:  # the driver, its Spark JVM and the Horovod rank processes
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    _, alive = psutil.wait_procs([p for p in map(_proc_or_none, victims) if p], timeout=20)
+    assert not alive, f"processes of the killed run still alive: {alive}"
+    assert not (tmp_path / "models" / "runs" / "killme" / "export").exists()
+
+    # when it is started again with the same run id
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
+    # then it resumed from the checkpoint (step > 0) and finished the remaining steps exactly
+    assert out.returncode == 0, out.stderr[-3000:]
+    s = json.loads(out.stdout.strip().splitlines()[-1])
+    assert s["resumed_from_step"] > 0
+    steps_per_epoch = -(-(int(ROWS * 0.7) // 2) // 32)
+    assert s["steps"] == EPOCHS * steps_per_epoch  # no step repeated or skipped
+    # epochs completed before the kill were not run again (the interrupted one was finished)
+    assert s["epochs_run"] == EPOCHS - s["resumed_from_step"] // steps_per_epoch
+    assert len(s["weights_checksums"]) == 1
+    assert s["status"] in ("current", "rejected") and s["model_version"]
+
+
+def _proc_or_none(pid: int):
+    import psutil
+
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None

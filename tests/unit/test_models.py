@@ -1,0 +1,187 @@
+"""Model factories, the input conversion, sharding and metric helpers on tiny synthetic data."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from recpipe.model.data import Shard, read_split, shard_range, snapshot_files, steps_per_epoch
+from recpipe.model.inputs import labels, to_model_inputs
+from recpipe.model.registry import decide_status
+from recpipe.model.testing import synthetic_examples, synthetic_spec
+from recpipe.model.train import auc_from_histograms, metric_sums, metrics_from_sums
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def data():
+    df = synthetic_examples(rows=600, seed=1)
+    return df, synthetic_spec()
+
+
+@pytest.mark.parametrize("factory", ["dcn", "deepfm"])
+def test_factory_fits_saves_and_reloads_with_same_predictions(data, factory, tmp_path):
+    # given a model built from the spec
+    from recpipe.model.models import build_model, load_model
+
+    df, spec = data
+    x, y = to_model_inputs(df, spec), labels(df, spec)
+    model = build_model(factory, spec, deep_units=(16, 8))
+    model.compile("adam", "binary_crossentropy")
+    # when it is fitted for a few steps, saved and reloaded
+    hist = model.fit(x, y, batch_size=64, epochs=1, steps_per_epoch=5, verbose=0)
+    before = model.predict(x, verbose=0)
+    model.save(tmp_path / "m.keras")
+    reloaded = load_model(str(tmp_path / "m.keras"))
+    after = reloaded.predict(x, verbose=0)
+    # then training ran, outputs are probabilities and the reload predicts the same
+    assert np.isfinite(hist.history["loss"][-1])
+    assert before.shape == (len(df), 1)
+    assert ((before > 0) & (before < 1)).all()
+    np.testing.assert_allclose(before, after, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("factory", ["dcn", "deepfm"])
+def test_unseen_ids_missing_values_and_oov_never_fail(data, factory):
+    from recpipe.model.models import build_model
+
+    df, spec = data
+    model = build_model(factory, spec, deep_units=(8,))
+    odd = df.head(3).copy()
+    odd["user_id"] = ["never-seen-user", None, ""]
+    odd["item_id"] = ["new-item", "I99999", None]
+    odd["category"] = ["not-a-category", None, "news"]
+    odd["item_ctr"] = [None, np.nan, 0.5]
+    odd["text_vec"] = [None, [1.0], [0.0] * 20]  # missing, short and long vectors
+    odd["last_items"] = [None, [], ["x"] * 50]
+    p = model.predict(to_model_inputs(odd, spec), verbose=0)
+    assert p.shape == (3, 1) and np.isfinite(p).all()
+
+
+def test_inputs_same_from_pandas_and_arrow_and_sequences_keep_last_k():
+    spec = synthetic_spec(text_dim=3, last_k=2)
+    df = pd.DataFrame(
+        {
+            "user_id": ["u1", None],
+            "item_id": ["i1", "i2"],
+            "category": ["news", "zzz"],
+            "device": ["mobile", None],
+            "item_ctr": [0.1, None],
+            "position": [1, 2],
+            "text_vec": [[1.0, 2.0], [1.0, 2.0, 3.0, 4.0]],
+            "last_items": [["a", "b", "c"], None],
+            "label": [1, 0],
+        }
+    )
+    a = to_model_inputs(df, spec)
+    b = to_model_inputs(pa.Table.from_pandas(df), spec)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert a["user_id"].tolist() == [["u1"], [""]]
+    assert a["last_items"].tolist() == [["b", "c"], ["", ""]]
+    np.testing.assert_allclose(a["text_vec"], [[1, 2, 0], [1, 2, 3]])
+    np.testing.assert_allclose(a["item_ctr"], [[0.1], [0.2]])  # missing -> the spec mean
+    np.testing.assert_array_equal(labels(df, spec), [[1.0], [0.0]])
+
+
+def test_all_missing_columns_become_defaults(data):
+    # the scorer fills columns candidates cannot know with None
+    df, spec = data
+    rows = df.head(4).assign(text_vec=None, last_items=None, item_ctr=None, device=None)
+    x = to_model_inputs(rows, spec)
+    np.testing.assert_array_equal(x["text_vec"], np.zeros((4, 8), np.float32))
+    assert (x["last_items"] == "").all() and (x["device"] == "").all()
+    np.testing.assert_allclose(x["item_ctr"], 0.2)
+
+
+def test_missing_input_column_is_named(data):
+    df, spec = data
+    with pytest.raises(KeyError, match="last_items"):
+        to_model_inputs(df.drop(columns=["last_items"]), spec)
+
+
+def test_histogram_auc_matches_sklearn_and_sums_across_shards():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(5000) < 0.3).astype(float)
+    p = np.clip(0.3 + 0.2 * (y - 0.3) + rng.normal(0, 0.15, 5000), 0, 1)
+    # two "ranks" with uneven shards: summed state == state of all rows
+    total = metric_sums(y[:1234], p[:1234]) + metric_sums(y[1234:], p[1234:])
+    m = metrics_from_sums(total)
+    assert m["rows"] == 5000
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-3)
+    ll = -(y * np.log(np.clip(p, 1e-7, 1)) + (1 - y) * np.log(np.clip(1 - p, 1e-7, 1))).mean()
+    assert m["logloss"] == pytest.approx(ll, rel=1e-6)
+    assert auc_from_histograms(np.array([3.0, 0]), np.array([0.0, 0])) is None
+
+
+def test_shard_ranges_are_disjoint_covering_and_balanced():
+    for total in (0, 1, 7, 100, 101):
+        for size in (1, 2, 3, 4):
+            ranges = [shard_range(total, r, size) for r in range(size)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == total
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+            sizes = [e - s for s, e in ranges]
+            assert max(sizes) - min(sizes) <= 1
+            # equal steps per rank after padding to ceil(total/size)
+            assert len({steps_per_epoch(-(-total // size), 8) for _ in ranges}) == 1
+
+
+@pytest.mark.parametrize("partition_by", [["split"], ["day"], None])
+def test_row_shards_of_a_delta_snapshot(tmp_path, partition_by):
+    from deltalake import write_deltalake
+
+    df = synthetic_examples(rows=101, seed=2)[["user_id", "item_id", "label", "split"]]
+    df["day"] = np.repeat(["d1", "d2", "d3"], [40, 40, 21])  # days mix splits within files
+    path = str(tmp_path / "ex")
+    # two commits -> several files; version 0 must still read only the first
+    write_deltalake(path, df.iloc[:50], partition_by=partition_by)
+    write_deltalake(path, df.iloc[50:], partition_by=partition_by, mode="append")
+    n_train = int((df.split == "train").sum())
+    assert sum(n for _, n in snapshot_files(path, None, "train")) == n_train
+    assert sum(n for _, n in snapshot_files(path, 0, "train")) == int((df.iloc[:50].split == "train").sum())
+    parts = [read_split(path, None, "train", ["user_id", "item_id"], r, 3) for r in range(3)]
+    keys = [tuple(r) for t in parts for r in zip(t["user_id"].to_pylist(), t["item_id"].to_pylist())]
+    full = read_split(path, None, "train", ["user_id", "item_id"])
+    assert len(keys) == n_train == full.num_rows
+    assert sorted(keys) == sorted(zip(full["user_id"].to_pylist(), full["item_id"].to_pylist()))
+    # padded training shards have the same length on every rank
+    spec = synthetic_spec()
+    spec = type(spec)(label="label", hashed=spec.hashed)
+    shards = [Shard.load(path, None, "train", spec, r, 3) for r in range(3)]
+    assert len({s.rows for s in shards}) == 1
+    assert sum(s.real_rows for s in shards) == n_train
+
+
+def test_promotion_rule():
+    assert decide_status(0.70, None, 0.005)[0] == "current"
+    assert decide_status(0.696, 0.70, 0.005)[0] == "current"
+    status, reason = decide_status(0.69, 0.70, 0.005)
+    assert status == "rejected" and "0.6900 < current 0.7000" in reason
+    assert decide_status(None, 0.7, 0.005)[0] == "rejected"
+
+
+def test_baselines_popularity_and_oracle_from_ground_truth_file(tmp_path):
+    from deltalake import write_deltalake
+
+    from recpipe.model.train import _baselines
+
+    df = synthetic_examples(rows=2000, seed=4)
+    path = str(tmp_path / "ex")
+    write_deltalake(path, df.drop(columns=["p_click_true", "text_vec", "last_items"]), partition_by=["split"])
+    # without p_click_true in the examples, the oracle comes from the raw dir's ground truth
+    gt = df.rename(columns={"p_click_true": "p_click"})[["request_id", "item_id", "p_click"]]
+    (tmp_path / "raw").mkdir()
+    gt.to_parquet(tmp_path / "raw" / "ground_truth.parquet")
+    b = _baselines(path, 0, "label", 20.0, str(tmp_path / "raw"))
+    assert 0.5 < b["popularity_auc"] < b["oracle_auc"] < 1
+    assert "ground_truth.parquet" in b["oracle_source"]
+    assert _baselines(path, 0, "label", 20.0, None)["oracle_auc"] is None
