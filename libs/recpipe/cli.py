@@ -92,6 +92,22 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     return run_ingest(cfg, spark, input_dir=args.input, batch_id=args.batch_id, date=args.date)
 
 
+def cmd_features(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.features.build import run_features
+
+    cfg = _load(args)
+    spark = _session(cfg, "features")
+    return run_features(cfg, spark, as_of=args.date)
+
+
+def cmd_examples(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.features.examples import run_examples
+
+    cfg = _load(args)
+    spark = _session(cfg, "examples")
+    return run_examples(cfg, spark, args.start, args.end, click_only=True if args.click_only else None)
+
+
 def cmd_tables(args: argparse.Namespace) -> dict[str, Any]:
     from recpipe.lake import open_lake
     from recpipe.tables import describe_tables
@@ -109,6 +125,27 @@ def cmd_tables(args: argparse.Namespace) -> dict[str, Any]:
                 file=sys.stderr,
             )
     return {"tables": rows}
+
+
+def cmd_recommend(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.lake import open_lake
+    from recpipe.scoring.run import run_recommend
+
+    cfg = _load(args)
+    spark = _session(cfg, "recommend")
+    extra = None
+    if args.users:
+        reader = spark.read.option("header", True)
+        extra = reader.parquet(args.users) if args.users.endswith(".parquet") else reader.csv(args.users)
+    return run_recommend(cfg, spark, run_date=args.date, extra_users=extra, lake=open_lake(cfg, spark))
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.model.train import run_train
+
+    cfg = _load(args)
+    spark = _session(cfg, "train")
+    return run_train(cfg, spark, run_id=args.run_id, examples_version=args.examples_version)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,10 +184,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", type=_date, help="only ingest events/<date>/")
     p.set_defaults(func=cmd_ingest)
 
+    p = sub.add_parser("features", help="silver tables -> gold.item_features, gold.user_features as of --date")
+    _common(p)
+    p.add_argument("--date", type=_date, required=True, help="as-of date: only events before its 00:00 UTC")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser(
+        "examples", help="impressions + point-in-time features -> gold.training_examples (+ feature spec)"
+    )
+    _common(p)
+    p.add_argument("--start", type=_date, required=True, help="first impression date, YYYY-MM-DD")
+    p.add_argument("--end", type=_date, required=True, help="last impression date (inclusive), YYYY-MM-DD")
+    p.add_argument(
+        "--click-only",
+        action="store_true",
+        help="treat the source as click-only (sampled negatives); default: detected from the data",
+    )
+    p.set_defaults(func=cmd_examples)
+
     p = sub.add_parser("tables", help="list the lake's tables with version, rows and last operation")
     _common(p)
     p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser(
+        "recommend",
+        help="candidates + ranking + re-ranking -> gold.recommendations for a run date (atomic, idempotent)",
+    )
+    _common(p)
+    p.add_argument(
+        "--date",
+        type=_date,
+        help="run date, YYYY-MM-DD: uses events before its 00:00 UTC "
+        "(default: the day after the latest event)",
+    )
+    p.add_argument(
+        "--users",
+        help="optional CSV (header) or .parquet of user_id[,country,device] to recommend for in "
+        "addition to the users active in the last 28 days (users without events get cold-start lists)",
+    )
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser(
+        "train", help="Horovod training of the CTR model on gold.training_examples -> ops.model_registry"
+    )
+    _common(p)
+    p.add_argument("--run-id", help="run id; an existing run id resumes from its last checkpoint")
+    p.add_argument("--examples-version", type=int, help="examples table version (default: latest)")
+    p.set_defaults(func=cmd_train)
 
     from recpipe.pipeline import add_run_parser
 

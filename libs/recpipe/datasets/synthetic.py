@@ -1303,3 +1303,98 @@ def generate(
     rep.elapsed_s = round(time.perf_counter() - t0, 3)
     say(f"done in {rep.elapsed_s:.1f}s")
     return rep
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ground truth for arbitrary (user, item, position, time): evaluation of any list against the true click model
+
+
+@dataclass(frozen=True)
+class SyntheticWorld:
+    """The generator's world (items and users) rebuilt from its parameters, for the true click model."""
+
+    user_ids: np.ndarray
+    item_ids: list
+    item_cat: np.ndarray
+    item_pub_ms: np.ndarray
+    item_quality: np.ndarray
+    interest: np.ndarray
+    is_bot: np.ndarray
+
+    def user_index(self, user_ids) -> np.ndarray:
+        idx = {u: i for i, u in enumerate(self.user_ids.tolist())}
+        try:
+            return np.array([idx[u] for u in user_ids], dtype=np.int64)
+        except KeyError as exc:
+            raise KeyError(f"user {exc.args[0]!r} is not a user of this synthetic world") from None
+
+    def item_index(self, item_ids) -> np.ndarray:
+        idx = {it: i for i, it in enumerate(self.item_ids)}
+        try:
+            return np.array([idx[i] for i in item_ids], dtype=np.int64)
+        except KeyError as exc:
+            raise KeyError(f"item {exc.args[0]!r} is not an item of this synthetic world") from None
+
+
+def load_world(
+    out_dir: str | Path | None = None,
+    *,
+    events: int | None = None,
+    seed: int | None = None,
+    start: _dt.date | None = None,
+    days: int | None = None,
+) -> SyntheticWorld:
+    """Rebuild the world of a generated data set deterministically, from ``out_dir/manifest.json``
+    or from the same arguments as :func:`generate` (events, seed, start, days). Reads nothing else
+    and writes nothing."""
+    if out_dir is not None:
+        m = json.loads((Path(out_dir) / "manifest.json").read_text())
+        events, seed = int(m["events_requested"]), int(m["seed"])
+        start, days = _dt.date.fromisoformat(m["start"]), int(m["days"])
+    if events is None or seed is None or start is None or days is None:
+        raise ValueError("load_world needs out_dir or all of events, seed, start, days")
+    start_ms = (
+        int((_dt.datetime(start.year, start.month, start.day, tzinfo=_dt.UTC) - _EPOCH).total_seconds())
+        * 1000
+    )
+    end_ms = start_ms + days * 24 * _MS_HOUR
+    n_items = max(200, events // 150)
+    n_users = max(100, events // 60)
+    n_bots = max(3, int(round(0.001 * n_users)))
+    items = _make_items(_rng(seed, 1), n_items, start_ms, end_ms)
+    users = _make_users(_rng(seed, 2), n_users, n_bots)
+    return SyntheticWorld(
+        user_ids=users["ids"],
+        item_ids=[f"N{i:06d}" for i in range(n_items)],
+        item_cat=items["cat"],
+        item_pub_ms=items["pub"],
+        item_quality=items["quality"],
+        interest=users["interest"],
+        is_bot=users["is_bot"],
+    )
+
+
+def true_click_probability(world, user_ids, item_ids, positions, ts) -> np.ndarray:
+    """The generator's click probability for arbitrary (user, item, 0-based position, time).
+
+    ``world``: a :class:`SyntheticWorld` or the generator's output folder (manifest.json).
+    ``user_ids`` are the RAW ids (``U0000001``), not ingest's pseudonyms. ``ts``: epoch
+    milliseconds or datetime64 values (array or scalar). Same formula as the simulation
+    (manifest ``click_model``); an item not yet published at ``ts`` has probability 0.
+    """
+    if not isinstance(world, SyntheticWorld):
+        world = load_world(world)
+    u = world.user_index(list(user_ids))
+    i = world.item_index(list(item_ids))
+    pos = np.broadcast_to(np.asarray(positions, dtype=np.float64), u.shape)
+    t = np.asarray(ts)
+    if np.issubdtype(t.dtype, np.datetime64):
+        t = t.astype("datetime64[ms]").astype(np.int64)
+    t = np.broadcast_to(t.astype(np.int64), u.shape)
+    age_hours = (t - world.item_pub_ms[i]) / _MS_HOUR
+    fresh = 0.3 + 0.7 * np.power(0.5, np.clip(age_hours, 0.0, None) / 36.0)
+    aff = len(CATEGORIES) * world.interest[u, world.item_cat[i]] * world.item_quality[i]
+    pos_bias = 1.0 / np.power(1.0 + pos, 0.8)
+    p = np.clip(0.16 * aff * pos_bias * fresh, 0.0, 0.95)
+    p = np.where(world.is_bot[u], 0.9, p)
+    return np.where(age_hours < 0, 0.0, p)

@@ -1,0 +1,244 @@
+"""Candidate generation job: silver events/items (+ gold.item_features) -> ``gold.candidates``.
+
+IO lives here; the transforms are in :mod:`recpipe.candidates.sources`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from recpipe import constants as C
+from recpipe.candidates import sources as S
+from recpipe.config import Config
+from recpipe.lake import CommitResult, Lake
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CandidateParams:
+    """Knobs of the sources that are not (yet) configuration."""
+
+    active_days: int = 28
+    trending_half_life_hours: float = 24.0
+    covisit_neighbours: int = 20
+    content_neighbours: int = 20
+    content_min_cosine: float = 0.05
+    als_rank: int = 32
+    als_max_iter: int = 10
+    als_reg: float = 0.05
+    als_alpha: float = 10.0
+    # Items with fewer impressions than this are "uncertain" (exploration pool).
+    uncertain_impressions: int = 20
+    oversample: float = 1.5
+    shares: dict[str, float] = field(default_factory=lambda: dict(S.DEFAULT_SOURCE_SHARES))
+
+
+@dataclass
+class CandidateSet:
+    """The candidates of a run plus the frames the ranking step reuses."""
+
+    run_date: dt.date
+    as_of: dt.datetime
+    candidates: DataFrame  # CANDIDATES_SCHEMA without run_date
+    users: DataFrame  # (user_id, country, device) the run recommends for
+    allowed: DataFrame  # silver.items rows allowed at as_of
+    affinity: DataFrame  # (user_id, category, affinity)
+    item_stats: DataFrame  # (item_id, popularity, impressions)
+    source_stats: dict[str, dict[str, float]] = field(default_factory=dict)  # rows, seconds per source
+    _cached: list[DataFrame] = field(default_factory=list)
+
+    def unpersist(self) -> None:
+        for df in self._cached:
+            df.unpersist()
+
+
+def as_of_time(run_date: dt.date) -> dt.datetime:
+    """The run's cut-off: run_date 00:00 UTC (only events strictly before it are used)."""
+    return dt.datetime(run_date.year, run_date.month, run_date.day, tzinfo=dt.UTC)
+
+
+def item_vectors(cfg: Config, lake: Lake, items: DataFrame, run_date: dt.date) -> tuple[DataFrame, str]:
+    """Unit text vectors: ``gold.item_features``' text vector when the table has one (latest
+    ``as_of_date`` <= run date per item), else TF-IDF of silver.items computed here."""
+    if lake.exists(C.GOLD_ITEM_FEATURES):
+        names = lake.schema(C.GOLD_ITEM_FEATURES).fieldNames()
+        column = next((c for c in C.TEXT_VECTOR_COLUMNS if c in names), None)
+        if column is not None:
+            feats = lake.read(C.GOLD_ITEM_FEATURES)
+            if C.AS_OF_DATE in names:
+                feats = feats.where(F.col(C.AS_OF_DATE) <= F.lit(run_date))
+                feats = S.top_k(feats, [C.ITEM_ID], [F.desc(C.AS_OF_DATE)], 1)
+            return S.feature_table_vectors(feats, column), f"{C.GOLD_ITEM_FEATURES}.{column}"
+    return S.tfidf_vectors(items, cfg.features.text_features), "tfidf(silver.items)"
+
+
+def build_candidates(
+    cfg: Config,
+    lake: Lake,
+    run_date: dt.date,
+    extra_users: DataFrame | None = None,
+    params: CandidateParams | None = None,
+) -> CandidateSet:
+    """All candidate sources for ``run_date``, filtered and cut to the per-user budget.
+
+    Users: every user with an event in the ``active_days`` before the run, plus ``extra_users``
+    (user_id[, country, device]), e.g. users who signed up but have no events yet. Users without
+    history get trending (of their country when known) and fresh items.
+    """
+    p = params or CandidateParams()
+    rc = cfg.recommend
+    as_of = as_of_time(run_date)
+    events = S.history(lake.read(C.SILVER_EVENTS), as_of)
+    items = lake.read(C.SILVER_ITEMS)
+    cached: list[DataFrame] = []
+
+    def keep(df: DataFrame) -> DataFrame:
+        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(df)
+        return df
+
+    allowed = keep(S.allowed_items(items, as_of, rc.max_item_age_days))
+    inter = keep(S.interactions(events))
+    profiles = S.user_profiles(events)
+    since = as_of - dt.timedelta(days=p.active_days)
+    active = events.where(F.col(C.EVENT_TS) >= F.lit(since).cast("timestamp")).select(C.USER_ID).distinct()
+    target = profiles.join(active, C.USER_ID, "left_semi")
+    if extra_users is not None:
+        given = extra_users.select(
+            C.USER_ID,
+            *[
+                (F.col(c) if c in extra_users.columns else F.lit(None).cast("string")).alias(f"_{c}")
+                for c in (C.COUNTRY, C.DEVICE)
+            ],
+        ).dropDuplicates([C.USER_ID])
+        # Given country/device win over the ones seen in the events.
+        target = target.join(given, C.USER_ID, "full_outer").select(
+            C.USER_ID,
+            F.coalesce(f"_{C.COUNTRY}", C.COUNTRY).alias(C.COUNTRY),
+            F.coalesce(f"_{C.DEVICE}", C.DEVICE).alias(C.DEVICE),
+        )
+    target = keep(target)
+    target_ids = target.select(C.USER_ID)
+
+    affinity = keep(S.category_affinity(inter.join(target_ids, C.USER_ID, "left_semi"), items, as_of))
+    recent = keep(
+        S.recent_items(inter.join(target_ids, C.USER_ID, "left_semi"), as_of, cfg.features.last_k_items)
+    )
+    budget = rc.candidates_per_user
+    source_stats: dict[str, dict[str, float]] = {}
+
+    def k_of(source: str) -> int:
+        return max(rc.top_n, int(math.ceil(budget * p.shares.get(source, 0.1) * p.oversample)))
+
+    # trending (only allowed items can trend)
+    inter_allowed = inter.join(allowed.select(C.ITEM_ID, "category"), C.ITEM_ID)
+    k_tr = k_of(C.REASON_TRENDING)
+    half = p.trending_half_life_hours
+    global_trend = S.trending(inter_allowed, as_of, half, k_tr)
+    country_trend = S.trending(inter_allowed, as_of, half, k_tr, by=[C.COUNTRY])
+    category_trend = S.trending(inter_allowed, as_of, half, k_tr, by=["category"])
+    trend = S.trending_candidates(target, global_trend, country_trend, category_trend, affinity)
+
+    # co-visitation: neighbours among allowed items, applied to the user's recent items
+    cov = S.covisit_neighbours(inter, p.covisit_neighbours * 3)
+    cov = cov.join(allowed.select(F.col(C.ITEM_ID).alias("neighbour_id")), "neighbour_id", "left_semi")
+    cov = S.top_k(cov, [C.ITEM_ID], [F.desc("sim"), F.asc("neighbour_id")], p.covisit_neighbours)
+    covisit = S.neighbour_candidates(recent, cov, C.REASON_CO_VISIT, k_of(C.REASON_CO_VISIT))
+
+    # ALS (asks for twice its share: consumed/expired items are filtered afterwards)
+    als = S.als_candidates(
+        inter,
+        target_ids,
+        2 * k_of(C.REASON_ALS),
+        rank=p.als_rank,
+        max_iter=p.als_max_iter,
+        reg_param=p.als_reg,
+        alpha=p.als_alpha,
+        seed=rc.seed,
+    )
+
+    # content similarity: the user's recent items -> similar allowed items (clicked or not)
+    vectors, vec_source = item_vectors(cfg, lake, items, run_date)
+    neigh = S.content_neighbours(
+        vectors,
+        recent.select(C.ITEM_ID),
+        allowed.select(C.ITEM_ID),
+        p.content_neighbours,
+        min_cosine=p.content_min_cosine,
+        seed=rc.seed,
+    )
+    content = S.neighbour_candidates(recent, neigh, C.REASON_SIMILAR_CONTENT, k_of(C.REASON_SIMILAR_CONTENT))
+
+    fresh = S.fresh_candidates(allowed, target, affinity, as_of, rc.fresh_window_hours, k_of(C.REASON_FRESH))
+
+    # Each source is materialized on its own: smaller plans (fewer concurrent broadcasts on the
+    # driver) and per-source counts/timings for the summary.
+    per_source: dict[str, DataFrame] = {}
+    for name, df in (
+        (C.REASON_TRENDING, trend),
+        (C.REASON_CO_VISIT, covisit),
+        (C.REASON_ALS, als),
+        (C.REASON_SIMILAR_CONTENT, content),
+        (C.REASON_FRESH, fresh),
+    ):
+        t0 = time.perf_counter()
+        per_source[name] = keep(df)
+        source_stats[name] = {"rows": per_source[name].count(), "s": round(time.perf_counter() - t0, 2)}
+    union = functools.reduce(DataFrame.unionByName, per_source.values())
+    filtered = S.filter_candidates(union, allowed, S.consumed(events))
+    cands = S.apply_budget(filtered.join(target_ids, C.USER_ID, "left_semi"), budget, p.shares)
+
+    pop = S.trending(inter_allowed, as_of, half, 10**9).select(C.ITEM_ID, F.col("score").alias("popularity"))
+    impressions = (
+        events.where(F.col(C.EVENT_TYPE) == "impression")
+        .groupBy(C.ITEM_ID)
+        .agg(F.count("*").alias("impressions"))
+    )
+    stats = keep(
+        allowed.select(C.ITEM_ID)
+        .join(pop, C.ITEM_ID, "left")
+        .join(impressions, C.ITEM_ID, "left")
+        .select(
+            C.ITEM_ID,
+            F.coalesce("popularity", F.lit(0.0)).alias("popularity"),
+            F.coalesce("impressions", F.lit(0)).cast("long").alias("impressions"),
+        )
+    )
+    log.info("candidates for %s: text vectors from %s", run_date, vec_source)
+    return CandidateSet(
+        run_date=run_date,
+        as_of=as_of,
+        candidates=cands,
+        users=target,
+        allowed=allowed,
+        affinity=affinity,
+        item_stats=stats,
+        source_stats=source_stats,
+        _cached=cached,
+    )
+
+
+def with_run_date(cands: DataFrame, run_date: dt.date) -> DataFrame:
+    return cands.select(F.lit(run_date).cast("date").alias(C.RUN_DATE), *S.CAND_COLS)
+
+
+def write_candidates(lake: Lake, cands: DataFrame, run_date: dt.date) -> CommitResult:
+    """Replace the run date's partition of ``gold.candidates`` (one commit, idempotent per date)."""
+    df = with_run_date(cands, run_date)
+    return lake.overwrite(
+        C.GOLD_CANDIDATES, df, partition_by=[C.RUN_DATE], partitions={C.RUN_DATE: [run_date.isoformat()]}
+    )
+
+
+def read_candidates(lake: Lake, run_date: dt.date) -> DataFrame:
+    return lake.read(C.GOLD_CANDIDATES).where(F.col(C.RUN_DATE) == F.lit(run_date))

@@ -1,0 +1,411 @@
+"""Candidate sources and filters: ``DataFrame -> DataFrame`` transforms (no IO, no session).
+
+Every source returns ``(user_id, item_id, source, source_score, detail)``; ``candidates.run``
+adds ``run_date``, reads the inputs and writes ``gold.candidates``. ``as_of`` is the run date at
+00:00 UTC: callers pass events strictly before it (:func:`history`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from pyspark.ml.feature import (
+    IDF,
+    BucketedRandomProjectionLSH,
+    HashingTF,
+    Normalizer,
+    RegexTokenizer,
+    StringIndexer,
+)
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.recommendation import ALS
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from recpipe import constants as C
+
+CAND_COLS = [C.USER_ID, C.ITEM_ID, C.SOURCE, C.SOURCE_SCORE, C.DETAIL]
+LN2 = math.log(2.0)
+# Source scores are rounded so reruns on the same inputs give bit-identical candidates.
+SCORE_DECIMALS = 6
+
+
+def _ts(as_of: dt.datetime) -> Column:
+    return F.lit(as_of).cast("timestamp")
+
+
+def _age_hours(col: str | Column, as_of: dt.datetime) -> Column:
+    c = F.col(col) if isinstance(col, str) else col
+    return (F.unix_micros(_ts(as_of)) - F.unix_micros(c)) / 3.6e9
+
+
+def _cand(df: DataFrame, source: str, score: Column, detail: Column) -> DataFrame:
+    return df.select(
+        C.USER_ID,
+        C.ITEM_ID,
+        F.lit(source).alias(C.SOURCE),
+        F.round(score.cast("double"), SCORE_DECIMALS).alias(C.SOURCE_SCORE),
+        detail.cast("string").alias(C.DETAIL),
+    )
+
+
+def top_k(df: DataFrame, by: list[str], order: list[Column], k: int) -> DataFrame:
+    """The first ``k`` rows per ``by`` group in ``order`` (ties broken by the order columns)."""
+    w = Window.partitionBy(*by).orderBy(*order)
+    return df.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= k).drop("_rn")
+
+
+def best_per_pair(df: DataFrame, score: str = C.SOURCE_SCORE) -> DataFrame:
+    """One row per (user, item): the best-scoring one (ties by detail)."""
+    return top_k(df, [C.USER_ID, C.ITEM_ID], [F.desc(score), F.asc(C.DETAIL)], 1)
+
+
+# -- inputs -------------------------------------------------------------------------------------
+def history(events: DataFrame, as_of: dt.datetime) -> DataFrame:
+    """Events strictly before ``as_of`` (partition-pruned on event_date)."""
+    return events.where((F.col(C.EVENT_DATE) <= F.lit(as_of.date())) & (F.col(C.EVENT_TS) < _ts(as_of)))
+
+
+def interactions(events: DataFrame) -> DataFrame:
+    """Positive feedback events with their weight (``constants.POSITIVE_EVENT_WEIGHTS``)."""
+    weights = F.create_map(*[x for k, v in C.POSITIVE_EVENT_WEIGHTS.items() for x in (F.lit(k), F.lit(v))])
+    return events.where(F.col(C.EVENT_TYPE).isin(list(C.POSITIVE_EVENT_WEIGHTS))).select(
+        C.USER_ID,
+        C.ITEM_ID,
+        C.EVENT_TS,
+        C.SESSION_ID,
+        C.COUNTRY,
+        weights[F.col(C.EVENT_TYPE)].alias("weight"),
+    )
+
+
+def consumed(events: DataFrame) -> DataFrame:
+    """(user_id, item_id) pairs the user already consumed or hid."""
+    return (
+        events.where(F.col(C.EVENT_TYPE).isin(C.CONSUMED_EVENT_TYPES)).select(C.USER_ID, C.ITEM_ID).distinct()
+    )
+
+
+def allowed_items(items: DataFrame, as_of: dt.datetime, max_age_days: int) -> DataFrame:
+    """Items that may be recommended at ``as_of``: published, not expired, not blocked, not too old."""
+    oldest = as_of - dt.timedelta(days=max_age_days)
+    return items.where(
+        (F.coalesce(F.col("status"), F.lit("active")) != "blocked")
+        & (F.col("expires_ts").isNull() | (F.col("expires_ts") >= _ts(as_of)))
+        & (F.col("published_ts").isNull() | (F.col("published_ts") <= _ts(as_of)))
+        & (F.col("published_ts").isNull() | (F.col("published_ts") >= _ts(oldest)))
+    )
+
+
+def user_profiles(events: DataFrame) -> DataFrame:
+    """Per user: the most frequent country and device in their history."""
+
+    def mode(col: str) -> DataFrame:
+        counts = events.where(F.col(col).isNotNull()).groupBy(C.USER_ID, col).count()
+        return top_k(counts, [C.USER_ID], [F.desc("count"), F.asc(col)], 1).drop("count")
+
+    users = events.select(C.USER_ID).distinct()
+    return users.join(mode(C.COUNTRY), C.USER_ID, "left").join(mode(C.DEVICE), C.USER_ID, "left")
+
+
+def category_affinity(
+    inter: DataFrame, items: DataFrame, as_of: dt.datetime, half_life_hours: float = 168.0
+) -> DataFrame:
+    """(user_id, category, affinity): time-decayed share of the user's feedback per category."""
+    w = F.col("weight") * F.exp(-LN2 * _age_hours(C.EVENT_TS, as_of) / half_life_hours)
+    per = (
+        inter.join(items.select(C.ITEM_ID, "category"), C.ITEM_ID)
+        .groupBy(C.USER_ID, "category")
+        .agg(F.sum(w).alias("w"))
+    )
+    tot = Window.partitionBy(C.USER_ID)
+    return per.select(
+        C.USER_ID, "category", F.round(F.col("w") / F.sum("w").over(tot), SCORE_DECIMALS).alias("affinity")
+    )
+
+
+def recent_items(
+    inter: DataFrame, as_of: dt.datetime, last_k: int, half_life_hours: float = 72.0
+) -> DataFrame:
+    """(user_id, item_id, recency): the user's last ``last_k`` distinct positively-used items."""
+    last = inter.groupBy(C.USER_ID, C.ITEM_ID).agg(F.max(C.EVENT_TS).alias("last_ts"))
+    last = top_k(last, [C.USER_ID], [F.desc("last_ts"), F.asc(C.ITEM_ID)], last_k)
+    return last.select(
+        C.USER_ID,
+        C.ITEM_ID,
+        F.exp(-LN2 * _age_hours("last_ts", as_of) / half_life_hours).alias("recency"),
+    )
+
+
+# -- trending ----------------------------------------------------------------------------------
+def trending(
+    inter: DataFrame, as_of: dt.datetime, half_life_hours: float, k: int, by: list[str] | None = None
+) -> DataFrame:
+    """(by..., item_id, score, trend_rank): exponentially time-decayed feedback, top ``k`` per group.
+
+    ``score`` is normalized to (0, 1] by the group's best item.
+    """
+    by = list(by or [])
+    w = F.col("weight") * F.exp(-LN2 * _age_hours(C.EVENT_TS, as_of) / half_life_hours)
+    agg = inter.where(F.col(C.EVENT_TS) < _ts(as_of))
+    for col in by:
+        agg = agg.where(F.col(col).isNotNull())
+    agg = agg.groupBy(*by, C.ITEM_ID).agg(F.sum(w).alias("raw"))
+    g = Window.partitionBy(*by) if by else Window.partitionBy(F.lit(1))
+    out = top_k(agg, by or [F.lit(1)], [F.desc("raw"), F.asc(C.ITEM_ID)], k)
+    return out.select(
+        *by,
+        C.ITEM_ID,
+        F.round(F.col("raw") / F.max("raw").over(g), SCORE_DECIMALS).alias("score"),
+    )
+
+
+def trending_candidates(
+    users: DataFrame,
+    global_trend: DataFrame,
+    country_trend: DataFrame,
+    category_trend: DataFrame,
+    affinity: DataFrame,
+) -> DataFrame:
+    """Trending items for every user: global, their country's, and their top categories'.
+
+    ``users`` is (user_id, country); ``affinity`` is :func:`category_affinity`.
+    """
+    g = _cand(
+        users.select(C.USER_ID).crossJoin(global_trend.select(C.ITEM_ID, "score")),
+        C.REASON_TRENDING,
+        F.col("score") * 0.8,
+        F.lit("global"),
+    )
+    c = _cand(
+        users.join(country_trend, C.COUNTRY),
+        C.REASON_TRENDING,
+        F.col("score"),
+        F.concat(F.lit("country:"), F.col(C.COUNTRY)),
+    )
+    cat = _cand(
+        affinity.join(category_trend, "category"),
+        C.REASON_TRENDING,
+        F.col("score") * F.col("affinity"),
+        F.concat(F.lit("category:"), F.col("category")),
+    )
+    return best_per_pair(g.unionByName(c).unionByName(cat))
+
+
+# -- co-visitation -----------------------------------------------------------------------------
+def covisit_neighbours(inter: DataFrame, k: int, max_items_per_session: int = 50) -> DataFrame:
+    """(item_id, neighbour_id, sim): items used in the same sessions, cosine of session counts."""
+    s = inter.where(F.col(C.SESSION_ID).isNotNull()).select(C.SESSION_ID, C.ITEM_ID).distinct()
+    # Bots and binge sessions would dominate the pair counts: cap items per session.
+    s = top_k(s, [C.SESSION_ID], [F.asc(C.ITEM_ID)], max_items_per_session)
+    n_item = s.groupBy(C.ITEM_ID).agg(F.count("*").alias("n"))
+    a, b = s.alias("a"), s.alias("b")
+    pairs = (
+        a.join(
+            b, (F.col("a.session_id") == F.col("b.session_id")) & (F.col("a.item_id") != F.col("b.item_id"))
+        )
+        .groupBy(F.col("a.item_id").alias(C.ITEM_ID), F.col("b.item_id").alias("neighbour_id"))
+        .agg(F.count("*").alias("co"))
+    )
+    na = n_item.select(F.col(C.ITEM_ID), F.col("n").alias("na"))
+    nb = n_item.select(F.col(C.ITEM_ID).alias("neighbour_id"), F.col("n").alias("nb"))
+    scored = (
+        pairs.join(na, C.ITEM_ID)
+        .join(nb, "neighbour_id")
+        .select(C.ITEM_ID, "neighbour_id", (F.col("co") / F.sqrt(F.col("na") * F.col("nb"))).alias("sim"))
+    )
+    return top_k(scored, [C.ITEM_ID], [F.desc("sim"), F.asc("neighbour_id")], k)
+
+
+def neighbour_candidates(recent: DataFrame, neighbours: DataFrame, source: str, k: int) -> DataFrame:
+    """Apply item->neighbour lists to each user's recent items: (user, neighbour) scored by
+    sum(recency * sim), detail = the trigger item contributing most."""
+    j = recent.join(neighbours, C.ITEM_ID).select(
+        C.USER_ID,
+        F.col(C.ITEM_ID).alias("trigger"),
+        F.col("neighbour_id").alias(C.ITEM_ID),
+        (F.col("recency") * F.col("sim")).alias("contrib"),
+    )
+    w = Window.partitionBy(C.USER_ID, C.ITEM_ID)
+    best = (
+        j.withColumn("total", F.sum("contrib").over(w))
+        .withColumn("_rn", F.row_number().over(w.orderBy(F.desc("contrib"), F.asc("trigger"))))
+        .where(F.col("_rn") == 1)
+    )
+    best = top_k(best, [C.USER_ID], [F.desc("total"), F.asc(C.ITEM_ID)], k)
+    return _cand(best, source, F.col("total"), F.col("trigger"))
+
+
+# -- ALS ---------------------------------------------------------------------------------------
+def als_candidates(
+    inter: DataFrame,
+    users: DataFrame,
+    k: int,
+    rank: int = 32,
+    max_iter: int = 10,
+    reg_param: float = 0.05,
+    alpha: float = 10.0,
+    seed: int = 11,
+) -> DataFrame:
+    """Implicit-feedback ALS (Spark ML): top ``k`` items for each of ``users`` seen in training."""
+    conf = inter.groupBy(C.USER_ID, C.ITEM_ID).agg(F.sum("weight").cast("float").alias("conf"))
+    ui = StringIndexer(inputCol=C.USER_ID, outputCol="u", handleInvalid="skip", stringOrderType="alphabetAsc")
+    ii = StringIndexer(inputCol=C.ITEM_ID, outputCol="i", stringOrderType="alphabetAsc")
+    u_model = ui.fit(conf)
+    i_model = ii.fit(conf)
+    train = i_model.transform(u_model.transform(conf)).select(
+        F.col("u").cast("int").alias("u"), F.col("i").cast("int").alias("i"), "conf"
+    )
+    als = ALS(
+        userCol="u",
+        itemCol="i",
+        ratingCol="conf",
+        implicitPrefs=True,
+        rank=rank,
+        maxIter=max_iter,
+        regParam=reg_param,
+        alpha=alpha,
+        seed=seed,
+        nonnegative=False,
+        coldStartStrategy="drop",
+    )
+    model = als.fit(train)
+    spark = inter.sparkSession
+    u_labels = spark.createDataFrame(
+        [(i, lab) for i, lab in enumerate(u_model.labelsArray[0])], "u int, user_id string"
+    )
+    i_labels = spark.createDataFrame(
+        [(i, lab) for i, lab in enumerate(i_model.labelsArray[0])], "i int, item_id string"
+    )
+    subset = users.select(C.USER_ID).distinct().join(u_labels, C.USER_ID).select("u")
+    recs = model.recommendForUserSubset(subset, k).select("u", F.explode("recommendations").alias("r"))
+    recs = recs.select("u", F.col("r.i").alias("i"), F.col("r.rating").alias("rating"))
+    out = recs.join(F.broadcast(u_labels), "u").join(F.broadcast(i_labels), "i")
+    return _cand(out, C.REASON_ALS, F.col("rating"), F.lit("users with similar history"))
+
+
+# -- content similarity ------------------------------------------------------------------------
+def tfidf_vectors(items: DataFrame, num_features: int) -> DataFrame:
+    """(item_id, features): L2-normalized TF-IDF of title + text (HashingTF + IDF), when
+    ``gold.item_features`` is not there."""
+    text = items.select(
+        C.ITEM_ID, F.concat_ws(" ", F.coalesce("title", F.lit("")), F.coalesce("text", F.lit(""))).alias("t")
+    )
+    tok = RegexTokenizer(inputCol="t", outputCol="words", pattern="\\W+", toLowercase=True).transform(text)
+    tf = HashingTF(inputCol="words", outputCol="tf", numFeatures=num_features).transform(tok)
+    idf = IDF(inputCol="tf", outputCol="raw").fit(tf).transform(tf)
+    return (
+        Normalizer(inputCol="raw", outputCol="features", p=2.0).transform(idf).select(C.ITEM_ID, "features")
+    )
+
+
+def feature_table_vectors(item_features: DataFrame, column: str) -> DataFrame:
+    """(item_id, features) from ``gold.item_features``' text vector (array<float>), L2-normalized."""
+    v = item_features.where(F.col(column).isNotNull()).select(C.ITEM_ID, array_to_vector(column).alias("raw"))
+    return Normalizer(inputCol="raw", outputCol="features", p=2.0).transform(v).select(C.ITEM_ID, "features")
+
+
+def content_neighbours(
+    vectors: DataFrame,
+    triggers: DataFrame,
+    targets: DataFrame,
+    k: int,
+    min_cosine: float = 0.0,
+    bucket_length: float = 1.0,
+    num_hash_tables: int = 4,
+    seed: int = 11,
+) -> DataFrame:
+    """(item_id, neighbour_id, sim): for each trigger item, the ``k`` most similar target items
+    (cosine of unit vectors), found with ``BucketedRandomProjectionLSH.approxSimilarityJoin``.
+
+    ``triggers``/``targets`` are item id frames; targets include items nobody clicked yet.
+    """
+    lsh = BucketedRandomProjectionLSH(
+        inputCol="features",
+        outputCol="hashes",
+        bucketLength=bucket_length,
+        numHashTables=num_hash_tables,
+        seed=seed,
+    )
+    sq = F.aggregate(vector_to_array("features"), F.lit(0.0), lambda acc, x: acc + x * x)
+    nonzero = vectors.where(sq > 0)
+    model = lsh.fit(nonzero)
+    a = nonzero.join(triggers.select(C.ITEM_ID).distinct(), C.ITEM_ID)
+    b = nonzero.join(targets.select(C.ITEM_ID).distinct(), C.ITEM_ID)
+    # Unit vectors: euclidean distance d <-> cosine 1 - d^2 / 2.
+    threshold = math.sqrt(max(0.0, 2.0 * (1.0 - min_cosine)))
+    pairs = model.approxSimilarityJoin(a, b, threshold, distCol="dist").select(
+        F.col("datasetA.item_id").alias(C.ITEM_ID),
+        F.col("datasetB.item_id").alias("neighbour_id"),
+        (1.0 - F.col("dist") * F.col("dist") / 2.0).alias("sim"),
+    )
+    pairs = pairs.where(F.col(C.ITEM_ID) != F.col("neighbour_id"))
+    return top_k(pairs, [C.ITEM_ID], [F.desc("sim"), F.asc("neighbour_id")], k)
+
+
+# -- fresh items -------------------------------------------------------------------------------
+def fresh_candidates(
+    allowed: DataFrame,
+    users: DataFrame,
+    affinity: DataFrame,
+    as_of: dt.datetime,
+    window_hours: int,
+    k: int,
+) -> DataFrame:
+    """Items published within ``window_hours`` before ``as_of``: the newest for everyone, and
+    new items of each user's categories weighted by affinity."""
+    age = _age_hours("published_ts", as_of)
+    fresh = allowed.where(F.col("published_ts").isNotNull() & (age >= 0) & (age <= window_hours)).select(
+        C.ITEM_ID, "category", (1.0 - age / (window_hours + 1.0)).alias("recency")
+    )
+    newest = top_k(fresh, [F.lit(1)], [F.desc("recency"), F.asc(C.ITEM_ID)], k)
+    g = _cand(
+        users.select(C.USER_ID).crossJoin(newest.select(C.ITEM_ID, "recency")),
+        C.REASON_FRESH,
+        F.col("recency") * 0.5,
+        F.lit("new"),
+    )
+    cat = _cand(
+        affinity.join(fresh, "category"),
+        C.REASON_FRESH,
+        F.col("recency") * (0.5 + F.col("affinity")),
+        F.concat(F.lit("new in "), F.col("category")),
+    )
+    best = best_per_pair(g.unionByName(cat))
+    return top_k(best, [C.USER_ID], [F.desc(C.SOURCE_SCORE), F.asc(C.ITEM_ID)], k)
+
+
+# -- filters and budget ------------------------------------------------------------------------
+def filter_candidates(cands: DataFrame, allowed: DataFrame, consumed_pairs: DataFrame) -> DataFrame:
+    """Drop items that are not allowed (blocked, expired, too old) or already consumed by the user."""
+    return cands.join(allowed.select(C.ITEM_ID), C.ITEM_ID, "left_semi").join(
+        consumed_pairs, [C.USER_ID, C.ITEM_ID], "left_anti"
+    )
+
+
+DEFAULT_SOURCE_SHARES = {
+    C.REASON_CO_VISIT: 0.25,
+    C.REASON_ALS: 0.25,
+    C.REASON_SIMILAR_CONTENT: 0.2,
+    C.REASON_TRENDING: 0.15,
+    C.REASON_FRESH: 0.15,
+}
+
+
+def apply_budget(cands: DataFrame, budget: int, shares: dict[str, float] | None = None) -> DataFrame:
+    """Keep at most ``budget`` distinct items per user, the best of each source in proportion to
+    its share: items are ordered by their best (rank within source / share), so every source gets
+    its share of the budget and shares a source cannot fill go to the others. Keeps every source
+    row of a kept item."""
+    shares = shares or DEFAULT_SOURCE_SHARES
+    share = F.create_map(*[x for s, v in shares.items() for x in (F.lit(s), F.lit(float(v)))])
+    w_src = Window.partitionBy(C.USER_ID, C.SOURCE).orderBy(F.desc(C.SOURCE_SCORE), F.asc(C.ITEM_ID))
+    ranked = cands.withColumn(
+        "_norm_rank", F.row_number().over(w_src) / F.coalesce(share[F.col(C.SOURCE)], F.lit(0.1))
+    )
+    per_item = ranked.groupBy(C.USER_ID, C.ITEM_ID).agg(F.min("_norm_rank").alias("_best"))
+    keep = top_k(per_item, [C.USER_ID], [F.asc("_best"), F.asc(C.ITEM_ID)], budget).select(
+        C.USER_ID, C.ITEM_ID
+    )
+    return ranked.drop("_norm_rank").join(keep, [C.USER_ID, C.ITEM_ID], "left_semi")

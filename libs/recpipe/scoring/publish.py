@@ -1,0 +1,185 @@
+"""Publish the run date's lists to ``gold.recommendations`` in one atomic commit, after checks.
+
+- Checks run BEFORE the commit (:func:`check_recommendations`); any failure raises
+  :class:`PublishCheckError` and nothing is written, so the last good lists stay.
+- Idempotent per date: the lists' content fingerprint (every column but run_id/generated_at) is
+  compared with the stored partition's; when equal the commit is skipped and the table version
+  does not change. Otherwise the date's partition is replaced (``overwrite`` with ``partitions``),
+  earlier dates are kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from recpipe import constants as C
+from recpipe.lake import Lake
+
+log = logging.getLogger(__name__)
+
+CONTENT_COLUMNS = [
+    C.USER_ID,
+    C.RANK,
+    C.ITEM_ID,
+    C.SCORE,
+    C.PROPENSITY,
+    C.REASON,
+    C.REASON_DETAIL,
+    C.MODEL_VERSION,
+]
+
+
+class PublishCheckError(RuntimeError):
+    """The lists failed a publish check; nothing was committed."""
+
+
+def check_recommendations(
+    recs: DataFrame,
+    items: DataFrame,
+    candidate_counts: DataFrame,
+    as_of: dt.datetime,
+    top_n: int,
+    examples: int = 3,
+) -> list[str]:
+    """Problems that forbid publishing (empty list = OK).
+
+    - a user whose list is shorter than N although at least N (allowed) candidates existed
+      (``candidate_counts``: user_id, n_candidates; a missing list counts as length 0);
+    - an item twice in one list, or ranks that are not 1..len;
+    - a blocked or expired item (``items``: silver.items), a reason outside the codes, a
+      propensity outside (0, 1].
+    """
+    problems: list[str] = []
+    lengths = recs.groupBy(C.USER_ID).agg(
+        F.count("*").alias("n"),
+        F.countDistinct(C.ITEM_ID).alias("distinct_items"),
+        F.countDistinct(C.RANK).alias("distinct_ranks"),
+        F.min(C.RANK).alias("min_rank"),
+        F.max(C.RANK).alias("max_rank"),
+    )
+    short = (
+        candidate_counts.join(lengths, C.USER_ID, "left")
+        .where(F.coalesce("n", F.lit(0)) < F.least(F.col("n_candidates"), F.lit(top_n)))
+        .select(C.USER_ID, F.coalesce("n", F.lit(0)).alias("n"), "n_candidates")
+    )
+    rows = short.limit(examples).collect()
+    if rows:
+        problems.append(
+            f"{short.count()} lists shorter than N={top_n} although enough candidates existed, e.g. "
+            + ", ".join(f"{r[C.USER_ID]}: {r['n']} items of {r['n_candidates']} candidates" for r in rows)
+        )
+    dup = lengths.where(F.col("distinct_items") < F.col("n"))
+    rows = dup.limit(examples).collect()
+    if rows:
+        problems.append(
+            f"{dup.count()} lists hold an item twice, e.g. " + ", ".join(r[C.USER_ID] for r in rows)
+        )
+    bad_rank = lengths.where(
+        (F.col("distinct_ranks") < F.col("n")) | (F.col("min_rank") != 1) | (F.col("max_rank") != F.col("n"))
+    )
+    rows = bad_rank.limit(examples).collect()
+    if rows:
+        problems.append(
+            f"{bad_rank.count()} lists have ranks that are not 1..len, e.g. "
+            + ", ".join(r[C.USER_ID] for r in rows)
+        )
+    ts = F.lit(as_of).cast("timestamp")
+    bad_items = (
+        recs.join(items.select(C.ITEM_ID, "status", "expires_ts"), C.ITEM_ID, "left")
+        .where(
+            (F.coalesce(F.col("status"), F.lit("active")) == "blocked")
+            | (F.col("expires_ts").isNotNull() & (F.col("expires_ts") < ts))
+        )
+        .select(C.USER_ID, C.ITEM_ID, "status", "expires_ts")
+    )
+    rows = bad_items.limit(examples).collect()
+    if rows:
+        problems.append(
+            f"{bad_items.count()} recommended items are blocked or expired, e.g. "
+            + ", ".join(f"{r[C.ITEM_ID]} ({r['status']}, expires {r['expires_ts']})" for r in rows)
+        )
+    bad_rows = recs.where(
+        ~F.col(C.REASON).isin(C.REASON_CODES)
+        | F.col(C.REASON).isNull()
+        | F.col(C.REASON_DETAIL).isNull()
+        | F.col(C.PROPENSITY).isNull()
+        | (F.col(C.PROPENSITY) <= 0)
+        | (F.col(C.PROPENSITY) > 1)
+    )
+    rows = bad_rows.limit(examples).collect()
+    if rows:
+        problems.append(
+            f"{bad_rows.count()} rows have a reason outside {C.REASON_CODES}, no reason detail or a "
+            "propensity outside (0, 1], e.g. "
+            + ", ".join(f"{r[C.USER_ID]}/{r[C.ITEM_ID]} {r[C.REASON]} p={r[C.PROPENSITY]}" for r in rows)
+        )
+    return problems
+
+
+def fingerprint(recs: DataFrame) -> str:
+    """An order-insensitive fingerprint of the lists' content (run_id/generated_at excluded)."""
+    cols = [F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in CONTENT_COLUMNS]
+    row = recs.agg(
+        F.count("*").alias("n"),
+        F.sum(F.hash(*cols).cast("long")).alias("h1"),
+        F.sum(F.pmod(F.xxhash64(*cols), F.lit(2_147_483_647)).cast("long")).alias("h2"),
+    ).first()
+    return f"{row['n']}-{row['h1'] or 0:x}-{row['h2'] or 0:x}"
+
+
+def publish_recommendations(
+    lake: Lake,
+    recs: DataFrame,
+    run_date: dt.date,
+    items: DataFrame,
+    candidate_counts: DataFrame,
+    as_of: dt.datetime,
+    top_n: int,
+) -> dict[str, Any]:
+    """Check, then replace ``gold.recommendations`` for ``run_date`` in one commit (or skip when
+    the stored lists for that date are identical). Raises :class:`PublishCheckError`."""
+    other_dates = recs.where(F.col(C.RUN_DATE) != F.lit(run_date)).limit(1).count()
+    if other_dates:
+        raise PublishCheckError(f"recommendations hold rows of another run date than {run_date}")
+    problems = check_recommendations(recs, items, candidate_counts, as_of, top_n)
+    if problems:
+        raise PublishCheckError(
+            f"publish of gold.recommendations for {run_date} refused, nothing committed (the last "
+            "published lists stay): " + "; ".join(problems)
+        )
+    new_fp = fingerprint(recs)
+    if lake.exists(C.GOLD_RECOMMENDATIONS):
+        stored = lake.read(C.GOLD_RECOMMENDATIONS).where(F.col(C.RUN_DATE) == F.lit(run_date))
+        if fingerprint(stored) == new_fp:
+            version = lake.version(C.GOLD_RECOMMENDATIONS)
+            log.info(
+                "gold.recommendations for %s unchanged (fingerprint %s): commit skipped", run_date, new_fp
+            )
+            return {
+                "committed": False,
+                "version": version,
+                "fingerprint": new_fp,
+                "skipped_reason": "identical lists already published for this date",
+            }
+    res = lake.overwrite(
+        C.GOLD_RECOMMENDATIONS,
+        recs.select(*C.RECOMMENDATIONS_SCHEMA.fieldNames()),
+        partition_by=[C.RUN_DATE],
+        partitions={C.RUN_DATE: [run_date.isoformat()]},
+    )
+    return {
+        "committed": res.committed,
+        "version": res.version,
+        "fingerprint": new_fp,
+        "rows_written": res.rows_written,
+        "skipped_reason": res.skipped_reason,
+    }
+
+
+def top_n_window() -> Window:
+    return Window.partitionBy(C.USER_ID).orderBy(C.RANK)

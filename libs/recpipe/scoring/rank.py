@@ -1,0 +1,112 @@
+"""Ranking: assemble one row per (user, candidate item) and score it inside Spark with
+``mapInPandas`` (Arrow batches); the scorer is loaded once per Python worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, StructField, StructType
+
+from recpipe import constants as C
+from recpipe.scoring.scorers import ScorerRef, get_scorer
+
+log = logging.getLogger(__name__)
+
+SCORE_DECIMALS = 6
+
+
+def ranking_frame(
+    cands: DataFrame,
+    allowed: DataFrame,
+    affinity: DataFrame,
+    item_stats: DataFrame,
+    as_of: dt.datetime,
+    fresh_window_hours: int,
+) -> DataFrame:
+    """Candidates (one row per source) -> one row per (user, item) with the ranking features:
+    per-source scores ``s_<source>``, ``n_sources``, the reason (highest-priority source, see
+    ``constants.CANDIDATE_SOURCES``) and its detail, category, age/freshness, popularity,
+    impressions and the user's category affinity."""
+    prio = F.create_map(*[x for i, s in enumerate(C.CANDIDATE_SOURCES) for x in (F.lit(s), F.lit(i))])
+    per_source = [
+        F.max(F.when(F.col(C.SOURCE) == s, F.col(C.SOURCE_SCORE))).alias(f"s_{s}")
+        for s in C.CANDIDATE_SOURCES
+    ]
+    agg = cands.groupBy(C.USER_ID, C.ITEM_ID).agg(
+        *per_source,
+        F.countDistinct(C.SOURCE).alias("n_sources"),
+        F.min(
+            F.struct(
+                F.coalesce(prio[F.col(C.SOURCE)], F.lit(99)).alias("p"),
+                F.col(C.SOURCE).alias("s"),
+                F.coalesce(F.col(C.DETAIL), F.lit("")).alias("d"),
+            )
+        ).alias("_best"),
+    )
+    age = (F.unix_micros(F.lit(as_of).cast("timestamp")) - F.unix_micros("published_ts")) / 3.6e9
+    items = allowed.select(C.ITEM_ID, "category", age.alias("age_hours"))
+    frame = (
+        agg.join(items, C.ITEM_ID)
+        .join(affinity, [C.USER_ID, "category"], "left")
+        .join(item_stats, C.ITEM_ID, "left")
+    )
+    is_fresh = F.col("age_hours").isNotNull() & (F.col("age_hours") <= fresh_window_hours)
+    return frame.select(
+        C.USER_ID,
+        C.ITEM_ID,
+        F.coalesce("category", F.lit("")).alias("category"),
+        F.col("age_hours").cast("double").alias("age_hours"),
+        is_fresh.alias("is_fresh"),
+        F.when(is_fresh, 1.0 - F.col("age_hours") / (fresh_window_hours + 1.0))
+        .otherwise(0.0)
+        .alias("freshness"),
+        F.coalesce("popularity", F.lit(0.0)).cast("double").alias("popularity"),
+        F.coalesce("impressions", F.lit(0)).cast("long").alias("impressions"),
+        F.coalesce("affinity", F.lit(0.0)).cast("double").alias("cat_affinity"),
+        *[F.coalesce(f"s_{s}", F.lit(0.0)).alias(f"s_{s}") for s in C.CANDIDATE_SOURCES],
+        F.col("n_sources").cast("int").alias("n_sources"),
+        F.col("_best.s").alias(C.REASON),
+        F.col("_best.d").alias(C.REASON_DETAIL),
+    )
+
+
+def _score_batches(ref: ScorerRef):
+    def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        scorer = get_scorer(ref)  # once per worker process (module-level cache)
+        for pdf in batches:
+            s = np.asarray(scorer.score(pdf), dtype=float).reshape(-1)
+            if len(s) != len(pdf):
+                raise ValueError(f"scorer {ref.kind} returned {len(s)} scores for {len(pdf)} rows")
+            yield pdf.assign(**{C.SCORE: np.round(s, SCORE_DECIMALS)})
+
+    return fn
+
+
+def score_candidates(frame: DataFrame, ref: ScorerRef) -> DataFrame:
+    """Add ``score`` to every row of ``frame`` with the scorer ``ref`` (Arrow batches on executors)."""
+    schema = StructType([*frame.schema.fields, StructField(C.SCORE, DoubleType())])
+    return frame.mapInPandas(_score_batches(ref), schema)
+
+
+def attach_model_features(frame: DataFrame, lake, run_date: dt.date) -> DataFrame:
+    """Join the point-in-time feature rows the model was trained on: ``gold.user_features`` and
+    ``gold.item_features`` at ``as_of_date = run_date`` (both computed from events before it).
+    Columns the ranking frame already has are kept from the frame."""
+    for table, key in ((C.GOLD_USER_FEATURES, C.USER_ID), (C.GOLD_ITEM_FEATURES, C.ITEM_ID)):
+        if not lake.exists(table):
+            log.warning("%s does not exist: the model scores without those features", table)
+            continue
+        feats = lake.read(table).where(F.col(C.AS_OF_DATE) == F.lit(run_date))
+        if feats.limit(1).count() == 0:
+            log.warning(
+                "%s has no rows as of %s: run `recpipe features --date %s` first", table, run_date, run_date
+            )
+        cols = [c for c in feats.columns if c not in frame.columns and c not in (C.AS_OF_DATE, C.FEATURE_TS)]
+        frame = frame.join(feats.select(key, *cols), key, "left")
+    return frame

@@ -1,0 +1,128 @@
+"""Re-ranking of one user's scored candidates into the published top-N (pure pandas/numpy).
+
+Policy, slot by slot (k = 1..N), with ``eps = explore_share``:
+
+1. ``adjusted = score * (1 + fresh_boost * freshness)`` (freshness in [0, 1], 0 outside the fresh
+   window); items sorted by (adjusted desc, item_id asc).
+2. Eligible items E_k: not shown yet and whose category has fewer than ``max_per_category`` items
+   in slots 1..k-1. If E_k is empty but items remain, the category cap is relaxed (the list is
+   filled before diversity is enforced beyond what the candidates allow).
+3. Greedy pick G_k = first item of E_k. Exploration pool P_k = the first ``pool_size`` items of
+   E_k \\ {G_k} that are fresh or uncertain (few impressions).
+4. With probability eps (when P_k is not empty) show a uniform draw from P_k, else show G_k.
+
+Propensity (stored per row): the exact probability that the policy shows item i in slot k given
+what it showed in slots 1..k-1 (E_k, G_k, P_k are deterministic functions of that prefix)::
+
+    p_k(i) = (1 - eps') * 1[i = G_k] + eps' * 1[i in P_k] / |P_k|,   eps' = eps if P_k else 0
+
+Because G_k is never in P_k, a greedy slot has p = 1 - eps (or 1 when the pool is empty) and an
+explored slot has p = eps / |P_k|; both are in (0, 1]. The probability of the whole list is the
+product over slots. The draws come from a generator seeded by hash(seed, user, run date), so a
+rerun gives the same lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recpipe import constants as C
+
+OUT_COLUMNS = [C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE, C.PROPENSITY, C.REASON, C.REASON_DETAIL]
+OUT_DDL = (
+    f"{C.USER_ID} string, {C.RANK} int, {C.ITEM_ID} string, {C.SCORE} double, {C.PROPENSITY} double, "
+    f"{C.REASON} string, {C.REASON_DETAIL} string"
+)
+
+
+@dataclass(frozen=True)
+class RerankParams:
+    top_n: int = 10
+    max_per_category: int = 3
+    explore_share: float = 0.1
+    seed: int = 11
+    fresh_boost: float = 0.2
+    pool_size: int = 20
+    uncertain_impressions: int = 20
+
+    @classmethod
+    def from_config(cls, rc, uncertain_impressions: int = 20) -> RerankParams:
+        return cls(
+            top_n=rc.top_n,
+            max_per_category=rc.max_per_category,
+            explore_share=rc.explore_share,
+            seed=rc.seed,
+            uncertain_impressions=uncertain_impressions,
+        )
+
+
+def user_rng(seed: int, user_id: str, run_date: str) -> np.random.Generator:
+    """A generator that depends only on (seed, user, run date): stable across runs and workers."""
+    digest = hashlib.sha256(f"{seed}|{user_id}|{run_date}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+def rerank_user(pdf: pd.DataFrame, params: RerankParams, rng: np.random.Generator) -> pd.DataFrame:
+    """One user's candidates -> top-N rows (``OUT_COLUMNS``).
+
+    ``pdf`` columns: user_id, item_id, score, category, freshness (0..1), is_fresh (bool),
+    impressions, reason, reason_detail.
+    """
+    if pdf.empty:
+        return pd.DataFrame(columns=OUT_COLUMNS)
+    user = pdf[C.USER_ID].iloc[0]
+    df = pdf.drop_duplicates(C.ITEM_ID).copy()
+    df["_adj"] = df[C.SCORE].astype(float) * (1.0 + params.fresh_boost * df["freshness"].astype(float))
+    df = df.sort_values(["_adj", C.ITEM_ID], ascending=[False, True], kind="mergesort").reset_index(drop=True)
+    n = len(df)
+    items = df[C.ITEM_ID].to_numpy()
+    cats = df["category"].fillna("").to_numpy()
+    explorable = (df["is_fresh"].fillna(False).to_numpy(bool)) | (
+        df["impressions"].fillna(0).to_numpy() < params.uncertain_impressions
+    )
+    shown = np.zeros(n, dtype=bool)
+    per_cat: dict[str, int] = {}
+    eps = float(params.explore_share)
+    rows = []
+    for slot in range(1, min(params.top_n, n) + 1):
+        capped = np.array([per_cat.get(c, 0) >= params.max_per_category for c in cats])
+        eligible = np.flatnonzero(~shown & ~capped)
+        if len(eligible) == 0:
+            eligible = np.flatnonzero(~shown)  # relax the cap rather than return a short list
+        g = eligible[0]
+        pool = [j for j in eligible[1:] if explorable[j]][: params.pool_size]
+        e = eps if pool else 0.0
+        u = rng.random()
+        j_pick = int(rng.integers(len(pool))) if pool else 0
+        if u < e:
+            i = pool[j_pick]
+            prop = e / len(pool)
+            kind = "fresh" if df.at[i, "is_fresh"] else "uncertain"
+            reason = C.REASON_EXPLORE
+            detail = f"{kind}; via {df.at[i, C.REASON]}:{df.at[i, C.REASON_DETAIL]}"
+        else:
+            i = g
+            prop = 1.0 - e
+            reason = df.at[i, C.REASON]
+            detail = df.at[i, C.REASON_DETAIL]
+        shown[i] = True
+        per_cat[cats[i]] = per_cat.get(cats[i], 0) + 1
+        rows.append((user, slot, items[i], float(df.at[i, C.SCORE]), float(prop), reason, detail))
+    return pd.DataFrame(rows, columns=OUT_COLUMNS)
+
+
+def rerank_groups(params: RerankParams, run_date: str):
+    """A ``groupBy(user_id).applyInPandas`` function for :func:`rerank_user`."""
+
+    def fn(pdf: pd.DataFrame) -> pd.DataFrame:
+        if pdf.empty:
+            return pd.DataFrame(columns=OUT_COLUMNS)
+        rng = user_rng(params.seed, str(pdf[C.USER_ID].iloc[0]), run_date)
+        out = rerank_user(pdf, params, rng)
+        return out.astype({C.RANK: "int32", C.SCORE: "float64", C.PROPENSITY: "float64"})
+
+    return fn

@@ -1,0 +1,160 @@
+"""The recommend job: candidates -> ranking -> re-ranking -> checked, atomic publish.
+
+``run_recommend`` writes ``gold.candidates`` and ``gold.recommendations`` for one run date and
+returns the JSON summary (users, lists, candidates per user, share of slots per reason, model
+version, ranker).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from typing import Any
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recpipe import constants as C
+from recpipe.candidates.run import (
+    CandidateParams,
+    as_of_time,
+    build_candidates,
+    read_candidates,
+    write_candidates,
+)
+from recpipe.config import Config
+from recpipe.lake import Lake, open_lake
+from recpipe.scoring.publish import publish_recommendations
+from recpipe.scoring.rank import attach_model_features, ranking_frame, score_candidates
+from recpipe.scoring.rerank import OUT_DDL, RerankParams, rerank_groups
+from recpipe.scoring.scorers import ScorerRef, resolve_scorer
+
+log = logging.getLogger(__name__)
+
+RERANK_COLUMNS = [
+    C.USER_ID,
+    C.ITEM_ID,
+    C.SCORE,
+    "category",
+    "freshness",
+    "is_fresh",
+    "impressions",
+    C.REASON,
+    C.REASON_DETAIL,
+]
+
+
+def default_run_date(lake: Lake) -> dt.date:
+    """The day after the latest event date in silver.events (batch runs on complete days)."""
+    row = lake.read(C.SILVER_EVENTS).agg(F.max(C.EVENT_DATE)).first()
+    if row is None or row[0] is None:
+        raise ValueError("silver.events is empty: nothing to recommend from")
+    return row[0] + dt.timedelta(days=1)
+
+
+def rerank(scored: DataFrame, params: RerankParams, run_date: dt.date) -> DataFrame:
+    """Per-user re-ranking (``groupBy(user_id).applyInPandas``) -> user_id, rank, item_id, score,
+    propensity, reason, reason_detail."""
+    return (
+        scored.select(*RERANK_COLUMNS)
+        .groupBy(C.USER_ID)
+        .applyInPandas(rerank_groups(params, run_date.isoformat()), OUT_DDL)
+    )
+
+
+def run_recommend(
+    cfg: Config,
+    spark: SparkSession,
+    run_date: dt.date | None = None,
+    extra_users: DataFrame | None = None,
+    lake: Lake | None = None,
+    scorer: ScorerRef | None = None,
+    params: CandidateParams | None = None,
+) -> dict[str, Any]:
+    """Build candidates, rank, re-rank and publish the lists of ``run_date``; returns the summary."""
+    t_start = time.perf_counter()
+    lake = lake or open_lake(cfg, spark)
+    run_date = run_date or default_run_date(lake)
+    params = params or CandidateParams()
+    as_of = as_of_time(run_date)
+    rc = cfg.recommend
+    run_id = f"recommend-{run_date.isoformat()}-{uuid.uuid4().hex[:8]}"
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    cs = build_candidates(cfg, lake, run_date, extra_users, params)
+    cand_commit = write_candidates(lake, cs.candidates, run_date)
+    cands = read_candidates(lake, run_date).persist(StorageLevel.MEMORY_AND_DISK)
+    cand_counts = cands.groupBy(C.USER_ID).agg(F.countDistinct(C.ITEM_ID).alias("n_candidates"))
+    n_users = cs.users.count()
+    timings["candidates_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if scorer is None:
+        scorer, why = resolve_scorer(cfg, lake)
+    else:
+        why = "given by the caller"
+    log.info("ranker %s (%s), model version %s", scorer.ranker, why, scorer.version)
+    frame = ranking_frame(cands, cs.allowed, cs.affinity, cs.item_stats, as_of, rc.fresh_window_hours)
+    if scorer.kind == "model":
+        frame = attach_model_features(frame, lake, run_date)
+    scored = score_candidates(frame, scorer).persist(StorageLevel.MEMORY_AND_DISK)
+    n_scored = scored.count()
+    timings["score_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    rr = RerankParams.from_config(rc, params.uncertain_impressions)
+    lists = rerank(scored, rr, run_date)
+    recs = lists.select(
+        F.lit(run_date).cast("date").alias(C.RUN_DATE),
+        C.USER_ID,
+        C.RANK,
+        C.ITEM_ID,
+        C.SCORE,
+        C.PROPENSITY,
+        C.REASON,
+        C.REASON_DETAIL,
+        F.lit(scorer.version).cast("string").alias(C.MODEL_VERSION),
+        F.lit(run_id).alias(C.RUN_ID),
+        F.lit(dt.datetime.now(dt.UTC).replace(microsecond=0)).cast("timestamp").alias(C.GENERATED_AT),
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    n_rows = recs.count()
+    timings["rerank_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    items = lake.read(C.SILVER_ITEMS)
+    pub = publish_recommendations(lake, recs, run_date, items, cand_counts, as_of, rc.top_n)
+    timings["publish_s"] = time.perf_counter() - t0
+
+    reasons = {
+        r[C.REASON]: r["n"] for r in recs.groupBy(C.REASON).count().withColumnRenamed("count", "n").collect()
+    }
+    n_lists = recs.select(C.USER_ID).distinct().count()
+    n_cand_rows = cand_counts.agg(F.sum("n_candidates")).first()[0] or 0
+    summary = {
+        "job": "recommend",
+        "run_date": run_date.isoformat(),
+        "run_id": run_id,
+        "users": n_users,
+        "lists": n_lists,
+        "full_lists": recs.groupBy(C.USER_ID).count().where(F.col("count") >= rc.top_n).count(),
+        "slots": n_rows,
+        "mean_candidates_per_user": round(n_cand_rows / max(1, n_users), 2),
+        "candidate_sources": cs.source_stats,
+        "scored_candidates": n_scored,
+        "reason_share": {k: round(v / max(1, n_rows), 4) for k, v in sorted(reasons.items())},
+        "model_version": scorer.version,
+        "ranker": scorer.ranker,
+        "ranker_reason": why,
+        "published": pub,
+        "candidates_commit": cand_commit.to_dict(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "duration_s": round(time.perf_counter() - t_start, 3),
+    }
+    for df in (cands, scored, recs):
+        df.unpersist()
+    cs.unpersist()
+    return summary

@@ -1,0 +1,150 @@
+"""Scorers: ``score(pdf) -> numpy array``, one score per candidate row of a pandas batch.
+
+A :class:`ScorerRef` (small, picklable) names a scorer; :func:`get_scorer` loads it at most once
+per Python worker process (module-level cache), so the model is not reloaded per Arrow batch or task.
+
+- ``popularity``: the fallback used when no model is registered: time-decayed popularity x the
+  user's affinity for the item's category x recency, boosted by personal sources (co-visit,
+  content, ALS).
+- ``model``: the current registered CTR model (issue 4: ``load_current_model`` + ``model/inputs.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# Where issue 4 (recpipe.model) provides `load_current_model(cfg, lake)` and the input assembly.
+MODEL_REGISTRY_MODULE = "recpipe.model.registry"
+MODEL_INPUTS_MODULE = "recpipe.model.inputs"
+
+
+class Scorer(Protocol):
+    def score(self, pdf: pd.DataFrame) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ScorerRef:
+    """What to load on the workers: ``kind`` plus the model location/version (model) or parameters."""
+
+    kind: str  # "popularity" | "model"
+    version: str | None = None
+    uri: str | None = None
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def ranker(self) -> str:
+        return self.kind
+
+
+class PopularityScorer:
+    """Fallback ranker (no model): popularity x category affinity x recency x personal-source boost."""
+
+    def __init__(self, recency_half_life_hours: float = 48.0, personal_boost: float = 0.5) -> None:
+        self.half_life = recency_half_life_hours
+        self.personal_boost = personal_boost
+
+    def score(self, pdf: pd.DataFrame) -> np.ndarray:
+        pop = pdf["popularity"].fillna(0.0).to_numpy(float)
+        aff = pdf["cat_affinity"].fillna(0.0).to_numpy(float)
+        age = np.clip(pdf["age_hours"].fillna(24 * 365.0).to_numpy(float), 0.0, None)
+        recency = np.power(0.5, age / self.half_life)
+        personal = np.zeros(len(pdf))
+        for col in ("s_co_visit", "s_similar_content", "s_als"):
+            if col in pdf:
+                personal = np.maximum(personal, np.clip(pdf[col].fillna(0.0).to_numpy(float), 0.0, 1.0))
+        return (0.05 + aff) * (0.05 + pop) * (0.3 + 0.7 * recency) * (1.0 + self.personal_boost * personal)
+
+
+class ModelScorer:
+    """The registered CTR model; inputs assembled by the shared ``recpipe.model.inputs`` code."""
+
+    def __init__(self, model: Any, spec: Any, version: str | None, batch_size: int = 8192) -> None:
+        self.model = model
+        self.spec = spec
+        self.version = version
+        self.batch_size = batch_size
+
+    def score(self, pdf: pd.DataFrame) -> np.ndarray:
+        inputs = importlib.import_module(MODEL_INPUTS_MODULE)
+        # Columns the candidate rows cannot know (e.g. impression context) are missing values,
+        # which to_model_inputs maps to the training mean / padding / out-of-vocabulary.
+        missing = {c: None for c in self.spec.columns if c not in pdf.columns}
+        rows = pdf.assign(**missing) if missing else pdf
+        x = inputs.to_model_inputs(rows, self.spec)
+        return np.asarray(self.model.predict(x, batch_size=self.batch_size, verbose=0), dtype=float).reshape(
+            -1
+        )
+
+
+def model_api_available() -> bool:
+    """Whether issue 4's registry and input modules are installed in this checkout."""
+    return all(importlib.util.find_spec(m) is not None for m in (MODEL_REGISTRY_MODULE, MODEL_INPUTS_MODULE))
+
+
+def resolve_scorer(cfg: Any, lake: Any) -> tuple[ScorerRef, str]:
+    """The scorer of this run (driver side): the current registered model, else popularity.
+
+    Returns (ref, why) where ``why`` says which and why.
+    """
+    if not model_api_available():
+        return ScorerRef("popularity"), f"{MODEL_REGISTRY_MODULE} is not available"
+    registry = importlib.import_module(MODEL_REGISTRY_MODULE)
+    current = [r for r in registry.read_registry(lake) if r["status"] == registry.CURRENT]
+    if not current:
+        return ScorerRef("popularity"), "no current model in ops.model_registry"
+    # Loads the artifact once on the driver: a broken artifact fails here, before any Spark work.
+    _model, _spec, row = registry.load_current_model(cfg, lake)
+    return ScorerRef(
+        "model", version=str(row["model_version"]), uri=str(row["path"])
+    ), "current registered model"
+
+
+def load_model_artifact(path: str) -> tuple[Any, Any]:
+    """(keras model, FeatureSpec) from a model export folder (runs on the Python workers)."""
+    import tensorflow as tf
+
+    from recpipe.features.spec import FeatureSpec
+    from recpipe.model.models import load_model
+    from recpipe.model.train import EXPORT_MODEL, EXPORT_SPEC
+
+    with tf.io.gfile.GFile(f"{path}/{EXPORT_SPEC}") as fh:
+        spec = FeatureSpec.from_json(fh.read())
+    return load_model(f"{path}/{EXPORT_MODEL}"), spec
+
+
+def _load(ref: ScorerRef) -> Scorer:
+    if ref.kind == "popularity":
+        return PopularityScorer(**dict(ref.params))
+    if ref.kind == "model":
+        model, spec = load_model_artifact(str(ref.uri))
+        return ModelScorer(model, spec, ref.version)
+    raise ValueError(f"unknown scorer kind {ref.kind!r}")
+
+
+_SCORERS: dict[ScorerRef, Scorer] = {}
+_LOCK = threading.Lock()
+
+
+def get_scorer(ref: ScorerRef) -> Scorer:
+    """The scorer for ``ref``, loaded once per Python process."""
+    with _LOCK:
+        scorer = _SCORERS.get(ref)
+        if scorer is None:
+            log.info("loading scorer %s", ref)
+            scorer = _SCORERS[ref] = _load(ref)
+        return scorer
+
+
+def loaded_scorers() -> int:
+    """How many scorers this process has loaded (tests: loaded once per worker)."""
+    return len(_SCORERS)

@@ -1,0 +1,160 @@
+"""Recommend benchmark: candidates per user, scored candidates/s and end-to-end time for 10^4 and
+10^5 users on local[2] (no timed assertions).
+
+The users are synthesized straight into silver.events / silver.items (numpy, ~``events_per_user``
+events each: impressions, clicks, reads in short sessions, category-driven tastes), which skips
+generation and ingest so the benchmark measures only the recommend job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RUN_DATE = dt.date(2026, 10, 15)
+CATS = ["news", "sports", "finance", "tech", "entertainment", "health", "travel", "food", "autos", "science"]
+
+
+def _config(out_dir: Path) -> Any:
+    from recpipe.config import config_from_dict
+
+    return config_from_dict(
+        {
+            "mode": "local",
+            "lake": {"root": str(out_dir / "lake")},
+            "data": {"source": "raw", "raw_dir": str(out_dir / "raw")},
+            "privacy": {"allow_dev_key": True},
+            "spark": {
+                "master": "local[2]",
+                "show_progress": False,
+                "conf": {
+                    "spark.sql.shuffle.partitions": "8",
+                    "spark.driver.memory": "6g",
+                    "spark.ui.enabled": "false",
+                    "spark.sql.execution.arrow.pyspark.enabled": "true",
+                },
+            },
+        },
+        file="<bench>",
+    )
+
+
+def synthesize(
+    spark, lake, n_users: int, n_items: int = 3000, events_per_user: int = 20, seed: int = 0
+) -> int:
+    """Write silver.items and silver.events for ``n_users`` users; returns the number of events."""
+    from recpipe import constants as C
+
+    rng = np.random.default_rng(seed)
+    end = pd.Timestamp(RUN_DATE, tz="UTC")
+    pub = (end - pd.to_timedelta(rng.uniform(0, 20 * 24, n_items), unit="h")).floor("s")
+    cat = rng.integers(0, len(CATS), n_items)
+    words = np.array([f"w{c}_{j}" for c in range(len(CATS)) for j in range(30)])
+    items = pd.DataFrame(
+        {
+            C.ITEM_ID: [f"N{i:06d}" for i in range(n_items)],
+            "title": [" ".join(rng.choice(words[c * 30 : (c + 1) * 30], 6)) for c in cat],
+            "text": [" ".join(rng.choice(words, 20)) for _ in range(n_items)],
+            "category": [CATS[c] for c in cat],
+            "subcategory": None,
+            "tags": [[] for _ in range(n_items)],
+            "publisher": "bench",
+            "published_ts": pub,
+            "expires_ts": pd.NaT,
+            "language": "en",
+            "status": np.where(rng.random(n_items) < 0.01, "blocked", "active"),
+            C.BATCH_ID: "bench",
+            "updated_at": end,
+        }
+    )
+    lake.overwrite(C.SILVER_ITEMS, spark.createDataFrame(items, C.SILVER_ITEMS_SCHEMA))
+    n = n_users * events_per_user
+    user = rng.integers(0, n_users, n)
+    taste = rng.integers(0, len(CATS), n_users)
+    # items of the user's favourite category 60% of the time, popular items more often
+    by_cat = [np.flatnonzero(cat == c) for c in range(len(CATS))]
+    fav = rng.random(n) < 0.6
+    item = rng.zipf(1.3, n) % n_items
+    fav_idx = np.flatnonzero(fav)
+    for c in range(len(CATS)):
+        sel = fav_idx[taste[user[fav_idx]] == c]
+        item[sel] = by_cat[c][rng.integers(0, len(by_cat[c]), len(sel))]
+    ts = pub[item].asi8 // 1000 + rng.uniform(0, 72 * 3.6e9, n).astype(np.int64)  # after publication
+    ts = np.minimum(ts, end.value // 1000 - 1)
+    etype = np.where(rng.random(n) < 0.25, "click", "impression")
+    ts_idx = pd.to_datetime(ts, unit="us", utc=True)
+    events = pd.DataFrame(
+        {
+            C.EVENT_ID: [f"e{i}" for i in range(n)],
+            C.USER_ID: [f"p_u{u:07d}" for u in user],
+            C.ITEM_ID: [f"N{i:06d}" for i in item],
+            C.EVENT_TYPE: etype,
+            C.EVENT_TS: ts_idx,
+            C.SESSION_ID: [f"s{u}_{d}" for u, d in zip(user, ts // 86_400_000_000)],
+            C.REQUEST_ID: None,
+            C.POSITION: np.zeros(n, dtype=np.int32),
+            C.DWELL_MS: np.zeros(n, dtype=np.int64),
+            C.DEVICE: "mobile",
+            C.COUNTRY: np.array(["US", "DE", "GB", "FR"])[user % 4],
+            C.PROPENSITY: 0.5,
+            C.IS_HISTORY: False,
+            C.BATCH_ID: "bench",
+            C.INGESTED_AT: end,
+            C.EVENT_DATE: ts_idx.date,
+        }
+    )
+    df = spark.createDataFrame(events, C.SILVER_EVENTS_SCHEMA)
+    lake.overwrite(C.SILVER_EVENTS, df, partition_by=[C.EVENT_DATE])
+    return n
+
+
+def bench(out_dir: Path, sizes: tuple[int, ...] = (10_000, 100_000)) -> dict:
+    from recpipe.lake import open_lake
+    from recpipe.scoring.run import run_recommend
+    from recpipe.spark import build_session
+
+    results = []
+    for n_users in sizes:
+        work = Path(out_dir) / f"recommend-{n_users}"
+        shutil.rmtree(work, ignore_errors=True)
+        cfg = _config(work)
+        spark = build_session(cfg, "bench-recommend")
+        lake = open_lake(cfg, spark)
+        t0 = time.perf_counter()
+        n_events = synthesize(spark, lake, n_users)
+        synth_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        s = run_recommend(cfg, spark, RUN_DATE, lake=lake)
+        total = time.perf_counter() - t0
+        results.append(
+            {
+                "users": s["users"],
+                "events": n_events,
+                "synthesize_s": round(synth_s, 1),
+                "end_to_end_s": round(total, 1),
+                "candidates_per_user": s["mean_candidates_per_user"],
+                "scored_candidates": s["scored_candidates"],
+                "scored_candidates_per_s": round(
+                    s["scored_candidates"] / max(1e-9, s["timings_s"]["score_s"]), 0
+                ),
+                "timings_s": s["timings_s"],
+                "reason_share": s["reason_share"],
+                "ranker": s["ranker"],
+            }
+        )
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    return {"bench": "recommend", "master": "local[2]", "results": results}
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/bench-recommend")
+    sizes = tuple(int(x) for x in sys.argv[2:]) or (10_000, 100_000)
+    print(json.dumps(bench(out, sizes), indent=2))
