@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--date", type=_date, help="only ingest events/<date>/")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("features", help="silver tables -> gold.item_features, gold.user_features as of --date")
+    p = sub.add_parser(
+        "features", help="silver tables -> gold.item_features, gold.user_features as of --date"
+    )
     _common(p)
     p.add_argument("--date", type=_date, required=True, help="as-of date: only events before its 00:00 UTC")
     p.set_defaults(func=cmd_features)
@@ -233,10 +235,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples-version", type=int, help="examples table version (default: latest)")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser(
+        "evaluate", help="offline metrics of the published lists vs. popularity and ALS -> ops.evaluations"
+    )
+    _common(p)
+    p.add_argument("--date", type=_date, help="run date of the lists (default: the latest published)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("forget", help="delete one user's rows from every table (deletion on request)")
+    _common(p)
+    p.add_argument("--user-id", required=True, help="the user's id as it appears in the raw logs")
+    p.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="also vacuum the touched tables now (erases the old files; ends time travel)",
+    )
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("vacuum", help="remove data files no table version needs (older than retention)")
+    _common(p)
+    p.add_argument("--retention-hours", type=float, help="default: lake.vacuum_retention_hours")
+    p.add_argument("--dry-run", action="store_true", help="only list the files")
+    p.set_defaults(func=cmd_vacuum)
+
     from recpipe.pipeline import add_run_parser
 
     add_run_parser(sub, _common)
     return parser
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.evaluation.run import run_evaluate
+
+    cfg = _load(args)
+    return run_evaluate(cfg, _session(cfg, "evaluate"), args.date)
+
+
+def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.privacy import forget_user
+
+    cfg = _load(args)
+    return forget_user(cfg, _session(cfg, "forget"), args.user_id, vacuum=args.vacuum)
+
+
+def cmd_vacuum(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.lake import open_lake
+
+    cfg = _load(args)
+    lake = open_lake(cfg, _session(cfg, "vacuum"))
+    hours = cfg.lake.vacuum_retention_hours if args.retention_hours is None else args.retention_hours
+    removed = {t: len(lake.vacuum(t, hours, dry_run=args.dry_run)) for t in lake.list_tables()}
+    return {"job": "vacuum", "retention_hours": hours, "dry_run": args.dry_run, "files_removed": removed}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,8 +32,9 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def forget_user(cfg: Config, spark: SparkSession, raw_user_id: str, lake: Lake | None = None,
-                vacuum: bool = False) -> dict[str, Any]:
+def forget_user(
+    cfg: Config, spark: SparkSession, raw_user_id: str, lake: Lake | None = None, vacuum: bool = False
+) -> dict[str, Any]:
     """Delete ``raw_user_id``'s rows everywhere; returns rows removed per table."""
     if not raw_user_id or not raw_user_id.strip():
         raise ValueError("forget: empty user id")
@@ -56,8 +57,17 @@ def forget_user(cfg: Config, spark: SparkSession, raw_user_id: str, lake: Lake |
         if vacuum and result.rows_removed:
             lake.vacuum(table, retention_hours=0)
         log.info("forget %s: %s -> %d rows", pseudonym, table, result.rows_removed)
-    row = [(pseudonym, dt.datetime.now(dt.timezone.utc), sum(removed.values()), bool(vacuum))]
-    lake.append(OPS_DELETIONS, spark.createDataFrame(
-        row, "user_pseudonym string, requested_at timestamp, rows_removed long, vacuumed boolean"))
-    return {"job": "forget", "user_pseudonym": pseudonym, "rows_removed": removed,
-            "total_removed": sum(removed.values()), "vacuumed": vacuum}
+    row = [(pseudonym, dt.datetime.now(dt.UTC), sum(removed.values()), bool(vacuum))]
+    lake.append(
+        OPS_DELETIONS,
+        spark.createDataFrame(
+            row, "user_pseudonym string, requested_at timestamp, rows_removed long, vacuumed boolean"
+        ),
+    )
+    return {
+        "job": "forget",
+        "user_pseudonym": pseudonym,
+        "rows_removed": removed,
+        "total_removed": sum(removed.values()),
+        "vacuumed": vacuum,
+    }

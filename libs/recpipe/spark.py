@@ -34,6 +34,8 @@ def build_session(cfg: Config, app_suffix: str | None = None) -> SparkSession:
     if cfg.mode == "local":
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        # TensorFlow in the Python workers (scoring, Horovod ranks): warnings and errors only.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         builder = builder.master(cfg.spark.master)
     conf = {**cfg.spark.conf, **REQUIRED_CONF}
     conf.setdefault("spark.ui.showConsoleProgress", str(cfg.spark.show_progress).lower())

@@ -97,9 +97,18 @@ def test_csv_source_through_a_column_mapping(spark, tmp_path):
         "u3,,click,2026-10-02T10:00:02Z,0\n"
     )
     cfg = make_config(
-        tmp_path / "lake", tmp_path / "csv",
-        ingest={"format": "csv", "column_mapping": {"user_id": "uid", "item_id": "article",
-                                                     "event_type": "kind", "ts": "when", "position": "pos"}},
+        tmp_path / "lake",
+        tmp_path / "csv",
+        ingest={
+            "format": "csv",
+            "column_mapping": {
+                "user_id": "uid",
+                "item_id": "article",
+                "event_type": "kind",
+                "ts": "when",
+                "position": "pos",
+            },
+        },
     )
     s = run_ingest(cfg, spark, input_dir=str(tmp_path / "csv"), batch_id="csv-1")
     assert (s["input_records"], s["accepted"], s["duplicates"], s["quarantined"]) == (4, 2, 1, 1)
@@ -118,8 +127,19 @@ def test_failed_critical_expectation_stops_the_job_naming_it(tmp_path, monkeypat
     (small / day.name).mkdir(parents=True)
     for f in sorted(day.iterdir())[:2]:
         (small / day.name / f.name).write_bytes(f.read_bytes())
-    rc = main(["ingest", "--conf", "conf/local.yaml", "--input", str(tmp_path / "small"),
-               "--set", f"lake.root={tmp_path / 'lake'}", "--batch-id", "gate"])
+    rc = main(
+        [
+            "ingest",
+            "--conf",
+            "conf/local.yaml",
+            "--input",
+            str(tmp_path / "small"),
+            "--set",
+            f"lake.root={tmp_path / 'lake'}",
+            "--batch-id",
+            "gate",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "quality gate 'silver_events' failed" in err
@@ -135,4 +155,6 @@ def test_tables_command_lists_versions_and_rows(synthetic_lake, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     by_name = {t["table"]: t for t in out["tables"]}
     assert by_name[C.SILVER_EVENTS]["rows"] == manifest["clean_events"]
-    assert {C.BRONZE_EVENTS_RAW, C.BRONZE_QUARANTINE, C.SILVER_ITEMS, C.OPS_RUNS, C.OPS_DATA_QUALITY} <= set(by_name)
+    assert {C.BRONZE_EVENTS_RAW, C.BRONZE_QUARANTINE, C.SILVER_ITEMS, C.OPS_RUNS, C.OPS_DATA_QUALITY} <= set(
+        by_name
+    )

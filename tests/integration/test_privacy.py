@@ -26,7 +26,8 @@ def test_forget_user_deletes_their_rows_everywhere(spark, tmp_path):
     victim_p = events.groupBy(C.USER_ID).count().orderBy(F.desc("count")).collect()[5][C.USER_ID]
     raw_lines = lake.read(C.BRONZE_EVENTS_RAW)
     victim = next(
-        u for u in {r[0] for r in raw_lines.select(F.get_json_object(C.RAW, "$.user_id")).collect() if r[0]}
+        u
+        for u in {r[0] for r in raw_lines.select(F.get_json_object(C.RAW, "$.user_id")).collect() if r[0]}
         if pseudonymize_py(u, cfg.pseudonym_key()) == victim_p
     )
     n_events, n_total = events.where(F.col(C.USER_ID) == victim_p).count(), events.count()

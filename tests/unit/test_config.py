@@ -46,8 +46,10 @@ def test_wrong_type_names_file_and_key(tmp_path):
 
 
 def test_overrides_are_typed_and_validated():
-    cfg = load_config("conf/local.yaml", ["lake.root=/tmp/lake", "data.synthetic.events=5000",
-                                          "spark.conf.spark.sql.shuffle.partitions=8"])
+    cfg = load_config(
+        "conf/local.yaml",
+        ["lake.root=/tmp/lake", "data.synthetic.events=5000", "spark.conf.spark.sql.shuffle.partitions=8"],
+    )
     assert cfg.lake.root == "/tmp/lake" and cfg.data.synthetic.events == 5000
     assert cfg.spark.conf["spark.sql.shuffle.partitions"] == "8"
     with pytest.raises(ConfigError, match="unknown key 'lake.nope'"):

@@ -13,7 +13,7 @@ from recpipe.events import transforms as T
 
 pytestmark = pytest.mark.unit
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 ALLOWED = ["impression", "click", "read", "like", "share", "hide"]
 MAX_DT = dt.datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -44,10 +44,16 @@ def test_parse_jsonl_keeps_every_line_with_its_number_and_error():
 def _parsed(spark, records):
     rows = []
     for i, r in enumerate(records, start=1):
-        rows.append({
-            "source_file": "f.jsonl", "line": i, "raw": str(r), "parse_error": r.pop("_error", None),
-            **{f: r.get(f) for f in C.RAW_FIELDS if f != "is_history"}, "is_history": r.get("is_history"),
-        })
+        rows.append(
+            {
+                "source_file": "f.jsonl",
+                "line": i,
+                "raw": str(r),
+                "parse_error": r.pop("_error", None),
+                **{f: r.get(f) for f in C.RAW_FIELDS if f != "is_history"},
+                "is_history": r.get("is_history"),
+            }
+        )
     return spark.createDataFrame(rows, T.PARSED_DDL)
 
 
@@ -60,33 +66,50 @@ def base(**kw):
 def test_classify_assigns_the_first_applicable_reason(spark):
     # given
     records = [
-        base(),                                                  # valid
-        base(_error="invalid JSON"),                             # malformed
-        base(user_id="  "),                                      # missing_field
-        base(event_type="Hover"),                                # unknown_event_type
-        base(ts="2026-13-45T99:00:00Z"),                         # bad_timestamp (unparseable)
-        base(ts="1999-12-31T23:59:59.999Z"),                     # bad_timestamp (too early)
-        base(ts="2099-01-01T00:00:00Z"),                         # future_timestamp
-        base(position="-1"),                                     # invalid_field
+        base(),  # valid
+        base(_error="invalid JSON"),  # malformed
+        base(user_id="  "),  # missing_field
+        base(event_type="Hover"),  # unknown_event_type
+        base(ts="2026-13-45T99:00:00Z"),  # bad_timestamp (unparseable)
+        base(ts="1999-12-31T23:59:59.999Z"),  # bad_timestamp (too early)
+        base(ts="2099-01-01T00:00:00Z"),  # future_timestamp
+        base(position="-1"),  # invalid_field
         base(event_type=" IMPRESSION ", ts="2026-10-03T16:05:09.123+02:00"),  # valid, normalized
-        base(event_type="view", ts="1791036309123"),             # alias, epoch ms
-        base(item_id=None, ts="yesterday"),                      # missing_field wins over bad ts
+        base(event_type="view", ts="1791036309123"),  # alias, epoch ms
+        base(item_id=None, ts="yesterday"),  # missing_field wins over bad ts
     ]
     # when
-    out = T.classify(_parsed(spark, records), ALLOWED, {"view": "impression"}, "2000-01-01T00:00:00Z", max_ts())
+    out = T.classify(
+        _parsed(spark, records), ALLOWED, {"view": "impression"}, "2000-01-01T00:00:00Z", max_ts()
+    )
     got = [(r.line, r.reason, r.event_type_norm) for r in out.orderBy("line").collect()]
     # then
     assert [g[1] for g in got] == [
-        None, C.MALFORMED, C.MISSING_FIELD, C.UNKNOWN_EVENT_TYPE, C.BAD_TIMESTAMP, C.BAD_TIMESTAMP,
-        C.FUTURE_TIMESTAMP, C.INVALID_FIELD, None, None, C.MISSING_FIELD,
+        None,
+        C.MALFORMED,
+        C.MISSING_FIELD,
+        C.UNKNOWN_EVENT_TYPE,
+        C.BAD_TIMESTAMP,
+        C.BAD_TIMESTAMP,
+        C.FUTURE_TIMESTAMP,
+        C.INVALID_FIELD,
+        None,
+        None,
+        C.MISSING_FIELD,
     ]
     assert got[8][2] == "impression" and got[9][2] == "impression"
 
 
 def test_timestamp_formats_parse_to_the_same_instant(spark):
     df = spark.createDataFrame(
-        [("2026-10-03T14:05:09.123Z",), ("2026-10-03T16:05:09.123+02:00",), ("1791036309123",),
-         ("2026-10-03 14:05:09.123",), ("03/10/2026 xx",), ("2026",)],
+        [
+            ("2026-10-03T14:05:09.123Z",),
+            ("2026-10-03T16:05:09.123+02:00",),
+            ("1791036309123",),
+            ("2026-10-03 14:05:09.123",),
+            ("03/10/2026 xx",),
+            ("2026",),
+        ],
         "ts string",
     )
     got = [r[0] for r in df.select(T.parse_timestamp(F.col("ts"))).collect()]
@@ -123,10 +146,12 @@ def test_to_silver_derives_stable_event_ids_and_dedupe_keeps_first_delivery(spar
     assert [r._rank for r in rows] == [1, 2, 1]
     assert rows[0].user_id == T.pseudonymize_py("U1", "k")
     expected = spark.createDataFrame(
-        [(dt.date(2026, 10, 3), "click", 0, False)], "event_date date, event_type string, position int, h boolean"
+        [(dt.date(2026, 10, 3), "click", 0, False)],
+        "event_date date, event_type string, position int, h boolean",
     )
     assertDataFrameEqual(
-        ranked.where("_rank = 1 and line = 1").select(C.EVENT_DATE, C.EVENT_TYPE, C.POSITION,
-                                                        F.col(C.IS_HISTORY).alias("h")),
+        ranked.where("_rank = 1 and line = 1").select(
+            C.EVENT_DATE, C.EVENT_TYPE, C.POSITION, F.col(C.IS_HISTORY).alias("h")
+        ),
         expected,
     )

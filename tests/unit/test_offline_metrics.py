@@ -13,7 +13,9 @@ pytestmark = pytest.mark.unit
 
 def test_accuracy_metrics_match_hand_computed_values(spark):
     # given: user a clicked the 2nd item of its list; user b clicked nothing recommended
-    lists = spark.createDataFrame([("a", ["x", "y", "z"]), ("b", ["x", "y"]), ("c", ["x"])], "user_id string, items array<string>")
+    lists = spark.createDataFrame(
+        [("a", ["x", "y", "z"]), ("b", ["x", "y"]), ("c", ["x"])], "user_id string, items array<string>"
+    )
     truth = spark.createDataFrame([("a", ["y"]), ("b", ["q"])], "user_id string, relevant array<string>")
     # when
     m = O.accuracy_metrics(lists, truth, k=2)
@@ -27,9 +29,16 @@ def test_accuracy_metrics_match_hand_computed_values(spark):
 
 
 def test_beyond_accuracy_coverage_diversity_novelty(spark):
-    lists = spark.createDataFrame([("a", ["x", "y"]), ("b", ["x", "z"])], "user_id string, items array<string>")
+    lists = spark.createDataFrame(
+        [("a", ["x", "y"]), ("b", ["x", "z"])], "user_id string, items array<string>"
+    )
     items = spark.createDataFrame(
-        [("x", "news", "active"), ("y", "news", "active"), ("z", "sports", "active"), ("w", "food", "active")],
+        [
+            ("x", "news", "active"),
+            ("y", "news", "active"),
+            ("z", "sports", "active"),
+            ("w", "food", "active"),
+        ],
         "item_id string, category string, status string",
     )
     pop = spark.createDataFrame([("x", 6), ("y", 2)], "item_id string, clicks long")
@@ -45,7 +54,12 @@ def test_beyond_accuracy_coverage_diversity_novelty(spark):
 def test_popularity_lists_skip_what_the_user_clicked(spark):
 
     ev = spark.createDataFrame(
-        [("u1", "a", "click", False), ("u2", "a", "click", False), ("u2", "b", "click", False), ("u3", "c", "click", True)],
+        [
+            ("u1", "a", "click", False),
+            ("u2", "a", "click", False),
+            ("u2", "b", "click", False),
+            ("u3", "c", "click", True),
+        ],
         "user_id string, item_id string, event_type string, is_history boolean",
     )
     users = spark.createDataFrame([("u1",), ("u9",)], "user_id string")

@@ -21,7 +21,12 @@ from recpipe import constants as C
 
 log = logging.getLogger(__name__)
 
-RANKING_METRICS = {"ndcg": "ndcgAtK", "recall": "recallAtK", "precision": "precisionAtK", "map": "meanAveragePrecisionAtK"}
+RANKING_METRICS = {
+    "ndcg": "ndcgAtK",
+    "recall": "recallAtK",
+    "precision": "precisionAtK",
+    "map": "meanAveragePrecisionAtK",
+}
 
 
 def clicks_truth(events: DataFrame, start: dt.date, end: dt.date) -> DataFrame:
@@ -85,14 +90,18 @@ def accuracy_metrics(lists: DataFrame, truth: DataFrame, k: int) -> dict[str, fl
             lambda x: x.isNotNull(),
         )
     )
-    row = df.agg(F.avg(hit.cast("double")).alias("hr"), F.avg(F.coalesce(1.0 / first, F.lit(0.0))).alias("mrr")).first()
+    row = df.agg(
+        F.avg(hit.cast("double")).alias("hr"), F.avg(F.coalesce(1.0 / first, F.lit(0.0))).alias("mrr")
+    ).first()
     out[f"hit_rate@{k}"] = float(row["hr"])
     out["mrr"] = float(row["mrr"])
     df.unpersist()
     return out
 
 
-def beyond_accuracy(lists: DataFrame, items: DataFrame, popularity: DataFrame, k: int) -> dict[str, float | None]:
+def beyond_accuracy(
+    lists: DataFrame, items: DataFrame, popularity: DataFrame, k: int
+) -> dict[str, float | None]:
     """Catalog coverage, intra-list diversity (share of item pairs of different categories), novelty.
 
     ``popularity``: (item_id, clicks) before the run date; novelty = mean -log2 of an item's
@@ -102,10 +111,17 @@ def beyond_accuracy(lists: DataFrame, items: DataFrame, popularity: DataFrame, k
     catalog = items.where(F.col("status") == "active").select(C.ITEM_ID).distinct().count()
     recommended = top.select(C.ITEM_ID).distinct().count()
     cats = top.join(items.select(C.ITEM_ID, "category"), C.ITEM_ID, "left")
-    per_list = cats.groupBy(C.USER_ID, "category").count().groupBy(C.USER_ID).agg(
-        F.sum("count").alias("n"), F.sum(F.col("count") * (F.col("count") - 1)).alias("same_pairs")
+    per_list = (
+        cats.groupBy(C.USER_ID, "category")
+        .count()
+        .groupBy(C.USER_ID)
+        .agg(F.sum("count").alias("n"), F.sum(F.col("count") * (F.col("count") - 1)).alias("same_pairs"))
     )
-    ild = per_list.where("n > 1").agg(F.avg(1 - F.col("same_pairs") / (F.col("n") * (F.col("n") - 1)))).first()[0]
+    ild = (
+        per_list.where("n > 1")
+        .agg(F.avg(1 - F.col("same_pairs") / (F.col("n") * (F.col("n") - 1))))
+        .first()[0]
+    )
     total = popularity.agg(F.sum("clicks")).first()[0] or 0
     n_items = max(catalog, 1)
     nov = (
@@ -124,13 +140,17 @@ def beyond_accuracy(lists: DataFrame, items: DataFrame, popularity: DataFrame, k
 
 def popularity_lists(train_events: DataFrame, users: DataFrame, k: int) -> DataFrame:
     """The same most-clicked items for everyone, minus what each user already clicked."""
-    clicks = train_events.where((F.col(C.EVENT_TYPE) == "click") & ~F.coalesce(F.col(C.IS_HISTORY), F.lit(False)))
+    clicks = train_events.where(
+        (F.col(C.EVENT_TYPE) == "click") & ~F.coalesce(F.col(C.IS_HISTORY), F.lit(False))
+    )
     top = clicks.groupBy(C.ITEM_ID).count().orderBy(F.desc("count"), C.ITEM_ID).limit(k * 5)
     seen = clicks.select(C.USER_ID, C.ITEM_ID).distinct()
     ranked = (
         users.crossJoin(top)
         .join(seen, [C.USER_ID, C.ITEM_ID], "left_anti")
-        .withColumn("rank", F.row_number().over(Window.partitionBy(C.USER_ID).orderBy(F.desc("count"), C.ITEM_ID)))
+        .withColumn(
+            "rank", F.row_number().over(Window.partitionBy(C.USER_ID).orderBy(F.desc("count"), C.ITEM_ID))
+        )
         .where(F.col("rank") <= k)
     )
     return lists_from_rows(ranked)
@@ -151,8 +171,17 @@ def als_lists(train_events: DataFrame, users: DataFrame, k: int, seed: int = 7) 
     ui = StringIndexer(inputCol=C.USER_ID, outputCol="u").fit(inter)
     ii = StringIndexer(inputCol=C.ITEM_ID, outputCol="i").fit(inter)
     data = ii.transform(ui.transform(inter))
-    model = ALS(userCol="u", itemCol="i", ratingCol="strength", implicitPrefs=True, rank=16, maxIter=8,
-                regParam=0.05, coldStartStrategy="drop", seed=seed).fit(data)
+    model = ALS(
+        userCol="u",
+        itemCol="i",
+        ratingCol="strength",
+        implicitPrefs=True,
+        rank=16,
+        maxIter=8,
+        regParam=0.05,
+        coldStartStrategy="drop",
+        seed=seed,
+    ).fit(data)
     known = ui.transform(users.join(inter.select(C.USER_ID).distinct(), C.USER_ID))
     recs = model.recommendForUserSubset(known.select("u"), k * 3)
     labels = ii.labelsArray[0]
@@ -163,7 +192,7 @@ def als_lists(train_events: DataFrame, users: DataFrame, k: int, seed: int = 7) 
     rows = (
         recs.join(known, "u")
         .select(C.USER_ID, F.posexplode("recommendations").alias("pos", "r"))
-        .select(C.USER_ID, F.element_at(item_map, F.col("r.item") + 1).alias(C.ITEM_ID), "pos")
+        .select(C.USER_ID, F.element_at(item_map, F.col("r.i") + 1).alias(C.ITEM_ID), "pos")
         .join(seen, [C.USER_ID, C.ITEM_ID], "left_anti")
         .withColumn("rank", F.row_number().over(Window.partitionBy(C.USER_ID).orderBy("pos")))
         .where(F.col("rank") <= k)
@@ -203,14 +232,25 @@ def evaluate_lists(
     return rows
 
 
-def item_segment_hit_rates(lists: DataFrame, truth: DataFrame, events_before: DataFrame, k: int) -> dict[str, Any]:
+def item_segment_hit_rates(
+    lists: DataFrame, truth: DataFrame, events_before: DataFrame, k: int
+) -> dict[str, Any]:
     """Share of clicked cold items (no event before the run date) and warm items that were recommended."""
     known = events_before.select(C.ITEM_ID).distinct().withColumn("_k", F.lit(True))
     pairs = truth.select(C.USER_ID, F.explode("relevant").alias(C.ITEM_ID)).join(known, C.ITEM_ID, "left")
-    recd = lists.select(C.USER_ID, F.explode(F.slice("items", 1, k)).alias(C.ITEM_ID)).withColumn("_r", F.lit(True))
+    recd = lists.select(C.USER_ID, F.explode(F.slice("items", 1, k)).alias(C.ITEM_ID)).withColumn(
+        "_r", F.lit(True)
+    )
     j = pairs.join(recd, [C.USER_ID, C.ITEM_ID], "left")
     out = {}
     for seg, cond in (("cold_items", F.col("_k").isNull()), ("warm_items", F.col("_k").isNotNull())):
-        r = j.where(cond).agg(F.count("*").alias("n"), F.avg(F.col("_r").isNotNull().cast("double")).alias("hit")).first()
-        out[seg] = {"clicked_pairs": int(r["n"]), f"recall@{k}": None if r["hit"] is None else float(r["hit"])}
+        r = (
+            j.where(cond)
+            .agg(F.count("*").alias("n"), F.avg(F.col("_r").isNotNull().cast("double")).alias("hit"))
+            .first()
+        )
+        out[seg] = {
+            "clicked_pairs": int(r["n"]),
+            f"recall@{k}": None if r["hit"] is None else float(r["hit"]),
+        }
     return out

@@ -24,15 +24,17 @@ from recpipe.lake import Lake, Txn, open_lake
 log = logging.getLogger(__name__)
 
 OPS_EVALUATIONS = "ops.evaluations"
-EVALUATIONS_SCHEMA = StructType([
-    StructField("run_id", StringType()),
-    StructField("run_date", DateType()),
-    StructField("policy", StringType()),
-    StructField("segment", StringType()),
-    StructField("metric", StringType()),
-    StructField("value", DoubleType()),
-    StructField("created_at", TimestampType()),
-])
+EVALUATIONS_SCHEMA = StructType(
+    [
+        StructField("run_id", StringType()),
+        StructField("run_date", DateType()),
+        StructField("policy", StringType()),
+        StructField("segment", StringType()),
+        StructField("metric", StringType()),
+        StructField("value", DoubleType()),
+        StructField("created_at", TimestampType()),
+    ]
+)
 
 
 def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
@@ -53,8 +55,11 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
     if pdf.empty or pdf[C.LABEL].nunique() < 2:
         return {"skipped": "test split is empty or has a single label"}
     y = pdf[C.LABEL].to_numpy().astype(int)
-    out: dict[str, Any] = {"test_examples": int(len(y)), "test_ctr": float(y.mean()),
-                           "popularity_auc": float(roc_auc_score(y, pdf["pop"]))}
+    out: dict[str, Any] = {
+        "test_examples": int(len(y)),
+        "test_ctr": float(y.mean()),
+        "popularity_auc": float(roc_auc_score(y, pdf["pop"])),
+    }
     try:
         from recpipe.model.inputs import to_model_inputs
         from recpipe.model.registry import load_current_model
@@ -65,7 +70,9 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
         return out
     p = model.predict(to_model_inputs(pdf, spec), batch_size=4096, verbose=0).reshape(-1)
     p = np.clip(p, 1e-7, 1 - 1e-7)
-    out.update(model_version=row["model_version"], auc=float(roc_auc_score(y, p)), logloss=float(log_loss(y, p)))
+    out.update(
+        model_version=row["model_version"], auc=float(roc_auc_score(y, p)), logloss=float(log_loss(y, p))
+    )
     return out
 
 
@@ -76,15 +83,21 @@ def logged_policy_ope(events, start: dt.date, end: dt.date) -> dict[str, Any]:
     lists once their clicks come back.
     """
     imps = events.where(
-        (F.col(C.EVENT_TYPE) == "impression") & F.col(C.PROPENSITY).isNotNull()
-        & (F.col(C.EVENT_DATE) >= F.lit(start)) & (F.col(C.EVENT_DATE) < F.lit(end))
+        (F.col(C.EVENT_TYPE) == "impression")
+        & F.col(C.PROPENSITY).isNotNull()
+        & (F.col(C.EVENT_DATE) >= F.lit(start))
+        & (F.col(C.EVENT_DATE) < F.lit(end))
     )
-    clicks = events.where((F.col(C.EVENT_TYPE) == "click") & F.col(C.REQUEST_ID).isNotNull()).select(
-        C.REQUEST_ID, C.ITEM_ID, F.lit(1).alias("clicked")
-    ).distinct()
-    pdf = imps.join(clicks, [C.REQUEST_ID, C.ITEM_ID], "left").select(
-        F.coalesce("clicked", F.lit(0)).alias("r"), C.PROPENSITY
-    ).toPandas()
+    clicks = (
+        events.where((F.col(C.EVENT_TYPE) == "click") & F.col(C.REQUEST_ID).isNotNull())
+        .select(C.REQUEST_ID, C.ITEM_ID, F.lit(1).alias("clicked"))
+        .distinct()
+    )
+    pdf = (
+        imps.join(clicks, [C.REQUEST_ID, C.ITEM_ID], "left")
+        .select(F.coalesce("clicked", F.lit(0)).alias("r"), C.PROPENSITY)
+        .toPandas()
+    )
     if pdf.empty:
         return {"skipped": "no logged impressions with propensities in the window"}
     r = pdf["r"].to_numpy(float)
@@ -99,7 +112,9 @@ def logged_policy_ope(events, start: dt.date, end: dt.date) -> dict[str, Any]:
     }
 
 
-def run_evaluate(cfg: Config, spark: SparkSession, date: dt.date | None = None, lake: Lake | None = None) -> dict[str, Any]:
+def run_evaluate(
+    cfg: Config, spark: SparkSession, date: dt.date | None = None, lake: Lake | None = None
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     lake = lake or open_lake(cfg, spark)
     k = cfg.evaluate.k
@@ -120,7 +135,8 @@ def run_evaluate(cfg: Config, spark: SparkSession, date: dt.date | None = None, 
     segments = O.segment_users(before, users)
     popularity = (
         before.where((F.col(C.EVENT_TYPE) == "click") & ~F.coalesce(F.col(C.IS_HISTORY), F.lit(False)))
-        .groupBy(C.ITEM_ID).agg(F.count("*").alias("clicks"))
+        .groupBy(C.ITEM_ID)
+        .agg(F.count("*").alias("clicks"))
     )
     published = O.lists_from_rows(recs)
     policies = {
@@ -148,7 +164,9 @@ def run_evaluate(cfg: Config, spark: SparkSession, date: dt.date | None = None, 
         "top_n": rows,
         "item_segments": item_segments,
         "off_policy": off_policy,
-        "reasons": {r["reason"]: r["n"] for r in recs.groupBy("reason").agg(F.count("*").alias("n")).collect()},
+        "reasons": {
+            r["reason"]: r["n"] for r in recs.groupBy("reason").agg(F.count("*").alias("n")).collect()
+        },
     }
     report_dir = Path(cfg.evaluate.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -163,7 +181,7 @@ def run_evaluate(cfg: Config, spark: SparkSession, date: dt.date | None = None, 
 
 
 def _store(lake: Lake, report: dict[str, Any], date: dt.date) -> None:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     out = []
     for row in report["top_n"]:
         for key, v in row.items():
@@ -175,8 +193,17 @@ def _store(lake: Lake, report: dict[str, Any], date: dt.date) -> None:
             out.append((report["run_id"], date, "ranker", "all", key, float(v), now))
     for est in ("ips", "snips"):
         if est in report["off_policy"]:
-            out.append((report["run_id"], date, "logging_policy", "all", f"{est}_ctr",
-                        float(report["off_policy"][est]["value"]), now))
+            out.append(
+                (
+                    report["run_id"],
+                    date,
+                    "logging_policy",
+                    "all",
+                    f"{est}_ctr",
+                    float(report["off_policy"][est]["value"]),
+                    now,
+                )
+            )
     df = lake.spark.createDataFrame(out, EVALUATIONS_SCHEMA)
     # One evaluation per run date is kept: a rerun replaces that date's rows atomically.
     if lake.exists(OPS_EVALUATIONS):

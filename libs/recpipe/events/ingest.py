@@ -212,7 +212,9 @@ def run_ingest(
         dates = [
             r[0]
             for r in classified.where(F.col(C.REASON).isNull())
-            .select(F.to_date("ts_parsed")).distinct().collect()
+            .select(F.to_date("ts_parsed"))
+            .distinct()
+            .collect()
         ]
         stored = (
             lake.read(C.SILVER_EVENTS)
