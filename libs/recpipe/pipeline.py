@@ -235,7 +235,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     """A short human summary on stderr (the JSON line goes to stdout)."""
     out = sys.stderr
     print(
-        "\n=== recpipe run summary (run date %s, %.0f s) ===" % (summary["run_date"], summary["duration_s"]),
+        "\n=== recpipe run summary (run date {}, {:.0f} s) ===".format(
+            summary["run_date"], summary["duration_s"]
+        ),
         file=out,
     )
     for name, t in sorted(summary.get("tables", {}).items()):
@@ -252,7 +254,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     if "evaluate" in st:
         ev = st["evaluate"]
         for policy, m in ev["top_n"].items():
-            print("  top-N %-11s %s" % (policy, "  ".join(f"{k}={_f(v)}" for k, v in m.items())), file=out)
+            metrics = "  ".join(f"{k}={_f(v)}" for k, v in m.items())
+            print(f"  top-N {policy:<11} {metrics}", file=out)
         print(f"  report: {ev['report_path']}", file=out)
 
 
