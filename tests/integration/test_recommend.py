@@ -157,7 +157,8 @@ def test_earlier_dates_are_kept(published, spark):
         cfg.recommend.top_n,
     )
     dates = {r[0] for r in lake.read(C.GOLD_RECOMMENDATIONS).select(C.RUN_DATE).distinct().collect()}
-    assert dates == {RUN_DATE, day_before}
+    # both dates are there (other tests sharing the lake may have published more dates)
+    assert {RUN_DATE, day_before} <= dates
     assert (
         lake.read(C.GOLD_RECOMMENDATIONS).where(F.col(C.RUN_DATE) == F.lit(RUN_DATE)).count() == recs.count()
     )

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StructField, StructType
 
@@ -94,10 +94,40 @@ def score_candidates(frame: DataFrame, ref: ScorerRef) -> DataFrame:
     return frame.mapInPandas(_score_batches(ref), schema)
 
 
-def attach_model_features(frame: DataFrame, lake, run_date: dt.date) -> DataFrame:
-    """Join the point-in-time feature rows the model was trained on: ``gold.user_features`` and
-    ``gold.item_features`` at ``as_of_date = run_date`` (both computed from events before it).
-    Columns the ranking frame already has are kept from the frame."""
+# The position the model is asked about at serving: the lists are ranked as if every candidate
+# were shown in the top slot (training positions are 0-based), so that the learned position bias
+# is the same for all candidates instead of an unseen fractional "mean position".
+SERVE_POSITION = 0
+
+
+def attach_model_features(
+    frame: DataFrame,
+    lake,
+    run_date: dt.date,
+    windows_days: list[int] | None = None,
+    as_of: dt.datetime | None = None,
+) -> DataFrame:
+    """Join the point-in-time feature rows the model was trained on (``gold.user_features`` and
+    ``gold.item_features`` at ``as_of_date = run_date``, both computed from events before it) and
+    derive the model's input columns exactly as :func:`recpipe.features.examples.join_point_in_time`
+    does for the training rows:
+
+    - ``item_age_hours``: the item's age at the run's cut-off (the frame's ``age_hours``);
+    - ``user_category_share``: the user's click share of the candidate's category;
+    - ``user_hours_since_last_event`` / ``_click``: capped at ``max(windows) * 24``;
+    - ``user_last_items``, ``item_text_vec``; missing feature rows -> zero counts / empty history;
+    - ``device`` / ``country``: the user's latest ones before the cut-off (``unknown`` if none);
+    - ``position``: :data:`SERVE_POSITION` for every candidate.
+
+    Columns the ranking frame already has are kept from the frame.
+    """
+    from recpipe.features import build as B
+    from recpipe.features import examples as E
+
+    wins = sorted(windows_days or [1, 7, 28])
+    cap = float(max(wins) * 24)
+    ic = B.item_window_cols(wins)
+    uc = B.user_window_cols(wins)
     for table, key in ((C.GOLD_USER_FEATURES, C.USER_ID), (C.GOLD_ITEM_FEATURES, C.ITEM_ID)):
         if not lake.exists(table):
             log.warning("%s does not exist: the model scores without those features", table)
@@ -109,4 +139,52 @@ def attach_model_features(frame: DataFrame, lake, run_date: dt.date) -> DataFram
             )
         cols = [c for c in feats.columns if c not in frame.columns and c not in (C.AS_OF_DATE, C.FEATURE_TS)]
         frame = frame.join(feats.select(key, *cols), key, "left")
-    return frame
+
+    # The user's context (device, country) of their latest event before the cut-off.
+    cutoff = as_of or dt.datetime.combine(run_date, dt.time())
+    ctx_cols = [c for c in (C.DEVICE, C.COUNTRY) if c not in frame.columns]
+    if ctx_cols and lake.exists(C.SILVER_EVENTS):
+        ev = lake.read(C.SILVER_EVENTS).where(
+            (F.col(C.EVENT_TS) < F.lit(cutoff)) & (F.col(C.EVENT_DATE) <= F.lit(run_date))
+        )
+        last = ev.groupBy(C.USER_ID).agg(
+            F.max_by(F.struct(*[F.col(c) for c in ctx_cols]), F.col(C.EVENT_TS)).alias("_ctx")
+        )
+        frame = frame.join(last.select(C.USER_ID, *[F.col(f"_ctx.{c}").alias(c) for c in ctx_cols]), C.USER_ID, "left")
+
+    def col(name: str, default: Column) -> Column:
+        return F.col(name) if name in frame.columns else default
+
+    cat = F.when(F.coalesce(F.col("category"), F.lit("")) == "", F.lit(B.UNKNOWN_CATEGORY)).otherwise(
+        F.col("category")
+    )
+    null_d = F.lit(None).cast("double")
+    derived = {
+        C.POSITION: F.lit(SERVE_POSITION).cast("int"),
+        C.DEVICE: F.coalesce(col(C.DEVICE, F.lit(None).cast("string")), F.lit("unknown")),
+        C.COUNTRY: F.coalesce(col(C.COUNTRY, F.lit(None).cast("string")), F.lit("unknown")),
+        B.SUBCATEGORY: F.coalesce(col(B.SUBCATEGORY, F.lit(None).cast("string")), F.lit(B.UNKNOWN_CATEGORY)),
+        E.ITEM_AGE_HOURS: F.greatest(F.coalesce(F.col("age_hours"), F.lit(0.0)), F.lit(0.0)),
+        E.USER_HOURS_SINCE_LAST_EVENT: F.least(
+            F.coalesce(col(B.HOURS_SINCE_LAST_EVENT, null_d), F.lit(cap)), F.lit(cap)
+        ),
+        E.USER_HOURS_SINCE_LAST_CLICK: F.least(
+            F.coalesce(col(B.HOURS_SINCE_LAST_CLICK, null_d), F.lit(cap)), F.lit(cap)
+        ),
+        E.USER_CATEGORY_SHARE: F.coalesce(
+            F.try_element_at(F.col(B.CATEGORY_CLICK_SHARE), cat)
+            if B.CATEGORY_CLICK_SHARE in frame.columns
+            else null_d,
+            F.lit(0.0),
+        ),
+        E.USER_LAST_ITEMS: F.coalesce(
+            col(B.LAST_ITEMS, F.lit(None).cast("array<string>")), F.array().cast("array<string>")
+        ),
+        E.ITEM_TEXT_VEC: col(B.TEXT_VEC, F.lit(None).cast("array<float>")),  # null -> zeros (as training)
+    }
+    for c in ic["impressions"] + ic["clicks"] + uc["impressions"] + uc["clicks"] + uc["reads"]:
+        derived[c] = F.coalesce(col(c, F.lit(None).cast("long")), F.lit(0)).cast("long")
+    for c in ic["ctr"]:
+        derived[c] = F.coalesce(col(c, null_d), F.lit(0.0))
+    keep = [c for c in frame.columns if c not in derived]
+    return frame.select(*keep, *[v.alias(k) for k, v in derived.items()])

@@ -100,7 +100,7 @@ def run_recommend(
     log.info("ranker %s (%s), model version %s", scorer.ranker, why, scorer.version)
     frame = ranking_frame(cands, cs.allowed, cs.affinity, cs.item_stats, as_of, rc.fresh_window_hours)
     if scorer.kind == "model":
-        frame = attach_model_features(frame, lake, run_date)
+        frame = attach_model_features(frame, lake, run_date, cfg.features.windows_days, as_of)
     scored = score_candidates(frame, scorer).persist(StorageLevel.MEMORY_AND_DISK)
     n_scored = scored.count()
     timings["score_s"] = time.perf_counter() - t0
