@@ -40,6 +40,8 @@ def main() -> int:
         try:
             kwargs = {"sizes": (20_000,)} if args.quick and name == "ingest" else {}
             result = mod.bench(out / "work", **kwargs)
+            if hasattr(mod, "bench_mind") and not args.quick:
+                result = {"synthetic": result, "mind": mod.bench_mind(out / "work-mind")}
         except Exception:
             traceback.print_exc()
             failed += 1
