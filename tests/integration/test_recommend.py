@@ -180,6 +180,8 @@ def test_model_scorer_scores_with_the_shared_inputs(spark):
     spec = MT.synthetic_spec()
     model = build_model("dcn", spec)
     pdf = MT.synthetic_examples(rows=16)
-    pdf = pdf.drop(columns=[spec.columns[0]])  # a column the candidates cannot know -> missing value
     scores = ModelScorer(model, spec, "m00001").score(pd.DataFrame(pdf))
     assert scores.shape == (len(pdf),) and np.isfinite(scores).all()
+    # a model input the serving frame did not build is an error, not a silent default (skew)
+    with pytest.raises(ValueError, match=f"lacks model inputs \\['{spec.columns[0]}'\\]"):
+        ModelScorer(model, spec, "m00001").score(pd.DataFrame(pdf.drop(columns=[spec.columns[0]])))

@@ -76,11 +76,12 @@ class ModelScorer:
 
     def score(self, pdf: pd.DataFrame) -> np.ndarray:
         inputs = importlib.import_module(MODEL_INPUTS_MODULE)
-        # Columns the candidate rows cannot know (e.g. impression context) are missing values,
-        # which to_model_inputs maps to the training mean / padding / out-of-vocabulary.
-        missing = {c: None for c in self.spec.columns if c not in pdf.columns}
-        rows = pdf.assign(**missing) if missing else pdf
-        x = inputs.to_model_inputs(rows, self.spec)
+        # Every model input must be built by the serving frame (rank.attach_model_features), the
+        # same way as for training: a silently defaulted column is training/serving skew.
+        missing = [c for c in self.spec.columns if c not in pdf.columns]
+        if missing:
+            raise ValueError(f"model {self.version}: serving frame lacks model inputs {missing}")
+        x = inputs.to_model_inputs(pdf, self.spec)
         return np.asarray(self.model.predict(x, batch_size=self.batch_size, verbose=0), dtype=float).reshape(
             -1
         )
