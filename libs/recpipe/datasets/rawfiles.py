@@ -36,23 +36,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recpipe import constants as C
+
 EVENT_TYPES = ("impression", "click", "read", "like", "share", "hide")
 
-#: Field order of an event line (the ingest contract).
-EVENT_FIELDS = (
-    "user_id",
-    "item_id",
-    "event_type",
-    "ts",
-    "session_id",
-    "request_id",
-    "position",
-    "dwell_ms",
-    "device",
-    "country",
-    "propensity",
-    "is_history",
-)
+#: Field order of an event line (the ingest contract): the raw fields, without a source event id.
+EVENT_FIELDS = tuple(f for f in C.RAW_FIELDS if f != "event_id")
 
 #: Field order of an items.jsonl line.
 ITEM_FIELDS = (
