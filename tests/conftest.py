@@ -25,8 +25,10 @@ def shared_data_dir() -> Path:
 def spark(tmp_path_factory):
     from pyspark.sql import SparkSession
 
+    from recpipe.spark import REQUIRED_CONF
+
     tmp = tmp_path_factory.mktemp("spark")
-    session = (
+    builder = (
         SparkSession.builder.master("local[2]")
         .appName("recpipe-tests")
         .config("spark.sql.shuffle.partitions", "2")
@@ -36,12 +38,12 @@ def spark(tmp_path_factory):
         .config("spark.local.dir", str(tmp / "local"))
         .config("spark.sql.warehouse.dir", str(tmp / "warehouse"))
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={tmp}")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
     )
+    # The same settings the lake layer relies on in every environment (recpipe.spark).
+    for key, value in REQUIRED_CONF.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

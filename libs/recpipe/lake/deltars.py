@@ -407,37 +407,32 @@ class DeltaRsLake(Lake):
 
         return self._commit(table, new_rows, partition_by, txn, "insert_new")
 
-    def _files_matching(self, dt: DeltaTable, table: str, predicate: Any) -> tuple[list[str], DataFrame]:
-        """The table files that hold rows matching ``predicate`` (a Column)."""
-        snap = self.read(table, dt.version()).withColumn("_file", F.input_file_name())
-        files = [r[0] for r in snap.where(predicate).select("_file").distinct().collect()]
-        return files, snap
-
     def _rewrite(
         self,
         table: str,
-        predicate_fn: Callable[[DeltaTable], Any],
+        mark: Callable[[DataFrame], DataFrame],
         replacement: DataFrame | None,
         txn: Txn | None,
         operation: str,
     ) -> CommitResult:
-        """Remove the files holding matching rows, add back their other rows (+ ``replacement``)."""
+        """Remove the files holding matching rows, add back their other rows (+ ``replacement``).
+
+        ``mark(snapshot)`` returns the snapshot with a boolean ``_match`` column (rows to drop).
+        """
         state: dict[str, Any] = {}
 
         def data(dt: DeltaTable | None) -> DataFrame | None:
             if dt is None:
                 return replacement
-            pred = predicate_fn(dt)
-            files, snap = self._files_matching(dt, table, pred)
-            state["files"] = files
-            kept = None
-            if files:
-                kept = snap.where(F.col("_file").isin(files) & ~pred).drop("_file")
-                state["removed"] = snap.where(F.col("_file").isin(files) & pred).count()
-            else:
-                state["removed"] = 0
-            if kept is None:
+            marked = mark(self.read(table, dt.version()).withColumn("_file", F.input_file_name()))
+            # One pass: the files that hold matching rows, and how many rows match.
+            hits = marked.where("_match").groupBy("_file").count().collect()
+            state["files"] = [r["_file"] for r in hits]
+            state["removed"] = sum(r["count"] for r in hits)
+            if not hits:
                 return replacement
+            kept = marked.where(F.col("_file").isin(state["files"]) & ~F.col("_match"))
+            kept = kept.drop("_file", "_match")
             return kept if replacement is None else kept.unionByName(replacement)
 
         def removes(dt: DeltaTable) -> tuple[list[RemoveAction], int]:
@@ -473,22 +468,20 @@ class DeltaRsLake(Lake):
             self.read(table).where(pred).limit(0).collect()
         except Exception as exc:
             raise LakeError(f"delete from {table}: invalid predicate {predicate!r}: {exc}") from None
-        return self._rewrite(table, lambda dt: pred, None, txn, "delete")
+        return self._rewrite(
+            table, lambda snap: snap.withColumn("_match", F.coalesce(pred, F.lit(False))), None, txn, "delete"
+        )
 
     def upsert(self, table, df, keys, partition_by=None, txn=None) -> CommitResult:
         if not self.exists(table):
             return self.append(table, df, partition_by, txn)
-        incoming = df.select(*keys).distinct()
+        # Rows of the table whose key is in the incoming data (a join, no keys collected).
+        incoming = df.select(*keys).distinct().withColumn("_match", F.lit(True))
 
-        def pred(dt: DeltaTable) -> Any:
-            # Rows of the table whose key is in the incoming data.
-            key_col = F.struct(*[F.col(k) for k in keys])
-            values = [tuple(r) for r in incoming.collect()]
-            if len(keys) == 1:
-                return F.col(keys[0]).isin([v[0] for v in values])
-            return key_col.isin([F.struct(*[F.lit(x) for x in v]) for v in values])
+        def mark(snap: DataFrame) -> DataFrame:
+            return snap.join(incoming, keys, "left").fillna(False, subset=["_match"])
 
-        return self._rewrite(table, pred, df, txn, "upsert")
+        return self._rewrite(table, mark, df, txn, "upsert")
 
     def vacuum(self, table, retention_hours, dry_run=False) -> list[str]:
         dt = self._require(table)
