@@ -55,13 +55,12 @@ def _session(cfg: Config, stage: str):
 def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
     from recpipe.datasets.synthetic import generate
 
-    cfg = _load(args) if args.events is None or args.seed is None else None
-    syn = cfg.data.synthetic if cfg else None
-    events = args.events if args.events is not None else syn.events
-    seed = args.seed if args.seed is not None else syn.seed
-    start = args.start or (dt.date.fromisoformat(syn.start) if syn else dt.date(2026, 10, 1))
-    days = args.days or (syn.days if syn else 14)
-    out = args.out or (cfg.data.raw_dir if cfg else "./data/raw")
+    syn = (cfg := _load(args)).data.synthetic
+    events = syn.events if args.events is None else args.events
+    seed = syn.seed if args.seed is None else args.seed
+    start = args.start or dt.date.fromisoformat(syn.start)
+    days = args.days or syn.days
+    out = args.out or cfg.data.raw_dir
     report = generate(
         out,
         events=events,

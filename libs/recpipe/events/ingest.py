@@ -208,14 +208,15 @@ def run_ingest(
     ingested_col = F.lit(ingested_at).cast("timestamp")
     valid = T.to_silver(classified.where(F.col(C.REASON).isNull()), key, batch_id, ingested_col)
     first = T.dedupe_within_batch(valid).where(F.col("_rank") == 1).drop("_rank")
+    # The event dates of the batch's valid records (from the cache): the partitions it touches.
+    dates = [
+        r[0]
+        for r in classified.where(F.col(C.REASON).isNull())
+        .select(F.to_date("ts_parsed"))
+        .distinct()
+        .collect()
+    ]
     if lake.exists(C.SILVER_EVENTS):
-        dates = [
-            r[0]
-            for r in classified.where(F.col(C.REASON).isNull())
-            .select(F.to_date("ts_parsed"))
-            .distinct()
-            .collect()
-        ]
         stored = (
             lake.read(C.SILVER_EVENTS)
             .where(F.col(C.EVENT_DATE).isin(dates) & (F.col(C.BATCH_ID) != batch_id))
@@ -278,15 +279,7 @@ def run_ingest(
     # 4. quality gate on the partitions this batch touched
     t0 = time.perf_counter()
     version = lake.version(C.SILVER_EVENTS)
-    batch_dates = [
-        r[0]
-        for r in lake.read(C.SILVER_EVENTS)
-        .where(F.col(C.BATCH_ID) == batch_id)
-        .select(C.EVENT_DATE)
-        .distinct()
-        .collect()
-    ]
-    to_check = lake.read(C.SILVER_EVENTS, version).where(F.col(C.EVENT_DATE).isin(batch_dates)).cache()
+    to_check = lake.read(C.SILVER_EVENTS, version).where(F.col(C.EVENT_DATE).isin(dates)).cache()
     min_ts = dt.datetime.fromisoformat(cfg.ingest.min_event_ts.replace("Z", "+00:00"))
     report = quality.validate(
         to_check,
@@ -326,18 +319,8 @@ def run_ingest(
 
 def _file_hour(col):
     """``.../events/YYYY-MM-DD/HH.jsonl`` -> the delivery hour as a timestamp (null otherwise)."""
-    m = F.regexp_extract(col, r"(\d{4}-\d{2}-\d{2})/(\d{2})\.jsonl?$", 0)
-    return F.when(
-        m != "",
-        F.to_timestamp(
-            F.concat(
-                F.regexp_extract(col, r"(\d{4}-\d{2}-\d{2})/(\d{2})\.jsonl?$", 1),
-                F.lit(" "),
-                F.regexp_extract(col, r"(\d{4}-\d{2}-\d{2})/(\d{2})\.jsonl?$", 2),
-                F.lit(":00:00"),
-            ),
-        ),
-    )
+    hour = F.regexp_replace(F.regexp_extract(col, r"\d{4}-\d{2}-\d{2}/\d{2}(?=\.jsonl?$)", 0), "/", " ")
+    return F.when(hour != "", F.to_timestamp(hour, "yyyy-MM-dd HH"))
 
 
 def _batch_ingest_time(lake: Lake, batch_id: str) -> dt.datetime | None:

@@ -150,7 +150,9 @@ def attach_model_features(
         last = ev.groupBy(C.USER_ID).agg(
             F.max_by(F.struct(*[F.col(c) for c in ctx_cols]), F.col(C.EVENT_TS)).alias("_ctx")
         )
-        frame = frame.join(last.select(C.USER_ID, *[F.col(f"_ctx.{c}").alias(c) for c in ctx_cols]), C.USER_ID, "left")
+        frame = frame.join(
+            last.select(C.USER_ID, *[F.col(f"_ctx.{c}").alias(c) for c in ctx_cols]), C.USER_ID, "left"
+        )
 
     def col(name: str, default: Column) -> Column:
         return F.col(name) if name in frame.columns else default
