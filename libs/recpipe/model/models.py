@@ -18,6 +18,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from recpipe.features.spec import FeatureSpec  # noqa: E402
+from recpipe.model.inputs import PAD  # noqa: E402  (one padding token for inputs and masking)
 
 __all__ = [
     "CrossLayer",
@@ -31,7 +32,6 @@ __all__ = [
 ]
 
 # Sequence padding value written by ``to_model_inputs`` (never a real id).
-PAD = ""
 
 
 @keras.saving.register_keras_serializable(package="recpipe")
