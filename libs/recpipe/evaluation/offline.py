@@ -157,44 +157,18 @@ def popularity_lists(train_events: DataFrame, users: DataFrame, k: int) -> DataF
 
 
 def als_lists(train_events: DataFrame, users: DataFrame, k: int, seed: int = 7) -> DataFrame:
-    """Spark ML ALS (implicit feedback on clicks and reads) top-k for ``users`` it knows."""
-    from pyspark.ml.feature import StringIndexer
-    from pyspark.ml.recommendation import ALS
+    """The ALS candidate source alone (same model as recommend's), minus what each user consumed."""
+    from recpipe.candidates import sources as S
 
-    inter = (
-        train_events.where(F.col(C.EVENT_TYPE).isin("click", "read", "like", "share"))
-        .groupBy(C.USER_ID, C.ITEM_ID)
-        .agg(F.count("*").cast("float").alias("strength"))
-    )
+    inter = S.interactions(train_events)
     if inter.limit(1).count() == 0:
         return users.select(C.USER_ID, F.array().cast("array<string>").alias("items")).limit(0)
-    ui = StringIndexer(inputCol=C.USER_ID, outputCol="u").fit(inter)
-    ii = StringIndexer(inputCol=C.ITEM_ID, outputCol="i").fit(inter)
-    data = ii.transform(ui.transform(inter))
-    model = ALS(
-        userCol="u",
-        itemCol="i",
-        ratingCol="strength",
-        implicitPrefs=True,
-        rank=16,
-        maxIter=8,
-        regParam=0.05,
-        coldStartStrategy="drop",
-        seed=seed,
-    ).fit(data)
-    known = ui.transform(users.join(inter.select(C.USER_ID).distinct(), C.USER_ID))
-    recs = model.recommendForUserSubset(known.select("u"), k * 3)
-    labels = ii.labelsArray[0]
-    item_map = F.array(*[F.lit(x) for x in labels]) if len(labels) < 50_000 else None
-    if item_map is None:
-        raise ValueError("als_lists: catalog too large for the literal label map")
-    seen = inter.select(C.USER_ID, C.ITEM_ID)
+    cands = S.als_candidates(inter, users, 3 * k, seed=seed)
+    seen = inter.select(C.USER_ID, C.ITEM_ID).distinct()
+    w = Window.partitionBy(C.USER_ID).orderBy(F.desc(C.SOURCE_SCORE), C.ITEM_ID)
     rows = (
-        recs.join(known, "u")
-        .select(C.USER_ID, F.posexplode("recommendations").alias("pos", "r"))
-        .select(C.USER_ID, F.element_at(item_map, F.col("r.i") + 1).alias(C.ITEM_ID), "pos")
-        .join(seen, [C.USER_ID, C.ITEM_ID], "left_anti")
-        .withColumn("rank", F.row_number().over(Window.partitionBy(C.USER_ID).orderBy("pos")))
+        cands.join(seen, [C.USER_ID, C.ITEM_ID], "left_anti")
+        .withColumn("rank", F.row_number().over(w))
         .where(F.col("rank") <= k)
     )
     return lists_from_rows(rows)

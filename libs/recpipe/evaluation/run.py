@@ -51,7 +51,16 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
     pop = train.groupBy(C.ITEM_ID).agg(
         ((F.sum(C.LABEL) + prior * strength) / (F.count("*") + strength)).alias("pop")
     )
-    pdf = test.join(pop, C.ITEM_ID, "left").fillna({"pop": prior}).toPandas()
+    try:
+        from recpipe.model.inputs import to_model_inputs
+        from recpipe.model.registry import load_current_model
+
+        model, spec, row = load_current_model(cfg, lake)
+    except (ImportError, RuntimeError) as exc:
+        model, spec, row, no_model = None, None, None, f"no current model: {exc}"
+    # Only the columns used: the label, the popularity score and the model's inputs.
+    cols = [C.LABEL, "pop"] + ([c for c in spec.columns if c not in (C.LABEL, "pop")] if spec else [])
+    pdf = test.join(pop, C.ITEM_ID, "left").fillna({"pop": prior}).select(*cols).toPandas()
     if pdf.empty or pdf[C.LABEL].nunique() < 2:
         return {"skipped": "test split is empty or has a single label"}
     y = pdf[C.LABEL].to_numpy().astype(int)
@@ -60,13 +69,8 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
         "test_ctr": float(y.mean()),
         "popularity_auc": float(roc_auc_score(y, pdf["pop"])),
     }
-    try:
-        from recpipe.model.inputs import to_model_inputs
-        from recpipe.model.registry import load_current_model
-
-        model, spec, row = load_current_model(cfg, lake)
-    except (ImportError, RuntimeError) as exc:
-        out["model"] = f"no current model: {exc}"
+    if model is None:
+        out["model"] = no_model
         return out
     p = model.predict(to_model_inputs(pdf, spec), batch_size=4096, verbose=0).reshape(-1)
     p = np.clip(p, 1e-7, 1 - 1e-7)
@@ -128,15 +132,20 @@ def run_evaluate(
         raise RuntimeError(f"{C.GOLD_RECOMMENDATIONS} has no lists for {date}")
     end = date + dt.timedelta(days=cfg.evaluate.horizon_days)
     events = lake.read(C.SILVER_EVENTS)
-    before = events.where(F.col(C.EVENT_TS) < F.lit(dt.datetime.combine(date, dt.time())).cast("timestamp"))
+    from recpipe.candidates.sources import history
+
+    # Events strictly before the run date (partition-pruned, as the candidate sources see them).
+    before = history(events, dt.datetime.combine(date, dt.time(), tzinfo=dt.UTC))
     items = lake.read(C.SILVER_ITEMS)
     truth = O.clicks_truth(events, date, end).cache()
     users = recs.select(C.USER_ID).distinct().cache()
-    segments = O.segment_users(before, users)
+    # Both are reused by every policy and segment below.
+    segments = O.segment_users(before, users).cache()
     popularity = (
         before.where((F.col(C.EVENT_TYPE) == "click") & ~F.coalesce(F.col(C.IS_HISTORY), F.lit(False)))
         .groupBy(C.ITEM_ID)
         .agg(F.count("*").alias("clicks"))
+        .cache()
     )
     published = O.lists_from_rows(recs)
     policies = {
@@ -173,8 +182,8 @@ def run_evaluate(
     path = report_dir / f"evaluation-{date}.json"
     path.write_text(json.dumps(report, indent=2, default=str))
     _store(lake, report, date)
-    truth.unpersist()
-    users.unpersist()
+    for cached in (truth, users, segments, popularity):
+        cached.unpersist()
     report["report_path"] = str(path.resolve())
     report["duration_s"] = round(time.perf_counter() - t0, 2)
     return report
