@@ -176,6 +176,61 @@ def assign_split(ts: Column, validation_start: dt.date, test_start: dt.date) -> 
     return F.when(ts < v, "train").when(ts < t, "validation").otherwise("test")
 
 
+# Raw feature-table columns behind the model inputs, with their types (a missing feature row or
+# table is a typed null, so training and serving derive the same defaults).
+def raw_feature_types(windows: list[int]) -> dict[str, str]:
+    ic, uc = B.item_window_cols(sorted(windows)), B.user_window_cols(sorted(windows))
+    counts = ic["impressions"] + ic["clicks"] + uc["impressions"] + uc["clicks"] + uc["reads"]
+    return {
+        **{c: "long" for c in counts},
+        **{c: "double" for c in ic["ctr"]},
+        B.CATEGORY: "string",
+        B.SUBCATEGORY: "string",
+        C.DEVICE: "string",
+        C.COUNTRY: "string",
+        B.AGE_HOURS: "double",
+        B.HOURS_SINCE_LAST_EVENT: "double",
+        B.HOURS_SINCE_LAST_CLICK: "double",
+        B.CATEGORY_CLICK_SHARE: "map<string,double>",
+        B.LAST_ITEMS: "array<string>",
+    }
+
+
+def model_input_columns(windows: list[int], age_offset_hours: Column) -> dict[str, Column]:
+    """The model-input columns derived from joined feature rows: ONE definition for training
+    (:func:`join_point_in_time`) and serving (``scoring.rank.attach_model_features``).
+
+    Missing feature rows become zero counts and CTRs, recency capped at ``max(windows) * 24``
+    hours, an empty history, ``unknown`` categories and context. ``age_offset_hours`` is the time
+    from the features' cut-off to the moment scored (the impression in training, 0 at serving).
+    """
+    wins = sorted(windows)
+    cap = F.lit(float(max(wins) * 24))
+    cat = F.when(F.coalesce(F.col(B.CATEGORY), F.lit("")) == "", F.lit(B.UNKNOWN_CATEGORY)).otherwise(
+        F.col(B.CATEGORY)
+    )
+    types = raw_feature_types(wins)
+    out: dict[str, Column] = {
+        C.DEVICE: F.coalesce(F.col(C.DEVICE), F.lit("unknown")),
+        C.COUNTRY: F.coalesce(F.col(C.COUNTRY), F.lit("unknown")),
+        B.CATEGORY: cat,
+        B.SUBCATEGORY: F.coalesce(F.col(B.SUBCATEGORY), F.lit(B.UNKNOWN_CATEGORY)),
+    }
+    for c, t in types.items():
+        if t == "long":
+            out[c] = F.coalesce(F.col(c), F.lit(0)).cast("long")
+        elif c in B.item_window_cols(wins)["ctr"]:
+            out[c] = F.coalesce(F.col(c), F.lit(0.0))
+    out[ITEM_AGE_HOURS] = F.greatest(
+        F.coalesce(F.col(B.AGE_HOURS) + age_offset_hours, F.lit(0.0)), F.lit(0.0)
+    )
+    out[USER_HOURS_SINCE_LAST_EVENT] = F.least(F.coalesce(F.col(B.HOURS_SINCE_LAST_EVENT), cap), cap)
+    out[USER_HOURS_SINCE_LAST_CLICK] = F.least(F.coalesce(F.col(B.HOURS_SINCE_LAST_CLICK), cap), cap)
+    out[USER_CATEGORY_SHARE] = F.coalesce(F.try_element_at(F.col(B.CATEGORY_CLICK_SHARE), cat), F.lit(0.0))
+    out[USER_LAST_ITEMS] = F.coalesce(F.col(B.LAST_ITEMS), F.array().cast("array<string>"))
+    return out
+
+
 def join_point_in_time(
     examples: DataFrame, item_feats: DataFrame, user_feats: DataFrame, windows: list[int]
 ) -> DataFrame:
@@ -186,7 +241,6 @@ def join_point_in_time(
     time behind either side (null when none).
     """
     wins = sorted(windows)
-    cap = float(max(wins) * 24)
     ic = B.item_window_cols(wins)
     uc = B.user_window_cols(wins)
     ex = examples.withColumn(C.AS_OF_DATE, F.to_date(C.EVENT_TS))
@@ -214,10 +268,8 @@ def join_point_in_time(
         F.col(C.FEATURE_TS).alias("_user_fts"),
     )
     j = ex.join(it, [C.ITEM_ID, C.AS_OF_DATE], "left").join(us, [C.USER_ID, C.AS_OF_DATE], "left")
-    # Global CTR of the date for items without a feature row (outside the catalog).
     since_cut = B._hours_between(F.col(C.EVENT_TS), B.cutoff_ts(F.col(C.AS_OF_DATE)))
-    zero_cols = ic["impressions"] + ic["clicks"] + uc["impressions"] + uc["clicks"] + uc["reads"]
-    cat = F.coalesce(F.col(B.CATEGORY), F.lit(B.UNKNOWN_CATEGORY))
+    derived = model_input_columns(wins, since_cut)
     return j.select(
         F.col(C.EVENT_ID).alias(C.EXAMPLE_ID),
         C.USER_ID,
@@ -230,23 +282,7 @@ def join_point_in_time(
         C.PROPENSITY,
         C.LABEL,
         C.SAMPLED,
-        F.coalesce(F.col(C.DEVICE), F.lit("unknown")).alias(C.DEVICE),
-        F.coalesce(F.col(C.COUNTRY), F.lit("unknown")).alias(C.COUNTRY),
-        cat.alias(B.CATEGORY),
-        F.coalesce(F.col(B.SUBCATEGORY), F.lit(B.UNKNOWN_CATEGORY)).alias(B.SUBCATEGORY),
-        *[F.coalesce(F.col(c), F.lit(0)).cast("long").alias(c) for c in zero_cols],
-        *[F.coalesce(F.col(c), F.lit(0.0)).alias(c) for c in ic["ctr"]],
-        F.greatest(F.coalesce(F.col(B.AGE_HOURS) + since_cut, F.lit(0.0)), F.lit(0.0)).alias(ITEM_AGE_HOURS),
-        F.least(F.coalesce(F.col(B.HOURS_SINCE_LAST_EVENT), F.lit(cap)), F.lit(cap)).alias(
-            USER_HOURS_SINCE_LAST_EVENT
-        ),
-        F.least(F.coalesce(F.col(B.HOURS_SINCE_LAST_CLICK), F.lit(cap)), F.lit(cap)).alias(
-            USER_HOURS_SINCE_LAST_CLICK
-        ),
-        F.coalesce(F.try_element_at(F.col(B.CATEGORY_CLICK_SHARE), cat), F.lit(0.0)).alias(
-            USER_CATEGORY_SHARE
-        ),
-        F.coalesce(F.col(B.LAST_ITEMS), F.array().cast("array<string>")).alias(USER_LAST_ITEMS),
+        *[v.alias(k) for k, v in derived.items()],
         F.greatest("_item_fts", "_user_fts").alias(C.FEATURE_TS),
         C.AS_OF_DATE,
     )

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StructField, StructType
 
@@ -125,9 +125,6 @@ def attach_model_features(
     from recpipe.features import examples as E
 
     wins = sorted(windows_days or [1, 7, 28])
-    cap = float(max(wins) * 24)
-    ic = B.item_window_cols(wins)
-    uc = B.user_window_cols(wins)
     for table, key in ((C.GOLD_USER_FEATURES, C.USER_ID), (C.GOLD_ITEM_FEATURES, C.ITEM_ID)):
         if not lake.exists(table):
             log.warning("%s does not exist: the model scores without those features", table)
@@ -154,39 +151,14 @@ def attach_model_features(
             last.select(C.USER_ID, *[F.col(f"_ctx.{c}").alias(c) for c in ctx_cols]), C.USER_ID, "left"
         )
 
-    def col(name: str, default: Column) -> Column:
-        return F.col(name) if name in frame.columns else default
-
-    cat = F.when(F.coalesce(F.col("category"), F.lit("")) == "", F.lit(B.UNKNOWN_CATEGORY)).otherwise(
-        F.col("category")
-    )
-    null_d = F.lit(None).cast("double")
-    derived = {
-        C.POSITION: F.lit(SERVE_POSITION).cast("int"),
-        C.DEVICE: F.coalesce(col(C.DEVICE, F.lit(None).cast("string")), F.lit("unknown")),
-        C.COUNTRY: F.coalesce(col(C.COUNTRY, F.lit(None).cast("string")), F.lit("unknown")),
-        B.SUBCATEGORY: F.coalesce(col(B.SUBCATEGORY, F.lit(None).cast("string")), F.lit(B.UNKNOWN_CATEGORY)),
-        E.ITEM_AGE_HOURS: F.greatest(F.coalesce(F.col("age_hours"), F.lit(0.0)), F.lit(0.0)),
-        E.USER_HOURS_SINCE_LAST_EVENT: F.least(
-            F.coalesce(col(B.HOURS_SINCE_LAST_EVENT, null_d), F.lit(cap)), F.lit(cap)
-        ),
-        E.USER_HOURS_SINCE_LAST_CLICK: F.least(
-            F.coalesce(col(B.HOURS_SINCE_LAST_CLICK, null_d), F.lit(cap)), F.lit(cap)
-        ),
-        E.USER_CATEGORY_SHARE: F.coalesce(
-            F.try_element_at(F.col(B.CATEGORY_CLICK_SHARE), cat)
-            if B.CATEGORY_CLICK_SHARE in frame.columns
-            else null_d,
-            F.lit(0.0),
-        ),
-        E.USER_LAST_ITEMS: F.coalesce(
-            col(B.LAST_ITEMS, F.lit(None).cast("array<string>")), F.array().cast("array<string>")
-        ),
-        E.ITEM_TEXT_VEC: col(B.TEXT_VEC, F.lit(None).cast("array<float>")),  # null -> zeros (as training)
-    }
-    for c in ic["impressions"] + ic["clicks"] + uc["impressions"] + uc["clicks"] + uc["reads"]:
-        derived[c] = F.coalesce(col(c, F.lit(None).cast("long")), F.lit(0)).cast("long")
-    for c in ic["ctr"]:
-        derived[c] = F.coalesce(col(c, null_d), F.lit(0.0))
+    # Feature tables or rows that are missing become typed nulls; the model inputs are then
+    # derived by the same function as the training rows (features.examples).
+    for c, t in E.raw_feature_types(wins).items():
+        if c not in frame.columns:
+            frame = frame.withColumn(c, F.lit(None).cast(t))
+    derived = E.model_input_columns(wins, F.lit(0.0))  # features are as of the cut-off
+    derived[C.POSITION] = F.lit(SERVE_POSITION).cast("int")
+    text = F.col(B.TEXT_VEC) if B.TEXT_VEC in frame.columns else F.lit(None).cast("array<float>")
+    derived[E.ITEM_TEXT_VEC] = text  # null -> zeros in model.inputs, as in training
     keep = [c for c in frame.columns if c not in derived]
     return frame.select(*keep, *[v.alias(k) for k, v in derived.items()])
