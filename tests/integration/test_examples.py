@@ -43,6 +43,15 @@ def test_examples_build_splits_spec_and_quality(built):
     assert spec.vectors[0].dim == cfg.features.text_features
     assert spec.sequences[0].max_len == cfg.features.last_k_items
     assert all(f.std > 0 for f in spec.dense)
+    # counts are log1p-transformed in the model; their stats are those of the transformed train values
+    dense = {f.name: f for f in spec.dense}
+    assert dense["item_impressions_7d"].transform == "log1p" and dense["item_ctr_7d"].transform == "none"
+    train = ex.where(F.col(C.SPLIT) == "train")
+    want = train.agg(
+        F.avg(F.log1p("item_impressions_7d")), F.stddev_pop(F.log1p("item_impressions_7d"))
+    ).first()
+    assert dense["item_impressions_7d"].mean == pytest.approx(want[0])
+    assert dense["item_impressions_7d"].std == pytest.approx(want[1])
     # quality results recorded for the examples and both feature tables
     dq = lake.read(C.OPS_DATA_QUALITY).where(F.col("run_id") == summary["run_id"])
     assert {r[0] for r in dq.select("suite").distinct().collect()} == {

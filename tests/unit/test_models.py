@@ -187,3 +187,41 @@ def test_baselines_popularity_and_oracle_from_ground_truth_file(tmp_path):
     assert 0.5 < b["popularity_auc"] < b["oracle_auc"] < 1
     assert "ground_truth.parquet" in b["oracle_source"]
     assert _baselines(path, 0, "label", 20.0, None)["oracle_auc"] is None
+
+
+def test_log1p_dense_transform_is_applied_inside_the_model_before_standardizing():
+    import dataclasses
+
+    import tf_keras as keras
+
+    from recpipe.features.spec import DenseFeature, FeatureSpec
+    from recpipe.model.models import build_model
+
+    # given a spec whose count feature is log1p-transformed with stats of the transformed values
+    spec = dataclasses.replace(
+        synthetic_spec(),
+        dense=[DenseFeature("item_ctr", 0.2, 0.1), DenseFeature("clicks", 1.5, 0.5, "log1p")],
+    )
+    df = synthetic_examples(rows=4, seed=2).assign(clicks=[0, 3, 1000, -5])
+    model = build_model("dcn", spec, deep_units=(4,))
+    # when the standardized input of that feature is read out of the model
+    norm = keras.Model(model.inputs, model.get_layer("norm_clicks").output)
+    got = norm.predict(to_model_inputs(df, spec), verbose=0).ravel()
+    # then it is (log1p(max(x, 0)) - mean) / std, also after a JSON round trip of the spec
+    want = (np.log1p(np.maximum([0, 3, 1000, -5], 0)) - 1.5) / 0.5
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert FeatureSpec.from_json(spec.to_json()).dense[1].transform == "log1p"
+
+
+def test_bad_transform_and_model_shape_are_refused_by_name():
+    from recpipe.features.spec import DenseFeature
+    from recpipe.model.models import build_model
+
+    with pytest.raises(ValueError, match="'clicks'.*'sqrt'"):
+        DenseFeature("clicks", transform="sqrt")
+    with pytest.raises(ValueError, match="train.deep_units"):
+        build_model("dcn", synthetic_spec(), deep_units=(8, 0))
+    with pytest.raises(ValueError, match="train.dropout"):
+        build_model("deepfm", synthetic_spec(), dropout=1.0)
+    with pytest.raises(ValueError, match="train.fm_dim"):
+        build_model("deepfm", synthetic_spec(), fm_dim=0)

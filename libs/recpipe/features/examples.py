@@ -76,6 +76,17 @@ def dense_columns(windows: list[int]) -> list[str]:
     ]
 
 
+def dense_transforms(windows: list[int]) -> dict[str, str]:
+    """Per dense column, the transform the model applies before standardizing: ``log1p`` for the
+    heavy-tailed counts and the hours since the user's last event/click, ``none`` for position,
+    item age (freshness decays with it on a linear-in-hours scale), CTRs and shares."""
+    wins = sorted(windows)
+    ic, uc = B.item_window_cols(wins), B.user_window_cols(wins)
+    logged = set(ic["impressions"] + ic["clicks"] + uc["impressions"] + uc["clicks"] + uc["reads"])
+    logged |= {USER_HOURS_SINCE_LAST_EVENT, USER_HOURS_SINCE_LAST_CLICK}
+    return {c: ("log1p" if c in logged else "none") for c in dense_columns(windows)}
+
+
 # -- transforms ------------------------------------------------------------------------------------
 def label_impressions(events: DataFrame, window_minutes: int) -> DataFrame:
     """Non-history impressions (prepared events) with ``label`` 1 when a matching click follows."""
@@ -359,9 +370,15 @@ def build_spec(cfg: Config, examples: DataFrame, version: int | None, extra: dic
     if train.limit(1).count() == 0:
         train = examples
     dense = dense_columns(cfg.features.windows_days)
+    transforms = dense_transforms(cfg.features.windows_days)
+
+    def value(c: str) -> Column:  # the value the model standardizes (see DenseFeature.transform)
+        x = F.col(c).cast("double")
+        return F.log1p(F.greatest(x, F.lit(0.0))) if transforms[c] == "log1p" else x
+
     row = train.agg(
-        *[F.mean(F.col(c).cast("double")).alias(f"m_{c}") for c in dense],
-        *[F.stddev_pop(F.col(c).cast("double")).alias(f"s_{c}") for c in dense],
+        *[F.mean(value(c)).alias(f"m_{c}") for c in dense],
+        *[F.stddev_pop(value(c)).alias(f"s_{c}") for c in dense],
         *[F.sort_array(F.collect_set(c)).alias(f"v_{c}") for c in CATEGORICAL],
     ).first()
 
@@ -375,7 +392,10 @@ def build_spec(cfg: Config, examples: DataFrame, version: int | None, extra: dic
             HashedFeature(C.ITEM_ID, cfg.examples.hash_buckets_item),
         ],
         categorical=[CategoricalFeature(c, list(row[f"v_{c}"] or [])) for c in CATEGORICAL],
-        dense=[DenseFeature(c, num(row[f"m_{c}"], 0.0), num(row[f"s_{c}"], 1.0) or 1.0) for c in dense],
+        dense=[
+            DenseFeature(c, num(row[f"m_{c}"], 0.0), num(row[f"s_{c}"], 1.0) or 1.0, transforms[c])
+            for c in dense
+        ],
         vectors=[VectorFeature(ITEM_TEXT_VEC, cfg.features.text_features)],
         sequences=[SequenceFeature(USER_LAST_ITEMS, cfg.features.last_k_items, C.ITEM_ID)],
         metadata={

@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+DENSE_TRANSFORMS = ("none", "log1p")
+
 
 @dataclass(frozen=True)
 class HashedFeature:
@@ -32,11 +34,24 @@ class CategoricalFeature:
 
 @dataclass(frozen=True)
 class DenseFeature:
-    """A numeric feature, standardized with the training split's mean and std."""
+    """A numeric feature, standardized with the training split's mean and std.
+
+    ``transform`` is applied first, inside the model (so training and serving cannot differ):
+    ``"log1p"`` for heavy-tailed counts and durations (``log(1 + max(x, 0))``), ``"none"``
+    otherwise. ``mean``/``std`` are statistics of the transformed values.
+    """
 
     name: str
     mean: float = 0.0
     std: float = 1.0
+    transform: str = "none"
+
+    def __post_init__(self):
+        if self.transform not in DENSE_TRANSFORMS:
+            raise ValueError(
+                f"dense feature {self.name!r}: unknown transform {self.transform!r}; "
+                f"expected one of {list(DENSE_TRANSFORMS)}"
+            )
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from recpipe.model.inputs import PAD  # noqa: E402  (one padding token for input
 __all__ = [
     "CrossLayer",
     "FMInteraction",
+    "Log1p",
     "MaskedMeanPooling",
     "build_dcn",
     "build_deepfm",
@@ -70,6 +71,14 @@ class MaskedMeanPooling(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="recpipe")
+class Log1p(keras.layers.Layer):
+    """``log(1 + max(x, 0))``: the ``log1p`` transform of :class:`~recpipe.features.spec.DenseFeature`."""
+
+    def call(self, x):
+        return tf.math.log1p(tf.maximum(x, 0.0))
+
+
+@keras.saving.register_keras_serializable(package="recpipe")
 class FMInteraction(keras.layers.Layer):
     """Second-order factorization-machine term: ``0.5 * sum_k((sum_i v_ik)^2 - sum_i v_ik^2)``."""
 
@@ -80,7 +89,12 @@ class FMInteraction(keras.layers.Layer):
 
 
 def custom_objects() -> dict[str, type]:
-    return {"CrossLayer": CrossLayer, "MaskedMeanPooling": MaskedMeanPooling, "FMInteraction": FMInteraction}
+    return {
+        "CrossLayer": CrossLayer,
+        "MaskedMeanPooling": MaskedMeanPooling,
+        "FMInteraction": FMInteraction,
+        "Log1p": Log1p,
+    }
 
 
 def _inputs(spec: FeatureSpec) -> dict[str, keras.Input]:
@@ -97,8 +111,11 @@ def _inputs(spec: FeatureSpec) -> dict[str, keras.Input]:
     return out
 
 
-def _field_vectors(spec: FeatureSpec, inputs: dict, l2: float) -> list[tuple[str, tf.Tensor]]:
-    """Per-feature vectors: embeddings, standardized dense values, vectors, pooled sequences."""
+def _field_vectors(
+    spec: FeatureSpec, inputs: dict, l2: float, vector_dim: int = 0
+) -> list[tuple[str, tf.Tensor]]:
+    """Per-feature vectors: embeddings, standardized dense values, vectors (projected to
+    ``vector_dim`` when > 0), pooled sequences."""
     reg = keras.regularizers.L2(l2) if l2 else None
     fields: list[tuple[str, tf.Tensor]] = []
     hashers: dict[str, keras.layers.Layer] = {}
@@ -119,10 +136,20 @@ def _field_vectors(spec: FeatureSpec, inputs: dict, l2: float) -> list[tuple[str
         fields.append((f.name, keras.layers.Flatten(name=f"flat_{f.name}")(emb(lookup(inputs[f.name])))))
     for f in spec.dense:
         std = f.std if f.std and f.std > 0 else 1.0
+        x = inputs[f.name]
+        if f.transform == "log1p":
+            x = Log1p(name=f"log1p_{f.name}")(x)
         norm = keras.layers.Normalization(mean=f.mean, variance=std * std, name=f"norm_{f.name}")
-        fields.append((f.name, norm(inputs[f.name])))
+        fields.append((f.name, norm(x)))
     for f in spec.vectors:
-        fields.append((f.name, inputs[f.name]))
+        v = inputs[f.name]
+        if vector_dim:
+            # A wide sparse vector (e.g. 256 TF-IDF dims) fed raw into the cross layers lets the
+            # model memorize items; a small linear projection keeps what generalizes.
+            v = keras.layers.Dense(vector_dim, use_bias=False, kernel_regularizer=reg, name=f"proj_{f.name}")(
+                v
+            )
+        fields.append((f.name, v))
     for f in spec.sequences:
         item = next((h for h in spec.hashed if h.name == f.item_feature), None)
         if item is None:
@@ -140,6 +167,19 @@ def _field_vectors(spec: FeatureSpec, inputs: dict, l2: float) -> list[tuple[str
     return fields
 
 
+def _check_args(deep_units, dropout: float, l2: float, **counts: int) -> None:
+    bad = [u for u in deep_units if int(u) < 1]
+    if bad:
+        raise ValueError(f"train.deep_units must be positive layer widths, got {list(deep_units)}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"train.dropout must be in [0, 1), got {dropout}")
+    if l2 < 0:
+        raise ValueError(f"train.l2 must be >= 0, got {l2}")
+    for k, v in counts.items():
+        if int(v) < 0 or (k == "fm_dim" and int(v) < 1):
+            raise ValueError(f"train.{k} must be {'>= 1' if k == 'fm_dim' else '>= 0'}, got {v}")
+
+
 def _mlp(x: tf.Tensor, units: tuple[int, ...], dropout: float, prefix: str) -> tf.Tensor:
     for i, u in enumerate(units):
         x = keras.layers.Dense(u, activation="relu", name=f"{prefix}_dense_{i}")(x)
@@ -154,10 +194,12 @@ def build_dcn(
     deep_units: tuple[int, ...] = (256, 128),
     dropout: float = 0.0,
     l2: float = 0.0,
+    vector_dim: int = 0,
 ) -> keras.Model:
     """DCN-v2 (parallel): full-rank cross network and a deep tower over the same ``x0``."""
+    _check_args(deep_units, dropout, l2, cross_layers=cross_layers, vector_dim=vector_dim)
     inputs = _inputs(spec)
-    fields = _field_vectors(spec, inputs, l2)
+    fields = _field_vectors(spec, inputs, l2, vector_dim)
     x0 = keras.layers.Concatenate(name="x0")([v for _, v in fields]) if len(fields) > 1 else fields[0][1]
     xl = x0
     for i in range(cross_layers):
@@ -174,10 +216,12 @@ def build_deepfm(
     deep_units: tuple[int, ...] = (256, 128),
     dropout: float = 0.0,
     l2: float = 0.0,
+    vector_dim: int = 0,
 ) -> keras.Model:
     """DeepFM: linear + FM pairwise interactions over per-field ``fm_dim`` vectors + deep tower."""
+    _check_args(deep_units, dropout, l2, fm_dim=fm_dim, vector_dim=vector_dim)
     inputs = _inputs(spec)
-    fields = _field_vectors(spec, inputs, l2)
+    fields = _field_vectors(spec, inputs, l2, vector_dim)
     projected = []
     for name, v in fields:
         if v.shape[-1] != fm_dim:

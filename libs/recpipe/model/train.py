@@ -363,6 +363,21 @@ TRAIN_PARAM_KEYS = [
 
 
 # -- driver ---------------------------------------------------------------------------------------
+def model_kwargs_from_config(tc) -> dict[str, Any]:
+    """The factory arguments of ``train.model`` taken from the train config."""
+    common = {
+        "deep_units": [int(u) for u in tc.deep_units],
+        "dropout": tc.dropout,
+        "l2": tc.l2,
+        "vector_dim": tc.vector_dim,
+    }
+    if tc.model == "dcn":
+        return {**common, "cross_layers": tc.cross_layers}
+    if tc.model == "deepfm":
+        return {**common, "fm_dim": tc.fm_dim}
+    raise ValueError(f"unknown model {tc.model!r}")
+
+
 def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
@@ -461,7 +476,7 @@ def run_train(
         "examples_version": version,
         "spec_json": spec.to_json(),
         "model": tc.model,
-        "model_kwargs": dict(model_kwargs or {}),
+        "model_kwargs": {**model_kwargs_from_config(tc), **(model_kwargs or {})},
         "batch_size": tc.batch_size,
         "learning_rate": tc.learning_rate,
         "warmup_epochs": tc.warmup_epochs,
@@ -525,7 +540,11 @@ def run_train(
             lake,
             run_id=run_id,
             data_version=int(version),
-            params={**{k: params[k] for k in TRAIN_PARAM_KEYS}, "workers": len(results)},
+            params={
+                **{k: params[k] for k in TRAIN_PARAM_KEYS},
+                "model_kwargs": params["model_kwargs"],
+                "workers": len(results),
+            },
             metrics=metrics,
             path=r0["export_dir"],
             tolerance=tc.auc_tolerance,
