@@ -155,6 +155,7 @@ def stage_evaluate(cfg: Config, spark, date: dt.date | None) -> dict[str, Any]:
         "users_with_clicks": s["users_with_clicks"],
         "ranker": s["ranker"],
         "top_n": top,
+        "true_click_model": s.get("true_click_model", {}),
         "report_path": s["report_path"],
     }
 
@@ -256,6 +257,15 @@ def print_summary(summary: dict[str, Any]) -> None:
         for policy, m in ev["top_n"].items():
             metrics = "  ".join(f"{k}={_f(v)}" for k, v in m.items())
             print(f"  top-N {policy:<11} {metrics}", file=out)
+        tc = ev.get("true_click_model") or {}
+        if "published_expected_clicks_per_list" in tc:
+            print(
+                "  expected clicks per list (true click model): published "
+                f"{_f(tc['published_expected_clicks_per_list'])} | popularity "
+                f"{_f(tc['popularity_expected_clicks_per_list'])} | ALS-only "
+                f"{_f(tc['als_only_expected_clicks_per_list'])}",
+                file=out,
+            )
         print(f"  report: {ev['report_path']}", file=out)
 
 

@@ -46,6 +46,47 @@ def test_metrics_for_published_and_baselines_per_segment(report):
     assert stored.where("policy = 'published' and segment = 'all' and metric = 'ndcg@10'").count() == 1
 
 
+def test_true_click_model_expected_clicks_recomputed_from_the_published_rows(report, synthetic_lake):
+    import numpy as np
+
+    from recpipe.datasets.synthetic import true_click_probability
+    from recpipe.evaluation.run import true_click_model_eval
+    from recpipe.events.transforms import pseudonymize_py
+
+    lake, rep = report
+    cfg, _lake, raw, manifest = synthetic_lake
+    # the fixture's config says "raw" data: the report says why there is no true click model
+    assert "data.source is 'raw'" in rep["true_click_model"]["skipped"]
+    # given the same lake declared as generator output
+    tc = true_click_model_eval(replace(cfg, ["data.source=synthetic"]), lake, RUN_DATE)
+    # then the published figure is the generator's click probability of every published slot
+    # (0-based position = rank - 1, at noon of the run date) summed per human user
+    key = cfg.pseudonym_key()
+    users = _world_users(raw)
+    raw_of = {pseudonymize_py(u, key): u for u, _bot in users}
+    bots = {pseudonymize_py(u, key) for u, bot in users if bot}
+    pub = lake.read("gold.recommendations").where(F.col("run_date") == F.lit(RUN_DATE)).toPandas()
+    pub = pub[pub.user_id.isin(raw_of) & ~pub.user_id.isin(bots)]
+    noon = np.datetime64("2026-10-12T12:00:00", "ms")
+    p = true_click_probability(
+        raw, [raw_of[u] for u in pub.user_id], pub.item_id.tolist(), pub["rank"].to_numpy() - 1, noon
+    )
+    n_users = pub.user_id.nunique()
+    assert tc["users"] == n_users > 0
+    assert tc["published_expected_clicks_per_list"] == pytest.approx(p.sum() / n_users, abs=1e-4)
+    # and both baselines fill N slots for every one of those users
+    n = cfg.recommend.top_n
+    assert tc["popularity_slots"] == tc["als_only_slots"] == n * n_users
+    assert tc["popularity_expected_clicks_per_list"] > 0 and tc["als_only_expected_clicks_per_list"] > 0
+
+
+def _world_users(raw):
+    from recpipe.datasets.synthetic import load_world
+
+    w = load_world(raw)
+    return list(zip(w.user_ids.tolist(), w.is_bot.tolist(), strict=True))
+
+
 def test_off_policy_inputs_match_an_independent_recount(report, spark):
     lake, rep = report
     ope = rep["off_policy"]

@@ -116,6 +116,19 @@ def logged_policy_ope(events, start: dt.date, end: dt.date) -> dict[str, Any]:
     }
 
 
+def true_click_model_eval(cfg: Config, lake: Lake, date: dt.date) -> dict[str, Any]:
+    """Expected clicks per list of the published, popularity and ALS-only top-N under the
+    generator's true click model (:mod:`recpipe.scoring.oracle_eval`); synthetic data only."""
+    manifest = Path(cfg.data.raw_dir) / "manifest.json"
+    if cfg.data.source != "synthetic":
+        return {"skipped": f"data.source is {cfg.data.source!r}: no true click model"}
+    if not manifest.exists():
+        return {"skipped": f"{manifest} not found: the generator's world is needed"}
+    from recpipe.scoring.oracle_eval import evaluate_lists
+
+    return evaluate_lists(cfg, lake, date, cfg.data.raw_dir)
+
+
 def run_evaluate(
     cfg: Config, spark: SparkSession, date: dt.date | None = None, lake: Lake | None = None
 ) -> dict[str, Any]:
@@ -160,6 +173,7 @@ def run_evaluate(
     item_segments = O.item_segment_hit_rates(published, truth, before, k)
     ranker = ranker_metrics(cfg, lake)
     off_policy = logged_policy_ope(events, date, end)
+    true_clicks = true_click_model_eval(cfg, lake, date)
     run_id = f"evaluate-{date}-{uuid.uuid4().hex[:8]}"
     report = {
         "job": "evaluate",
@@ -173,6 +187,7 @@ def run_evaluate(
         "top_n": rows,
         "item_segments": item_segments,
         "off_policy": off_policy,
+        "true_click_model": true_clicks,
         "reasons": {
             r["reason"]: r["n"] for r in recs.groupBy("reason").agg(F.count("*").alias("n")).collect()
         },
@@ -212,6 +227,12 @@ def _store(lake: Lake, report: dict[str, Any], date: dt.date) -> None:
                     float(report["off_policy"][est]["value"]),
                     now,
                 )
+            )
+    for policy in ("published", "popularity", "als_only"):
+        v = report.get("true_click_model", {}).get(f"{policy}_expected_clicks_per_list")
+        if v is not None:
+            out.append(
+                (report["run_id"], date, policy, "all", "true_expected_clicks_per_list", float(v), now)
             )
     df = lake.spark.createDataFrame(out, EVALUATIONS_SCHEMA)
     # One evaluation per run date is kept: a rerun replaces that date's rows atomically.

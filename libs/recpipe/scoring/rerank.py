@@ -54,6 +54,7 @@ class RerankParams:
         return cls(
             top_n=rc.top_n,
             max_per_category=rc.max_per_category,
+            fresh_boost=rc.fresh_boost,
             explore_share=rc.explore_share,
             seed=rc.seed,
             uncertain_impressions=uncertain_impressions,
