@@ -1,22 +1,28 @@
-"""Training benchmark: samples/s with 1 and 2 Horovod workers on the same synthetic examples,
-time to the final AUC, peak memory. Not a timed assertion; run by hand or from run_bench.py:
+"""Training benchmark (``make bench``; no timed assertions): samples/s with 1 and 2 Horovod workers
+on the same examples, the scaling ratio, time to the final AUC, peak memory.
 
-    .venv/bin/python tests/perf/bench_train.py --out bench-results [--rows 40000]
+``bench(out_dir)``: the examples built from 10^6 synthetic events (reuses the lake the features
+benchmark left in ``out_dir/lake``, else builds it); ``bench_mind(out_dir)``: the MIND sample's
+examples (same reuse). Each run reports the model's test AUC next to popularity, the oracle (when
+known) and the logistic regression of the examples issue on the same split.
+
+    .venv/bin/python tests/perf/bench_train.py [synthetic|mind] [OUT_DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
 
 
 def _peak_rss_mb() -> dict[str, float]:
@@ -26,59 +32,58 @@ def _peak_rss_mb() -> dict[str, float]:
     return {"driver_peak_rss_mb": round(own, 1), "largest_child_peak_rss_mb": round(children, 1)}
 
 
-def bench(out_dir: Path, rows: int = 40_000, epochs: int = 4, batch_size: int = 512) -> dict:
-    """Train the same data with 1 and 2 workers; return throughput, AUCs and timings."""
-    from pyspark.sql import SparkSession
-
-    from recpipe.config import config_from_dict
+def _examples_lake(out_dir: Path, which: str) -> tuple[Any, dict[str, Any]]:
+    """The config of a lake holding gold.training_examples for ``which``; built when missing."""
+    from recpipe import constants as C
     from recpipe.lake import open_lake
-    from recpipe.model.testing import synthetic_examples, synthetic_spec, write_examples
+    from recpipe.spark import build_session
+    from tests.perf import bench_features as BF
+
+    raw = out_dir / "raw"
+    if which == "mind":
+        cfg = BF._config(
+            out_dir, raw, examples={"validation_start": "2019-11-13", "test_start": "2019-11-14"}
+        )
+    else:
+        cfg = BF._config(out_dir, raw)
+    spark = build_session(cfg, "bench-train")
+    lake = open_lake(cfg, spark)
+    built: dict[str, Any] = {"reused_examples": lake.exists(C.GOLD_TRAINING_EXAMPLES)}
+    if not built["reused_examples"]:
+        built.update(BF.bench_mind(out_dir) if which == "mind" else BF.bench(out_dir))
+    return cfg, built
+
+
+def _logreg(lake) -> dict[str, Any]:
+    from recpipe import constants as C
+    from recpipe.features.baselines import examples_to_pandas, logreg_vs_popularity
+
+    r = logreg_vs_popularity(examples_to_pandas(lake.read(C.GOLD_TRAINING_EXAMPLES)))
+    return {k: r.get(k) for k in ("auc_logreg", "auc_popularity", "n_train", "n_test")}
+
+
+def _bench(out_dir: Path, which: str, epochs: int | None = None) -> dict[str, Any]:
+    from recpipe.config import replace
+    from recpipe.lake import open_lake
     from recpipe.model.train import run_train
+    from recpipe.spark import build_session
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = out_dir / "train-bench"
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("bench-train")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
-        .config("spark.local.dir", str(work / "spark"))
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    cfg, built = _examples_lake(out_dir, which)
+    spark = build_session(cfg, "bench-train")
+    lake = open_lake(cfg, spark)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-
-    def cfg(workers: int):
-        return config_from_dict(
-            {
-                "mode": "local",
-                "lake": {"root": str(work / f"lake-{stamp}")},
-                "data": {"source": "raw", "raw_dir": str(work / "raw")},
-                "train": {
-                    "model_dir": str(work / "models"),
-                    "num_proc": workers,
-                    "epochs": epochs,
-                    "batch_size": batch_size,
-                    "checkpoint_every_steps": 1_000_000,
-                    "early_stopping_patience": epochs,
-                },
-            }
-        )
-
-    lake = open_lake(cfg(1), spark)
-    t0 = time.perf_counter()
-    write_examples(spark, lake, synthetic_examples(rows, seed=11), synthetic_spec())
-    result = {"rows": rows, "epochs": epochs, "batch_size": batch_size, "write_examples_s": 0.0}
-    result["write_examples_s"] = round(time.perf_counter() - t0, 2)
-    result["cpu_count"] = os.cpu_count()
+    result: dict[str, Any] = {"name": f"train_{which}", "cpu_count": os.cpu_count(), "examples": built}
+    result["logreg_same_split"] = _logreg(lake)
     for workers in (1, 2):
+        sets = [f"train.num_proc={workers}", f"train.model_dir={out_dir / 'models'}"]
+        sets += [f"train.epochs={epochs}"] if epochs else []
+        c = replace(cfg, sets + ["train.checkpoint_every_steps=1000000"])
         t = time.perf_counter()
-        s = run_train(cfg(workers), spark, lake, run_id=f"bench-{stamp}-w{workers}", register=False)
+        s = run_train(c, spark, lake, run_id=f"bench-{stamp}-w{workers}", register=False)
         result[f"workers_{workers}"] = {
+            "epochs_run": s["epochs_run"],
+            "steps": s["steps"],
             "samples_per_s": s["samples_per_s"],
             "samples_per_s_last_epoch": s["samples_per_s_last_epoch"],
             "train_loop_s": s["train_s"],
@@ -92,16 +97,24 @@ def bench(out_dir: Path, rows: int = 40_000, epochs: int = 4, batch_size: int = 
         }
     w1, w2 = (result[f"workers_{w}"]["samples_per_s_last_epoch"] for w in (1, 2))
     result["steady_speedup_2_vs_1"] = round(w2 / w1, 2) if w1 else None
+    result["train_config"] = {
+        k: getattr(cfg.train, k) for k in ("model", "epochs", "batch_size", "learning_rate")
+    }
     result.update(_peak_rss_mb())
-    spark.stop()
-    (out_dir / "bench_train.json").write_text(json.dumps(result, indent=2))
     return result
 
 
+def bench(out_dir: Path, epochs: int | None = None) -> dict[str, Any]:
+    """Examples from 10^6 synthetic events (the features benchmark's lake when present)."""
+    return _bench(out_dir, "synthetic", epochs)
+
+
+def bench_mind(out_dir: Path, epochs: int | None = None) -> dict[str, Any]:
+    """The MIND sample's examples (the features benchmark's MIND lake when present)."""
+    return _bench(out_dir, "mind", epochs)
+
+
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="bench-results")
-    ap.add_argument("--rows", type=int, default=40_000)
-    ap.add_argument("--epochs", type=int, default=4)
-    a = ap.parse_args()
-    print(json.dumps(bench(Path(a.out), rows=a.rows, epochs=a.epochs)))
+    which = sys.argv[1] if len(sys.argv) > 1 else "synthetic"
+    out = Path(sys.argv[2] if len(sys.argv) > 2 else f"/tmp/recpipe-bench-train-{which}")
+    print(json.dumps((bench_mind if which == "mind" else bench)(out), default=str))
