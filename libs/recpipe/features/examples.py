@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import time
 import uuid
@@ -610,7 +609,3 @@ def default_range(lake: Lake, until: dt.date | None) -> tuple[dt.date, dt.date]:
         raise ValueError("examples: silver.events is empty")
     end = row[1] if until is None else min(row[1], until)
     return row[0], end
-
-
-def spec_json(lake: Lake) -> dict[str, Any]:
-    return json.loads(read_spec(lake).to_json())

@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recpipe import constants as C
@@ -179,7 +179,3 @@ def publish_recommendations(
         "rows_written": res.rows_written,
         "skipped_reason": res.skipped_reason,
     }
-
-
-def top_n_window() -> Window:
-    return Window.partitionBy(C.USER_ID).orderBy(C.RANK)

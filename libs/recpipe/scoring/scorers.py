@@ -144,8 +144,3 @@ def get_scorer(ref: ScorerRef) -> Scorer:
             log.info("loading scorer %s", ref)
             scorer = _SCORERS[ref] = _load(ref)
         return scorer
-
-
-def loaded_scorers() -> int:
-    """How many scorers this process has loaded (tests: loaded once per worker)."""
-    return len(_SCORERS)
