@@ -26,6 +26,55 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the file and key."""
 
 
+def checked(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    kind: Literal["timestamp", "date"] | None = None,
+) -> Any:
+    """A config field with a value check applied at load (to each element of a list).
+
+    ``ge/gt/le/lt`` bound a number; ``kind`` requires an ISO timestamp or date string. The check
+    lives on the field, so defaults, YAML and ``--set`` overrides are all checked the same way.
+    """
+    meta = {"checks": {"ge": ge, "gt": gt, "le": le, "lt": lt, "kind": kind}}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def parse_ts(text: str) -> datetime.datetime:
+    """An ISO-8601 timestamp string (``Z`` allowed; naive means UTC) as an aware datetime."""
+    ts = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return ts if ts.tzinfo else ts.replace(tzinfo=datetime.UTC)
+
+
+def _check_value(value: Any, checks: dict[str, Any], key: str, file: str) -> None:
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_value(v, checks, f"{key}[{i}]", file)
+        return
+    bounds = {"ge": (">=", lambda a, b: a >= b), "gt": (">", lambda a, b: a > b),
+              "le": ("<=", lambda a, b: a <= b), "lt": ("<", lambda a, b: a < b)}
+    for name, (sym, ok) in bounds.items():
+        bound = checks.get(name)
+        if bound is not None and isinstance(value, (int, float)) and not ok(value, bound):
+            raise ConfigError(f"{file}: key '{key}' must be {sym} {bound}, got {value!r}")
+    kind = checks.get("kind")
+    if kind and isinstance(value, str):
+        try:
+            parse_ts(value) if kind == "timestamp" else datetime.date.fromisoformat(value)
+        except ValueError:
+            example = "2026-10-01T00:00:00Z" if kind == "timestamp" else "2026-10-01"
+            raise ConfigError(
+                f"{file}: key '{key}' must be an ISO {kind} like {example}, got {value!r}"
+            ) from None
+
+
 @dataclass(frozen=True)
 class SparkConfig:
     app_name: str = "recpipe"
@@ -41,16 +90,16 @@ class LakeConfig:
     root: str
     backend: Literal["delta-rs", "delta-spark", "auto"] = "delta-rs"
     # Files older than this that no table version references are removed by `vacuum`.
-    vacuum_retention_hours: float = 168.0
-    commit_retries: int = 3
+    vacuum_retention_hours: float = checked(168.0, ge=0)
+    commit_retries: int = checked(3, ge=0)
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    events: int = 200_000
+    events: int = checked(200_000, ge=1)
     seed: int = 42
-    start: str = "2026-10-01"
-    days: int = 14
+    start: str = checked("2026-10-01", kind="date")
+    days: int = checked(14, ge=1)
 
 
 @dataclass(frozen=True)
@@ -73,11 +122,11 @@ class IngestConfig:
         default_factory=lambda: ["impression", "click", "read", "like", "share", "hide"]
     )
     # Events before this instant are implausible -> quarantined as bad_timestamp.
-    min_event_ts: str = "2000-01-01T00:00:00Z"
+    min_event_ts: str = checked("2000-01-01T00:00:00Z", kind="timestamp")
     # Events later than ingest time + this many seconds -> quarantined as future_timestamp.
-    max_future_seconds: int = 86_400
+    max_future_seconds: int = checked(86_400, ge=0)
     # Number of Spark tasks that read the raw files (0 = Spark's default parallelism).
-    read_tasks: int = 0
+    read_tasks: int = checked(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -92,30 +141,30 @@ class PrivacyConfig:
 class QualityConfig:
     # A failed critical expectation stops the job (exit non-zero).
     fail_on_critical: bool = True
-    mostly_required_non_null: float = 1.0
+    mostly_required_non_null: float = checked(1.0, ge=0, le=1)
 
 
 @dataclass(frozen=True)
 class FeaturesConfig:
     """Feature tables as of a date (owned by recpipe.features)."""
 
-    windows_days: list[int] = field(default_factory=lambda: [1, 7, 28])
-    ctr_prior_strength: float = 20.0
-    last_k_items: int = 10
-    text_features: int = 256
+    windows_days: list[int] = checked(factory=lambda: [1, 7, 28], ge=1)
+    ctr_prior_strength: float = checked(20.0, ge=0)
+    last_k_items: int = checked(10, ge=1)
+    text_features: int = checked(256, ge=1)
 
 
 @dataclass(frozen=True)
 class ExamplesConfig:
     """Training examples (owned by recpipe.features.examples)."""
 
-    attribution_window_minutes: int = 30
-    negatives_per_positive: int = 4
+    attribution_window_minutes: int = checked(30, ge=1)
+    negatives_per_positive: int = checked(4, ge=1)
     # Time split: train < validation_start <= validation < test_start <= test.
-    validation_start: str = "2026-10-11"
-    test_start: str = "2026-10-13"
-    hash_buckets_user: int = 100_000
-    hash_buckets_item: int = 50_000
+    validation_start: str = checked("2026-10-11", kind="date")
+    test_start: str = checked("2026-10-13", kind="date")
+    hash_buckets_user: int = checked(100_000, ge=1)
+    hash_buckets_item: int = checked(50_000, ge=1)
 
 
 @dataclass(frozen=True)
@@ -128,40 +177,40 @@ class TrainConfig:
     # and the size the item text vector is projected to (0 = fed raw). Defaults chosen on the
     # synthetic default's validation split (README, "Model"): without the L2 and the projection
     # the model memorized items through the 256-dim text vector (test AUC 0.76 vs 0.82).
-    deep_units: list[int] = field(default_factory=lambda: [256, 128])
-    cross_layers: int = 3
-    fm_dim: int = 16
-    dropout: float = 0.0
-    l2: float = 1e-4
-    vector_dim: int = 8
-    num_proc: int = 2
-    epochs: int = 4
-    batch_size: int = 1024
-    learning_rate: float = 0.001
-    warmup_epochs: int = 1
-    checkpoint_every_steps: int = 200
-    early_stopping_patience: int = 2
+    deep_units: list[int] = checked(factory=lambda: [256, 128], ge=1)
+    cross_layers: int = checked(3, ge=0)
+    fm_dim: int = checked(16, ge=1)
+    dropout: float = checked(0.0, ge=0, lt=1)
+    l2: float = checked(1e-4, ge=0)
+    vector_dim: int = checked(8, ge=0)
+    num_proc: int = checked(2, ge=1)
+    epochs: int = checked(4, ge=1)
+    batch_size: int = checked(1024, ge=1)
+    learning_rate: float = checked(0.001, gt=0)
+    warmup_epochs: int = checked(1, ge=0)
+    checkpoint_every_steps: int = checked(200, ge=1)
+    early_stopping_patience: int = checked(2, ge=0)
     seed: int = 7
     model_dir: str = "./models"
-    auc_tolerance: float = 0.005
+    auc_tolerance: float = checked(0.005, ge=0, le=1)
 
 
 @dataclass(frozen=True)
 class RecommendConfig:
     """Candidates, ranking, re-ranking and publishing (owned by recpipe.candidates/scoring)."""
 
-    top_n: int = 10
-    candidates_per_user: int = 200
+    top_n: int = checked(10, ge=1)
+    candidates_per_user: int = checked(200, ge=1)
     # Diversity: at most this many items of one category in a list. With the freshness boost
     # below, chosen on the synthetic default's true click model (README, "Recommend"): a cap of 3
     # and a boost of 0.2 cost 12% of the expected clicks and fell below the ALS-only list.
-    max_per_category: int = 4
+    max_per_category: int = checked(4, ge=1)
     # Ranking score multiplied by (1 + fresh_boost * freshness), freshness 1 at publication and
     # 0 at the end of fresh_window_hours. The model already sees the item's age; keep it small.
-    fresh_boost: float = 0.05
-    explore_share: float = 0.1
-    fresh_window_hours: int = 48
-    max_item_age_days: int = 14
+    fresh_boost: float = checked(0.05, ge=0)
+    explore_share: float = checked(0.1, ge=0, le=1)
+    fresh_window_hours: int = checked(48, ge=1)
+    max_item_age_days: int = checked(14, ge=1)
     seed: int = 11
 
 
@@ -169,9 +218,9 @@ class RecommendConfig:
 class EvaluateConfig:
     """Offline evaluation (owned by recpipe.evaluation)."""
 
-    k: int = 10
+    k: int = checked(10, ge=1)
     # Clicks in [run date, run date + horizon) are the ground truth for that date's lists.
-    horizon_days: int = 7
+    horizon_days: int = checked(7, ge=1)
     report_dir: str = "./reports"
 
 
@@ -277,6 +326,12 @@ def _build(cls: type, data: dict, prefix: str, file: str) -> Any:
             kwargs[name] = _coerce(hints[name], data[name], key, file)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{file}: missing required key '{key}'")
+        checks = f.metadata.get("checks")
+        if checks:
+            value = kwargs[name] if name in kwargs else (
+                f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            )
+            _check_value(value, checks, key, file)
     return cls(**kwargs)
 
 
@@ -345,7 +400,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
 def config_from_dict(data: dict, overrides: list[str] | None = None, file: str = "<dict>") -> Config:
     data = apply_overrides(data, overrides or [], file)
     cfg = _build(Config, data, "", file)
+    _cross_checks(cfg, file)
     return dataclasses.replace(cfg, source_file=file)
+
+
+def _cross_checks(cfg: Config, file: str) -> None:
+    """Checks that relate two keys (each key's own range is checked on its field)."""
+    ex = cfg.examples
+    if datetime.date.fromisoformat(ex.validation_start) >= datetime.date.fromisoformat(ex.test_start):
+        raise ConfigError(
+            f"{file}: key 'examples.validation_start' ({ex.validation_start}) must be before "
+            f"'examples.test_start' ({ex.test_start})"
+        )
+    if cfg.train.warmup_epochs > cfg.train.epochs:
+        raise ConfigError(
+            f"{file}: key 'train.warmup_epochs' ({cfg.train.warmup_epochs}) must not exceed "
+            f"'train.epochs' ({cfg.train.epochs})"
+        )
 
 
 def replace(cfg: Config, overrides: list[str]) -> Config:

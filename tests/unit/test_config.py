@@ -72,3 +72,31 @@ def test_pseudonym_key_comes_from_the_environment(monkeypatch):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("recommend.top_n=0", r"key 'recommend\.top_n' must be >= 1, got 0"),
+        ("recommend.top_n=-5", r"key 'recommend\.top_n' must be >= 1, got -5"),
+        ("recommend.explore_share=7", r"key 'recommend\.explore_share' must be <= 1, got 7"),
+        ("train.epochs=-1", r"key 'train\.epochs' must be >= 1, got -1"),
+        ("train.num_proc=0", r"key 'train\.num_proc' must be >= 1, got 0"),
+        ("lake.commit_retries=-1", r"key 'lake\.commit_retries' must be >= 0, got -1"),
+        ("train.learning_rate=-1", r"key 'train\.learning_rate' must be > 0, got -1"),
+        ("features.windows_days=[1,0]", r"key 'features\.windows_days\[1\]' must be >= 1, got 0"),
+        ("ingest.min_event_ts=yesterday", r"key 'ingest\.min_event_ts' must be an ISO timestamp"),
+        ("examples.test_start=2026-13-01", r"key 'examples\.test_start' must be an ISO date"),
+        ("examples.test_start=2026-10-01", r"'examples\.validation_start' \(2026-10-11\) must be before"),
+    ],
+)
+def test_values_are_range_checked_at_load(override, message):
+    """Issue 9: bad values were accepted at load (top_n=0 later wiped the published lists)."""
+    with pytest.raises(ConfigError, match=r"conf/local\.yaml: " + message):
+        load_config("conf/local.yaml", [override])
+
+
+def test_range_checks_apply_to_yaml_values_too(tmp_path):
+    p = write(tmp_path, "mode: local\nlake: {root: /x}\nrecommend: {top_n: 0}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: key 'recommend\.top_n' must be >= 1"):
+        load_config(p)
