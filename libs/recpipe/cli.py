@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from recpipe import faults
 from recpipe.config import Config, ConfigError, load_config
 
 log = logging.getLogger("recpipe")
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     t0 = time.perf_counter()
     try:
+        faults.enter(args.command)  # RECPIPE_FAULT=<command>:<point> crash tests
         result = args.func(args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
         print(f"recpipe {args.command}: error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recpipe import constants as C
-from recpipe import quality
-from recpipe.config import Config
+from recpipe import faults, quality
+from recpipe.config import Config, IngestConfig
 from recpipe.events import transforms as T
 from recpipe.lake import Lake, Txn, open_lake
 
@@ -31,6 +32,15 @@ log = logging.getLogger(__name__)
 
 ITEMS_FILE = "items.jsonl"
 EVENTS_DIR = "events"
+# Files at the batch root that are not event files: the catalog, the importers' and the
+# generator's manifest, and the generator's ground truth.
+KNOWN_ROOT_FILES = (ITEMS_FILE, "manifest.json", "ground_truth.parquet")
+# The file name endings each `ingest.format` reads; `.gz` files are gunzipped while reading.
+FORMAT_EXTENSIONS = {
+    "jsonl": (".jsonl", ".json", ".jsonl.gz", ".json.gz"),
+    "csv": (".csv", ".csv.gz"),
+    "parquet": (".parquet",),
+}
 
 
 class IngestError(RuntimeError):
@@ -50,25 +60,90 @@ def read_bytes(path: str) -> bytes:
         return fh.read()
 
 
-def list_event_files(input_dir: str, fmt: str, date: dt.date | None = None) -> list[str]:
-    """The batch's event files, sorted: ``events/YYYY-MM-DD/*.jsonl`` (or .csv/.parquet)."""
+@dataclass
+class BatchFiles:
+    """The files of one batch folder: those ingest reads, and why it does not read the others."""
+
+    files: list[str]
+    not_read: dict[str, str] = field(default_factory=dict)
+
+
+def _format_of(name: str) -> str | None:
+    lower = name.lower()
+    return next((f for f, exts in FORMAT_EXTENSIONS.items() if lower.endswith(exts)), None)
+
+
+def scan_input(input_dir: str, fmt: str, date: dt.date | None = None) -> BatchFiles:
+    """Every file of a batch folder, sorted: the event files of ``fmt`` and the files not read.
+
+    Event files are ``events/**`` (or the folder itself when it has no ``events/``), only
+    ``events/<date>/`` with ``date``. Without ``date`` every other file of the folder is accounted
+    for too, except :data:`KNOWN_ROOT_FILES` at its root. Names starting with ``.`` or ``_``
+    (``_SUCCESS``, ``.crc``, spool folders) are skipped, as Spark's own file sources do.
+    """
     fs, base = _fs(input_dir)
-    info = fs.get_file_info(base)
-    if info.type != pafs.FileType.Directory:
+    if fs.get_file_info(base).type != pafs.FileType.Directory:
         raise IngestError(f"input folder not found: {input_dir}")
     root = f"{base}/{EVENTS_DIR}"
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
+    has_events = fs.get_file_info(root).type == pafs.FileType.Directory
+    if not has_events:
         root = base
     if date is not None:
         root = f"{root}/{date.isoformat()}"
-    ext = {"jsonl": (".jsonl", ".json"), "csv": (".csv",), "parquet": (".parquet",)}[fmt]
-    files = [
-        i.path
-        for i in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-        if i.type == pafs.FileType.File and i.base_name.endswith(ext) and i.base_name != ITEMS_FILE
-    ]
+    scope = root if date is not None else base
     prefix = "" if "://" not in input_dir else input_dir.split("://", 1)[0] + "://"
-    return sorted(prefix + f for f in files)
+    exts = ", ".join(FORMAT_EXTENSIONS[fmt])
+    out = BatchFiles([])
+    for i in fs.get_file_info(pafs.FileSelector(scope, recursive=True, allow_not_found=True)):
+        rel = i.path[len(scope) :].lstrip("/")
+        if i.type != pafs.FileType.File or any(p.startswith((".", "_")) for p in rel.split("/")):
+            continue
+        if date is None and rel in KNOWN_ROOT_FILES:
+            continue
+        path, kind = prefix + i.path, _format_of(i.base_name)
+        if i.size == 0:
+            out.not_read[path] = "empty file"
+        elif kind == fmt and i.path.startswith(root + "/"):
+            out.files.append(path)
+        elif kind == fmt:
+            out.not_read[path] = f"outside {EVENTS_DIR}/ (only files under {EVENTS_DIR}/ are events)"
+        elif kind is not None:
+            out.not_read[path] = f"a {kind} file: read with ingest.format={kind} (this batch: {fmt})"
+        else:
+            out.not_read[path] = f"unknown extension: ingest.format={fmt} reads {exts}"
+    out.files.sort()
+    out.not_read = dict(sorted(out.not_read.items()))
+    return out
+
+
+def list_event_files(input_dir: str, fmt: str, date: dt.date | None = None) -> list[str]:
+    """The batch's event files, sorted: ``events/YYYY-MM-DD/*.jsonl`` (or .csv/.parquet, .gz)."""
+    return scan_input(input_dir, fmt, date).files
+
+
+def _no_event_files(input_dir: str, fmt: str, date: dt.date | None, batch: BatchFiles) -> IngestError:
+    where = f"{input_dir}" + (f" for {date}" if date else "")
+    msg = f"no event files under {where}: ingest.format={fmt} reads {', '.join(FORMAT_EXTENSIONS[fmt])}"
+    if not batch.not_read:
+        return IngestError(msg + "; found no other files")
+    names = [Path(f).name for f in batch.not_read]
+    msg += f"; found {len(names)} other file(s): {', '.join(names[:5])}" + (", ..." if len(names) > 5 else "")
+    kinds = sorted({k for f in batch.not_read if (k := _format_of(f)) is not None and k != fmt})
+    if kinds:
+        reads = "; ".join(f"--set ingest.format={k} reads {', '.join(FORMAT_EXTENSIONS[k])}" for k in kinds)
+        msg += f" ({reads})"
+    return IngestError(msg)
+
+
+def _check_not_read(cfg: IngestConfig, batch_id: str, not_read: dict[str, str]) -> None:
+    """``ingest.unknown_files: fail`` -> stop the batch (before anything is written)."""
+    if not_read and cfg.unknown_files == "fail":
+        listed = "; ".join(f"{f} ({why})" for f, why in list(not_read.items())[:10])
+        more = f" and {len(not_read) - 10} more" if len(not_read) > 10 else ""
+        raise IngestError(
+            f"batch {batch_id}: {len(not_read)} file(s) that ingest does not read: {listed}{more}; "
+            "nothing was written (remove or fix them, or --set ingest.unknown_files=skip)"
+        )
 
 
 def default_batch_id(input_dir: str, files: list[str]) -> str:
@@ -81,8 +156,11 @@ def default_batch_id(input_dir: str, files: list[str]) -> str:
     return f"{Path(input_dir.rstrip('/')).name}-{h.hexdigest()[:12]}"
 
 
-def _read_tabular(spark: SparkSession, cfg: Config, files: list[str]) -> DataFrame:
-    """CSV/Parquet sources mapped onto the raw fields through ``ingest.column_mapping``."""
+def _read_tabular(spark: SparkSession, cfg: Config, files: list[str], sources: dict[str, str]) -> DataFrame:
+    """CSV/Parquet sources (``.csv.gz`` gunzipped by Spark) mapped onto the raw fields.
+
+    ``sources``: canonical field -> source column, from ``ingest.column_mapping``.
+    """
     if cfg.ingest.format == "csv":
         src = (
             spark.read.option("header", True)
@@ -92,13 +170,16 @@ def _read_tabular(spark: SparkSession, cfg: Config, files: list[str]) -> DataFra
         )
     else:
         src = spark.read.parquet(*files)
-    mapping = cfg.ingest.column_mapping
-    unknown = [k for k in mapping if k not in C.RAW_FIELDS]
-    if unknown:
-        raise IngestError(f"{cfg.source_file}: ingest.column_mapping has unknown fields {unknown}")
+    absent = {f: c for f, c in sources.items() if c not in src.columns}
+    if absent:
+        raise IngestError(
+            f"{cfg.source_file}: ingest.column_mapping names columns the {cfg.ingest.format} source "
+            f"does not have: {', '.join(f'{f}: {c!r}' for f, c in absent.items())} "
+            f"(its columns: {src.columns})"
+        )
     cols = []
     for f in C.RAW_FIELDS:
-        name = mapping.get(f, f)
+        name = sources.get(f, f)
         if name in src.columns:
             c = F.col(f"`{name}`")
             cols.append(c.cast("boolean" if f == "is_history" else "string").alias(f))
@@ -116,15 +197,41 @@ def _read_tabular(spark: SparkSession, cfg: Config, files: list[str]) -> DataFra
     )
 
 
-def read_raw(spark: SparkSession, cfg: Config, files: list[str]) -> DataFrame:
-    """Parse the batch's files into one row per input record (``transforms.PARSED_DDL``)."""
-    if cfg.ingest.format != "jsonl":
-        return _read_tabular(spark, cfg, files)
+def _paths(spark: SparkSession, cfg: Config, files: list[str]) -> DataFrame:
     tasks = cfg.ingest.read_tasks or spark.sparkContext.defaultParallelism
-    paths = spark.createDataFrame([(f,) for f in files], "path string").repartition(
+    return spark.createDataFrame([(f,) for f in files], "path string").repartition(
         min(tasks, len(files)) or 1
     )
-    return T.read_jsonl_files(paths, read_bytes)
+
+
+def read_raw(spark: SparkSession, cfg: Config, files: list[str]) -> DataFrame:
+    """Parse the batch's files into one row per input record (``transforms.PARSED_DDL``).
+
+    ``ingest.column_mapping`` applies to every format: source columns (JSON keys for jsonl) are
+    read under their canonical names, then constants and epoch units are applied. A JSONL file
+    that yields no records gives one row with ``line`` = ``transforms.FILE_ROW_LINE``.
+    """
+    specs = cfg.ingest.column_specs()
+    sources = {f: s.column for f, s in specs.items() if s.column is not None}
+    if cfg.ingest.format != "jsonl":
+        parsed = _read_tabular(spark, cfg, files, sources)
+    else:
+        parsed = T.read_jsonl_files(_paths(spark, cfg, files), read_bytes, sources)
+    consts = {f: s.const for f, s in specs.items() if s.const is not None}
+    units = {f: s.unit for f, s in specs.items() if s.unit is not None}
+    return T.apply_column_specs(parsed, consts, units)
+
+
+def probe_gzip_files(spark: SparkSession, cfg: Config, files: list[str]) -> dict[str, str]:
+    """The ``.gz`` files among ``files`` that hold no records (corrupt, empty), with the reason.
+
+    Needed for sources Spark parses itself (CSV), where a corrupt gzip fails the whole job.
+    """
+    gz = [f for f in files if f.lower().endswith(".gz")]
+    if not gz:
+        return {}
+    rows = T.probe_files(_paths(spark, cfg, gz), read_bytes).where(F.col("error").isNotNull()).collect()
+    return {r["path"]: r["error"] for r in rows}
 
 
 def read_items(spark: SparkSession, input_dir: str, batch_id: str, now: dt.datetime) -> DataFrame | None:
@@ -366,6 +473,7 @@ def _ingest_items(
 
 
 def _record_run(lake: Lake, summary: dict[str, Any], started: dt.datetime, status: str) -> None:
+    faults.point("runs", C.OPS_RUNS)  # commits done, run row not yet (crash tests)
     finished = dt.datetime.now(dt.UTC)
     row = (
         summary["run_id"],

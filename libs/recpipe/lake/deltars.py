@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
+from recpipe import faults
 from recpipe.lake.base import (
     CommitResult,
     ConcurrentCommitError,
@@ -288,6 +289,7 @@ class DeltaRsLake(Lake):
                 if missing:
                     raise LakeError(f"write to {table} refused: partition columns {missing} not in data")
                 actions, t_write = self._write_files(table, df, pcols)
+                faults.point("write", table)  # files written, not committed (crash tests)
                 schema = _spark_to_arrow(df.schema)
             else:
                 actions, t_write = [], 0.0
@@ -334,6 +336,7 @@ class DeltaRsLake(Lake):
             except Exception:
                 self._discard(table, actions)
                 raise
+            faults.point("commit", table)  # committed, the stage not finished (crash tests)
             new_version = self.version(table)
             return CommitResult(
                 table,
