@@ -24,10 +24,12 @@ DEFAULT_CONF = os.environ.get("RECPIPE_CONF", "conf/local.yaml")
 
 
 def _date(text: str) -> dt.date:
+    from recpipe.stages.base import parse_run_date
+
     try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+        return parse_run_date(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -84,28 +86,43 @@ def cmd_import(args: argparse.Namespace) -> dict[str, Any]:
     return import_movielens(args.source, args.out, overwrite=args.overwrite)
 
 
-def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
-    from recpipe.events.ingest import run_ingest
+def _stage_args(p: argparse.ArgumentParser, date_help: str) -> None:
+    """``--date`` (the run date D of the stage's date plan) and ``--rerun``, for every stage."""
+    p.add_argument("--date", type=_date, help=f"run date D, YYYY-MM-DD: {date_help}")
+    p.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run even when an earlier attempt with the same inputs and config is done "
+        "(skip-if-done) or the date plan says there is nothing to do",
+    )
 
-    cfg = _load(args)
-    spark = _session(cfg, "ingest")
-    return run_ingest(cfg, spark, input_dir=args.input, batch_id=args.batch_id, date=args.date)
+
+def _run_stage(args: argparse.Namespace, name: str, **options: Any) -> dict[str, Any]:
+    """A stage command through the stage contract (recpipe.stages); ``options`` override the plan."""
+    from recpipe.stages.runner import run_stage
+
+    options["force"] = getattr(args, "force", False)
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    res = run_stage(_load(args), name, args.date, given, rerun=args.rerun)
+    return stage_output(res)
+
+
+def stage_output(res: Any) -> dict[str, Any]:
+    """The JSON line of a stage command: the body's summary plus the attempt under ``stage``."""
+    attempt = {k: v for k, v in res.to_dict().items() if k != "summary"}
+    return {"job": res.stage, **res.summary, "stage": attempt}
+
+
+def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    return _run_stage(args, "ingest", input=args.input, batch_id=args.batch_id)
 
 
 def cmd_features(args: argparse.Namespace) -> dict[str, Any]:
-    from recpipe.features.build import run_features
-
-    cfg = _load(args)
-    spark = _session(cfg, "features")
-    return run_features(cfg, spark, as_of=args.date)
+    return _run_stage(args, "features")
 
 
 def cmd_examples(args: argparse.Namespace) -> dict[str, Any]:
-    from recpipe.features.examples import run_examples
-
-    cfg = _load(args)
-    spark = _session(cfg, "examples")
-    return run_examples(cfg, spark, args.start, args.end, click_only=True if args.click_only else None)
+    return _run_stage(args, "examples", start=args.start, end=args.end, click_only=args.click_only)
 
 
 def cmd_tables(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,24 +145,11 @@ def cmd_tables(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_recommend(args: argparse.Namespace) -> dict[str, Any]:
-    from recpipe.lake import open_lake
-    from recpipe.scoring.run import run_recommend
-
-    cfg = _load(args)
-    spark = _session(cfg, "recommend")
-    extra = None
-    if args.users:
-        reader = spark.read.option("header", True)
-        extra = reader.parquet(args.users) if args.users.endswith(".parquet") else reader.csv(args.users)
-    return run_recommend(cfg, spark, run_date=args.date, extra_users=extra, lake=open_lake(cfg, spark))
+    return _run_stage(args, "recommend", users=args.users)
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    from recpipe.model.train import run_train
-
-    cfg = _load(args)
-    spark = _session(cfg, "train")
-    return run_train(cfg, spark, run_id=args.run_id, examples_version=args.examples_version)
+    return _run_stage(args, "train", run_id=args.run_id, examples_version=args.examples_version)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,23 +184,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         help="folder with events/YYYY-MM-DD/HH.jsonl and items.jsonl (default: data.raw_dir of the config)",
     )
-    p.add_argument("--batch-id", help="batch id (default: derived from the folder and its files)")
-    p.add_argument("--date", type=_date, help="only ingest events/<date>/")
+    p.add_argument(
+        "--batch-id",
+        help="ingest the whole --input folder as this one batch (default: one batch per day folder, "
+        "each id derived from the folder's files)",
+    )
+    _stage_args(p, "the day folders events/YYYY-MM-DD/ dated before D (default: today, UTC)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser(
         "features", help="silver tables -> gold.item_features, gold.user_features as of --date"
     )
     _common(p)
-    p.add_argument("--date", type=_date, required=True, help="as-of date: only events before its 00:00 UTC")
+    _stage_args(
+        p, "features as of D, only events before its 00:00 UTC (default: the day after the latest event)"
+    )
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser(
         "examples", help="impressions + point-in-time features -> gold.training_examples (+ feature spec)"
     )
     _common(p)
-    p.add_argument("--start", type=_date, required=True, help="first impression date, YYYY-MM-DD")
-    p.add_argument("--end", type=_date, required=True, help="last impression date (inclusive), YYYY-MM-DD")
+    _stage_args(
+        p,
+        "the impressions of [D - examples.window_days, D - 1] (default: the day after the latest event)",
+    )
+    p.add_argument("--start", type=_date, help="first impression date, YYYY-MM-DD (overrides the plan)")
+    p.add_argument("--end", type=_date, help="last impression date, inclusive (overrides the plan)")
     p.add_argument(
         "--click-only",
         action="store_true",
@@ -214,11 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="candidates + ranking + re-ranking -> gold.recommendations for a run date (atomic, idempotent)",
     )
     _common(p)
-    p.add_argument(
-        "--date",
-        type=_date,
-        help="run date, YYYY-MM-DD: uses events before its 00:00 UTC "
-        "(default: the day after the latest event)",
+    _stage_args(
+        p, "the lists of D from events before its 00:00 UTC (default: the day after the latest event)"
     )
     p.add_argument(
         "--users",
@@ -231,16 +242,36 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="Horovod training of the CTR model on gold.training_examples -> ops.model_registry"
     )
     _common(p)
-    p.add_argument("--run-id", help="run id; an existing run id resumes from its last checkpoint")
-    p.add_argument("--examples-version", type=int, help="examples table version (default: latest)")
+    _stage_args(
+        p,
+        "trains unless a model was trained for one of the train.every_days - 1 days before D "
+        "(default: the day after the latest event)",
+    )
+    p.add_argument(
+        "--run-id", help="run id (always trains); an existing run id resumes from its last checkpoint"
+    )
+    p.add_argument(
+        "--examples-version", type=int, help="examples table version (always trains; default: the day's)"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "evaluate", help="offline metrics of the published lists vs. popularity and ALS -> ops.evaluations"
     )
     _common(p)
-    p.add_argument("--date", type=_date, help="run date of the lists (default: the latest published)")
+    _stage_args(
+        p,
+        "evaluates the lists published on D - evaluate.horizon_days against the clicks since "
+        "(default: the date that evaluates the latest published lists)",
+    )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("status", help="stages by run date from ops.runs: status, duration, counts, reasons")
+    _common(p)
+    p.add_argument("--date", type=_date, help="last run date shown (default: the latest in ops.runs)")
+    p.add_argument("--days", type=int, default=7, help="number of run dates shown (default: 7)")
+    p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("forget", help="delete one user's rows from every table (deletion on request)")
     _common(p)
@@ -260,15 +291,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     from recpipe.pipeline import add_run_parser
 
-    add_run_parser(sub, _common)
+    add_run_parser(sub, _common, _date)
     return parser
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from recpipe.evaluation.run import run_evaluate
+    return _run_stage(args, "evaluate")
 
+
+def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.lake import open_lake
+    from recpipe.stages.status import format_status, stage_status
+
+    if args.days < 1:
+        raise ValueError(f"--days must be >= 1, got {args.days}")
     cfg = _load(args)
-    return run_evaluate(cfg, _session(cfg, "evaluate"), args.date)
+    report = stage_status(open_lake(cfg, _session(cfg, "status")), args.date, args.days)
+    if not args.json:
+        print(format_status(report), file=sys.stderr)
+    return report
 
 
 def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:

@@ -165,6 +165,8 @@ class ExamplesConfig:
     test_start: str = checked("2026-10-13", kind="date")
     hash_buckets_user: int = checked(100_000, ge=1)
     hash_buckets_item: int = checked(50_000, ge=1)
+    # Daily runs (recpipe.stages): run date D builds the examples of [D - window_days, D - 1].
+    window_days: int = checked(14, ge=1)
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,9 @@ class TrainConfig:
     seed: int = 7
     model_dir: str = "./models"
     auc_tolerance: float = checked(0.005, ge=0, le=1)
+    # Daily runs (recpipe.stages): train on run date D unless a model was trained for one of the
+    # every_days - 1 days before D (those days keep the current model; 1 = every day).
+    every_days: int = checked(1, ge=1)
 
 
 @dataclass(frozen=True)

@@ -171,8 +171,19 @@ OPS_RUNS_SCHEMA = StructType(
         StructField("quarantined", MapType(StringType(), LongType())),
         StructField("table_versions", MapType(StringType(), LongType())),
         StructField("summary_json", StringType()),
+        # Stage contract (recpipe.stages): one row per attempt of a stage for a run date. Tables
+        # created before these columns existed still read: recpipe.stages.runs fills them from
+        # summary_json, and writes to such a table keep to its columns.
+        StructField("run_date", DateType()),
+        StructField("mode", StringType()),
+        StructField("reason", StringType()),
+        StructField("fingerprint", StringType()),
+        StructField("input_versions", MapType(StringType(), LongType())),
+        StructField("counts", MapType(StringType(), LongType())),
     ]
 )
+# The columns of ops.runs before the stage contract (ingest's reconciliation only).
+OPS_RUNS_BASE_COLUMNS = OPS_RUNS_SCHEMA.fieldNames()[:13]
 
 DATA_QUALITY_SCHEMA = StructType(
     [

@@ -1,7 +1,10 @@
 """Daily recpipe run: one spark-submit per stage, in pipeline order, for the run date ``{{ ds }}``.
 
 Each task submits ``jobs/<stage>.py`` with the packed environment (``deploy/spark-submit.sh`` builds
-it) and passes only ``--conf`` and ``--date``; everything else lives in the config file.
+it) and passes ``--conf``, ``--date`` and the optional ``--set`` overrides: the same arguments as
+``recpipe <stage>``, ``deploy/spark-submit.sh`` and the Kubernetes manifests. Each stage applies its
+date plan for run date D = ``ds`` (recpipe.stages.daily) and records its attempt in ``ops.runs``
+(``recpipe status``); a task that reruns a finished stage is skipped (skip-if-done).
 
 Settings come from the Airflow Variable ``recpipe_config`` (JSON), merged over ``DEFAULTS``; set it
 in the UI, or as ``AIRFLOW_VAR_RECPIPE_CONFIG`` in the environment (no database read). Example::
@@ -35,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     # Extra Python files for the executors (comma-separated); the packed env already holds recpipe.
     "py_files": "",
     "spark_conf": {"spark.pyspark.python": "./environment/bin/python"},
+    # Config overrides passed to every stage as `--set key=value`, e.g. ["train.every_days=7"].
+    "overrides": [],
     "retries": 2,
     "retry_delay_minutes": 5,
     "max_retry_delay_minutes": 60,
@@ -48,14 +53,23 @@ def load_settings() -> dict[str, Any]:
     return {**DEFAULTS, **overrides}
 
 
+def stage_arguments(settings: dict[str, Any]) -> list[str]:
+    """``--conf <conf_path> --date {{ ds }}`` and ``--set`` per override (tests parse these with the
+    real ``recpipe`` argument parser, so keep this function free of Airflow imports)."""
+    args = ["--conf", settings["conf_path"], "--date", "{{ ds }}"]
+    for override in settings.get("overrides") or []:
+        args += ["--set", str(override)]
+    return args
+
+
 def stage_task(stage: str, settings: dict[str, Any]) -> SparkSubmitOperator:
-    """The spark-submit task of one stage: ``jobs/<stage>.py --conf <conf_path> --date <ds>``."""
+    """The spark-submit task of one stage: ``jobs/<stage>.py`` with :func:`stage_arguments`."""
     return SparkSubmitOperator(
         task_id=stage,
         name=f"recpipe-{stage}-{{{{ ds_nodash }}}}",
         conn_id=settings["conn_id"],
         application=f"{settings['jobs_dir'].rstrip('/')}/{stage}.py",
-        application_args=["--conf", settings["conf_path"], "--date", "{{ ds }}"],
+        application_args=stage_arguments(settings),
         archives=settings["archives"] or None,
         py_files=settings["py_files"] or None,
         conf=dict(settings["spark_conf"]),

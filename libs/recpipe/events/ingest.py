@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import time
 import uuid
@@ -474,21 +473,23 @@ def _ingest_items(
 
 def _record_run(lake: Lake, summary: dict[str, Any], started: dt.datetime, status: str) -> None:
     faults.point("runs", C.OPS_RUNS)  # commits done, run row not yet (crash tests)
-    finished = dt.datetime.now(dt.UTC)
-    row = (
-        summary["run_id"],
-        summary["job"],
-        summary["batch_id"],
-        status,
-        started,
-        finished,
-        float(summary["duration_s"]),
-        summary["input_records"],
-        summary["accepted"],
-        summary["duplicates"],
-        summary["quarantined_by_reason"],
-        {k: int(v) for k, v in summary["table_versions"].items() if v is not None},
-        json.dumps(summary, default=str),
+    # Through the stage contract's recorder: under `recpipe.stages` it becomes part of the
+    # stage attempt's row instead of a second row.
+    from recpipe.stages.runs import RunRow, record
+
+    row = RunRow(
+        run_id=summary["run_id"],
+        job=summary["job"],
+        status=status,
+        started_at=started,
+        finished_at=dt.datetime.now(dt.UTC),
+        duration_s=float(summary["duration_s"]),
+        summary=summary,
+        batch_id=summary["batch_id"],
+        input_records=summary["input_records"],
+        accepted=summary["accepted"],
+        duplicates=summary["duplicates"],
+        quarantined=summary["quarantined_by_reason"],
+        table_versions=summary["table_versions"],
     )
-    df = lake.spark.createDataFrame([row], C.OPS_RUNS_SCHEMA)
-    lake.append(C.OPS_RUNS, df, txn=Txn(f"recpipe.ingest/{summary['batch_id']}", 1))
+    record(lake, row, txn=Txn(f"recpipe.ingest/{summary['batch_id']}", 1))

@@ -1,0 +1,303 @@
+"""The six stages and their date plans for run date D, declared here and nowhere else.
+
+========== ====================================================================================
+ingest     the landing folder's day folders ``events/YYYY-MM-DD/`` dated before D, one batch per
+           folder (id from its files and sizes; a folder whose files change is a new batch), each
+           batch once; a landing folder without day folders is one batch. Backtest: the whole
+           folder as one batch.
+features   ``gold.item_features`` / ``gold.user_features`` as of D (events before D 00:00 UTC).
+examples   impressions of ``[D - examples.window_days, D - 1]``. Backtest: every event date.
+train      every ``train.every_days`` days: trains when no model was trained for the
+           ``every_days - 1`` run dates before D; other days keep the current model (skipped).
+recommend  ``gold.recommendations`` for D.
+evaluate   the lists published on ``D - evaluate.horizon_days``, against the clicks of
+           ``[D - horizon, D)``, now known. Backtest: the lists of D against the clicks after D.
+========== ====================================================================================
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import functions as F
+
+from recpipe import constants as C
+from recpipe.config import Config
+from recpipe.evaluation.run import OPS_EVALUATIONS
+from recpipe.lake import Lake
+from recpipe.stages import runs
+from recpipe.stages.base import BACKTEST, DAILY, Stage, StageContext
+
+SILVER = (C.SILVER_EVENTS, C.SILVER_ITEMS)
+FEATURES = (C.GOLD_ITEM_FEATURES, C.GOLD_USER_FEATURES)
+
+
+def _force(ctx: StageContext) -> dict[str, Any]:
+    """``force=True`` for bodies that take it, only when the command asked (``--force``)."""
+    return {"force": True} if ctx.options.get("force") else {}
+
+
+class Ingest(Stage):
+    name = "ingest"
+    inputs = ()
+    outputs = (C.BRONZE_EVENTS_RAW, C.BRONZE_QUARANTINE, *SILVER)
+    config_keys = ("ingest",)
+    count_keys = ("batches", "batches_done_before")
+    describe = "the landing folder's day folders dated before D not yet ingested (one batch each)"
+
+    def default_date(self, cfg: Config, lake: Lake) -> dt.date:
+        """Today (UTC): every complete day folder of the landing folder."""
+        return dt.datetime.now(dt.UTC).date()
+
+    def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
+        from recpipe.events.ingest import default_batch_id, list_event_files
+
+        opts, cfg = ctx.options, ctx.cfg
+        input_dir = opts.get("input") or cfg.data.raw_dir
+        files = list_event_files(input_dir, cfg.ingest.format)
+        by_day: dict[str, list[str]] = {}
+        for f in files:
+            try:
+                day = dt.date.fromisoformat(Path(f).parent.name).isoformat()
+            except ValueError:
+                by_day = {}
+                break
+            by_day.setdefault(day, []).append(f)
+        whole = opts.get("batch_id") or ctx.mode == BACKTEST or not by_day
+        if whole:
+            bid = opts.get("batch_id") or (default_batch_id(input_dir, files) if files else None)
+            batches = [{"date": None, "batch_id": bid}] if bid else []
+        else:
+            batches = [
+                {"date": day, "batch_id": default_batch_id(input_dir, fs)}
+                for day, fs in sorted(by_day.items())
+                if dt.date.fromisoformat(day) < ctx.run_date
+            ]
+        return {"input_dir": input_dir, "batches": batches, "explicit": bool(opts.get("batch_id"))}
+
+    def skip_reason(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> str | None:
+        if not plan["batches"]:
+            return f"no new files: no event files dated before {ctx.run_date} in {plan['input_dir']}"
+        if plan["explicit"]:
+            return None
+        done = _ingested_batches(lake)
+        if all(b["batch_id"] in done for b in plan["batches"]):
+            return f"no new files: all {len(plan['batches'])} batches before {ctx.run_date} are ingested"
+        return None
+
+    def body(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> dict[str, Any]:
+        from recpipe.events.ingest import run_ingest
+
+        done = set() if plan["explicit"] or ctx.rerun else _ingested_batches(lake)
+        summaries = []
+        for b in plan["batches"]:
+            if b["batch_id"] in done:
+                continue
+            day = dt.date.fromisoformat(b["date"]) if b["date"] else None
+            summaries.append(
+                run_ingest(ctx.cfg, ctx.spark, plan["input_dir"], batch_id=b["batch_id"], date=day, lake=lake)
+            )
+        if len(summaries) == 1:
+            out = dict(summaries[0])
+        else:
+            out = {"job": "ingest", "batch_summaries": summaries}
+        out.update(batches=len(summaries), batches_done_before=len(plan["batches"]) - len(summaries))
+        return out
+
+
+def _ingested_batches(lake: Lake) -> set[str]:
+    """Batch ids that an ``ok`` ingest attempt of the contract ingested."""
+    df = runs.read_runs(lake)
+    if df is None:
+        return set()
+    rows = df.where((F.col("job") == "ingest") & (F.col("status") == runs.OK)).select("summary_json")
+    out = set()
+    for r in rows.collect():
+        for b in json.loads(r[0]).get("batches", []):
+            if b.get("batch_id"):
+                out.add(b["batch_id"])
+    return out
+
+
+class Features(Stage):
+    name = "features"
+    inputs = SILVER
+    outputs = FEATURES
+    config_keys = ("features", "data")
+    count_keys = ("items", "users")
+    describe = "feature partitions as of D (events before D 00:00 UTC)"
+
+    def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
+        return {"as_of": ctx.run_date.isoformat()}
+
+    def body(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> dict[str, Any]:
+        from recpipe.features.build import run_features
+
+        return run_features(ctx.cfg, ctx.spark, ctx.run_date, lake=lake, **_force(ctx))
+
+
+class Examples(Stage):
+    name = "examples"
+    inputs = SILVER
+    outputs = (*FEATURES, C.GOLD_TRAINING_EXAMPLES)
+    config_keys = ("features", "examples", "quality", "data", "train.seed")
+    count_keys = ("examples", "rows_written")
+    describe = "training examples of the impressions in [D - examples.window_days, D - 1]"
+
+    def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
+        from recpipe.features.examples import default_range
+
+        if ctx.mode == BACKTEST:
+            start, end = default_range(lake, None)
+        else:
+            start = ctx.run_date - dt.timedelta(days=ctx.cfg.examples.window_days)
+            end = ctx.run_date - dt.timedelta(days=1)
+        start, end = ctx.options.get("start") or start, ctx.options.get("end") or end
+        return {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "click_only": True if ctx.options.get("click_only") else None,
+        }
+
+    def body(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> dict[str, Any]:
+        from recpipe.features.examples import run_examples
+
+        return run_examples(
+            ctx.cfg,
+            ctx.spark,
+            dt.date.fromisoformat(plan["start"]),
+            dt.date.fromisoformat(plan["end"]),
+            lake=lake,
+            click_only=plan["click_only"],
+            **_force(ctx),
+        )
+
+
+class Train(Stage):
+    name = "train"
+    inputs = (C.GOLD_TRAINING_EXAMPLES,)
+    outputs = (C.MODEL_REGISTRY,)
+    config_keys = ("train", "features.ctr_prior_strength")
+    count_keys = ("workers", "steps", "epochs_run", "examples_version")
+    describe = "trains on the examples every train.every_days days; other days keep the current model"
+
+    def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
+        version = ctx.options.get("examples_version")
+        return {
+            "run_date": ctx.run_date.isoformat(),
+            "examples_version": lake.version(C.GOLD_TRAINING_EXAMPLES) if version is None else version,
+            "run_id": ctx.options.get("run_id"),
+        }
+
+    def skip_reason(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> str | None:
+        every = ctx.cfg.train.every_days
+        if ctx.mode != DAILY or plan["run_id"] or ctx.options.get("examples_version") is not None:
+            return None  # backtest and explicit requests always train
+        if every <= 1:
+            return None
+        first = ctx.run_date - dt.timedelta(days=every - 1)
+        last = ctx.run_date - dt.timedelta(days=1)
+        trained = [
+            r
+            for r in runs.stage_rows(lake, [self.name], first, last)
+            if r["status"] == runs.OK and r["mode"] == DAILY
+        ]
+        if not trained:
+            return None
+        on = max(r["run_date"] for r in trained)
+        nxt = on + dt.timedelta(days=every)
+        return (
+            f"not a training day: a model was trained for {on} and train.every_days={every} "
+            f"(next on {nxt}); the current model is kept"
+        )
+
+    def body(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> dict[str, Any]:
+        from recpipe.model.train import new_run_id, run_train
+
+        # One run id per (date, examples version): a crashed attempt resumes from its checkpoint.
+        run_id = plan["run_id"] or (
+            new_run_id() if ctx.rerun else f"{ctx.run_date.isoformat()}-v{plan['examples_version']}"
+        )
+        return run_train(
+            ctx.cfg, ctx.spark, lake=lake, run_id=run_id, examples_version=plan["examples_version"]
+        )
+
+
+class Recommend(Stage):
+    name = "recommend"
+    inputs = (*SILVER, *FEATURES, C.MODEL_REGISTRY)
+    outputs = (C.GOLD_CANDIDATES, C.GOLD_RECOMMENDATIONS)
+    config_keys = ("recommend", "features", "data")
+    count_keys = ("users", "lists", "slots")
+    describe = "candidates, ranking, re-ranking and the published lists of D"
+
+    def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
+        return {"run_date": ctx.run_date.isoformat(), "users": ctx.options.get("users")}
+
+    def body(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> dict[str, Any]:
+        from recpipe.scoring.run import run_recommend
+
+        extra = None
+        if plan["users"]:
+            reader = ctx.spark.read.option("header", True)
+            users = plan["users"]
+            extra = reader.parquet(users) if users.endswith(".parquet") else reader.csv(users)
+        return run_recommend(
+            ctx.cfg, ctx.spark, run_date=ctx.run_date, extra_users=extra, lake=lake, **_force(ctx)
+        )
+
+
+class Evaluate(Stage):
+    name = "evaluate"
+    inputs = (C.GOLD_RECOMMENDATIONS, *SILVER, C.GOLD_TRAINING_EXAMPLES, C.MODEL_REGISTRY)
+    outputs = (OPS_EVALUATIONS,)
+    config_keys = ("evaluate", "features.ctr_prior_strength", "data")
+    count_keys = ("users_with_lists", "users_with_clicks")
+    describe = "the lists published on D - evaluate.horizon_days against the clicks since"
+
+    def default_date(self, cfg: Config, lake: Lake) -> dt.date:
+        """The run date whose evaluation covers the latest published lists."""
+        if not lake.exists(C.GOLD_RECOMMENDATIONS):
+            raise ValueError(f"{C.GOLD_RECOMMENDATIONS} does not exist: pass --date or run recommend first")
+        latest = lake.read(C.GOLD_RECOMMENDATIONS).agg(F.max(C.RUN_DATE)).first()[0]
+        if latest is None:
+            raise ValueError(f"{C.GOLD_RECOMMENDATIONS} is empty: pass --date")
+        return latest + dt.timedelta(days=cfg.evaluate.horizon_days)
+
+    def lists_date(self, ctx: StageContext) -> dt.date:
+        if ctx.mode == BACKTEST:
+            return ctx.run_date
+        return ctx.run_date - dt.timedelta(days=ctx.cfg.evaluate.horizon_days)
+
+    def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
+        return {"lists_date": self.lists_date(ctx).isoformat()}
+
+    def skip_reason(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> str | None:
+        day = dt.date.fromisoformat(plan["lists_date"])
+        why = (
+            f"no lists published on {day} (run date {ctx.run_date} - evaluate.horizon_days="
+            f"{ctx.cfg.evaluate.horizon_days})"
+        )
+        if not lake.exists(C.GOLD_RECOMMENDATIONS):
+            return why
+        recs = lake.read(C.GOLD_RECOMMENDATIONS).where(F.col(C.RUN_DATE) == F.lit(day))
+        return why if recs.limit(1).count() == 0 else None
+
+    def body(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> dict[str, Any]:
+        from recpipe.evaluation.run import run_evaluate
+
+        return run_evaluate(ctx.cfg, ctx.spark, dt.date.fromisoformat(plan["lists_date"]), lake=lake)
+
+
+STAGES: tuple[Stage, ...] = (Ingest(), Features(), Examples(), Train(), Recommend(), Evaluate())
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+
+
+def get(name: str) -> Stage:
+    for s in STAGES:
+        if s.name == name:
+            return s
+    raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}")
