@@ -49,6 +49,9 @@ LINE = "line"
 RAW = "raw"
 REASON = "reason"
 DETAIL = "detail"
+# Columns that hold a user's id (the pseudonym, or the raw record with the raw id): left out of
+# Delta per-file statistics, so that no _delta_log file holds a copy of a user (recpipe.privacy).
+PERSONAL_COLUMNS = (USER_ID, RAW)
 
 # Feature tables and training examples (recpipe.features).
 AS_OF_DATE = "as_of_date"

@@ -188,9 +188,17 @@ def pseudonymize_py(value: str, key: str) -> str:
     return "p_" + hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def user_pseudonym(col: Column, key: str) -> Column:
+    """The ``silver.events`` user id of a raw ``user_id`` value: trimmed, then pseudonymized.
+
+    The one normalization of user ids: ingest and deletion requests (``recpipe.privacy``) use it.
+    """
+    return pseudonymize(F.trim(col), key)
+
+
 def to_silver(df: DataFrame, key: str, batch_id: str, ingested_at: Column) -> DataFrame:
     """Valid classified records -> the ``silver.events`` schema (ids normalized, user pseudonymized)."""
-    user = pseudonymize(F.trim(F.col("user_id")), key)
+    user = user_pseudonym(F.col("user_id"), key)
     item = F.trim(F.col("item_id"))
     ts_ms = F.unix_micros(F.col("ts_parsed"))
     derived_id = F.substring(

@@ -9,6 +9,27 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
+from recpipe.constants import PERSONAL_COLUMNS
+
+# Table property naming the columns Delta writers collect per-file statistics for.
+STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
+
+
+def stats_columns(columns: list[str]) -> list[str]:
+    """The columns of a table that get Delta file statistics: all but the personal ones.
+
+    A user id (pseudonym or raw record) in a file's min/max would be a copy of that user in the
+    ``_delta_log``, which erasure could not reach without rewriting history (``recpipe.privacy``).
+    """
+    return [c for c in columns if c not in PERSONAL_COLUMNS]
+
+
+def stats_properties(columns: list[str]) -> dict[str, str]:
+    """Table properties of a new table with ``columns``: statistics only on non-personal columns."""
+    if not any(c in PERSONAL_COLUMNS for c in columns):
+        return {}
+    return {STATS_COLUMNS_PROPERTY: ",".join(stats_columns(columns))}
+
 
 class LakeError(RuntimeError):
     """A lake operation was refused or failed; nothing was committed."""
@@ -146,8 +167,12 @@ class Lake(abc.ABC):
         partition_by: list[str] | None = None,
         partitions: dict[str, list[Any]] | None = None,
         txn: Txn | None = None,
+        replace_schema: bool = False,
     ) -> CommitResult:
-        """Replace the whole table, or only the partitions whose values are given."""
+        """Replace the whole table, or only the partitions whose values are given.
+
+        ``replace_schema``: the data's schema becomes the table's (whole-table overwrite only).
+        """
 
     @abc.abstractmethod
     def insert_new(
@@ -180,6 +205,15 @@ class Lake(abc.ABC):
 
     @abc.abstractmethod
     def vacuum(self, table: str, retention_hours: float, dry_run: bool = False) -> list[str]: ...
+
+    @abc.abstractmethod
+    def expire_log(self, table: str) -> list[str]:
+        """Checkpoint the table and delete every older log entry (commits and checkpoints) now.
+
+        After it, the log describes only the live files: entries for removed files, with their
+        statistics and partition values, are gone, and so is time travel to older versions.
+        Returns the log files deleted.
+        """
 
     @abc.abstractmethod
     def row_count(self, table: str) -> int: ...

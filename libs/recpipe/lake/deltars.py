@@ -34,18 +34,24 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
 from recpipe import faults
+from recpipe.constants import PERSONAL_COLUMNS
 from recpipe.lake.base import (
+    STATS_COLUMNS_PROPERTY,
     CommitResult,
     ConcurrentCommitError,
     Lake,
     LakeError,
     Txn,
     check_schema,
+    stats_properties,
 )
 
 log = logging.getLogger(__name__)
 
 STAGING_DIR = "_staging"
+LOG_RETENTION = "delta.logRetentionDuration"
+DEFAULT_LOG_RETENTION = "interval 30 days"  # the Delta protocol's default
+EXPIRE_NOW = "interval 0 seconds"
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 
 
@@ -66,13 +72,16 @@ def _stat_value(v: Any) -> Any:
 
 
 def _file_stats(meta: pq.FileMetaData) -> str:
-    """Delta per-file stats (numRecords, minValues, maxValues, nullCount) from a Parquet footer."""
+    """Delta per-file stats (numRecords, minValues, maxValues, nullCount) from a Parquet footer.
+
+    Personal columns (user ids, raw records) get none: see :func:`recpipe.lake.base.stats_columns`.
+    """
     mins: dict[str, Any] = {}
     maxs: dict[str, Any] = {}
     nulls: dict[str, int] = {}
     for ci in range(meta.num_columns):
         name = meta.schema.column(ci).path
-        if "." in name:  # nested columns: no stats
+        if "." in name or name in PERSONAL_COLUMNS:  # nested and personal columns: no stats
             continue
         lo = hi = None
         n_null = 0
@@ -254,6 +263,7 @@ class DeltaRsLake(Lake):
         partition_filters: Callable[[DeltaTable | None], list | None] | None = None,
         removes_fn: Callable[[DeltaTable], tuple[list[RemoveAction], int]] | None = None,
         blind: bool = False,
+        replace_schema: bool = False,
     ) -> CommitResult:
         """Optimistic commit: compute from a snapshot, write, commit; on a conflict, redo."""
         attempts = self.commit_retries + 1
@@ -273,7 +283,7 @@ class DeltaRsLake(Lake):
                 removes, rows_removed = removes_fn(dt)
             if df is None and not removes:
                 return CommitResult(table, dt.version() if dt else None, False, skipped_reason="no change")
-            if dt is not None and df is not None:
+            if dt is not None and df is not None and not replace_schema:
                 check_schema(table, self.schema(table), df.schema)
             pcols = list(partition_by or [])
             if dt is not None:
@@ -310,6 +320,7 @@ class DeltaRsLake(Lake):
                         actions,
                         mode="error",
                         partition_by=pcols or None,
+                        configuration=stats_properties(schema.names) or None,
                         commit_properties=props,
                     )
                 else:
@@ -356,7 +367,12 @@ class DeltaRsLake(Lake):
     def append(self, table, df, partition_by=None, txn=None) -> CommitResult:
         return self._commit(table, lambda dt: df, partition_by, txn, "append", blind=True)
 
-    def overwrite(self, table, df, partition_by=None, partitions=None, txn=None) -> CommitResult:
+    def overwrite(
+        self, table, df, partition_by=None, partitions=None, txn=None, replace_schema=False
+    ) -> CommitResult:
+        if replace_schema and partitions:
+            raise LakeError(f"overwrite of {table}: a new schema replaces the whole table, not partitions")
+
         def filters(dt: DeltaTable | None) -> list | None:
             if not partitions:
                 return None
@@ -391,6 +407,7 @@ class DeltaRsLake(Lake):
             "overwrite",
             mode="overwrite",
             partition_filters=filters,
+            replace_schema=replace_schema,
         )
 
     def _existing_keys(self, dt: DeltaTable, table: str, df: DataFrame, keys: list[str]) -> DataFrame:
@@ -485,6 +502,29 @@ class DeltaRsLake(Lake):
             return snap.join(incoming, keys, "left").fillna(False, subset=["_match"])
 
         return self._rewrite(table, mark, df, txn, "upsert")
+
+    def expire_log(self, table: str) -> list[str]:
+        dt = self._require(table)
+        log_dir = f"{self._fs_path(self.path(table))}/_delta_log"
+        before = {i.path for i in self.fs.get_file_info(pafs.FileSelector(log_dir))}
+        config = dt.metadata().configuration
+        props = {LOG_RETENTION: EXPIRE_NOW}
+        # The value to restore (a run that crashed before restoring left EXPIRE_NOW behind).
+        retention = config.get(LOG_RETENTION, DEFAULT_LOG_RETENTION)
+        retention = DEFAULT_LOG_RETENTION if retention == EXPIRE_NOW else retention
+        if STATS_COLUMNS_PROPERTY not in config:  # a table created before stats were restricted
+            props.update(stats_properties(dt.schema().to_arrow().names))
+        # cleanup_metadata deletes the log entries older than the table's log retention that the
+        # latest checkpoint makes unnecessary; the retention is 0 only while it runs.
+        dt.alter.set_table_properties(props)
+        try:
+            dt = self._require(table)
+            dt.create_checkpoint()
+            dt.cleanup_metadata()
+        finally:
+            dt.alter.set_table_properties({LOG_RETENTION: retention})
+        after = {i.path for i in self.fs.get_file_info(pafs.FileSelector(log_dir))}
+        return sorted(before - after)
 
     def vacuum(self, table, retention_hours, dry_run=False) -> list[str]:
         dt = self._require(table)

@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from recpipe.lake.base import CommitResult, Lake, LakeError, Txn, check_schema
+from recpipe.lake.base import CommitResult, Lake, LakeError, Txn, check_schema, stats_properties
 
 
 class DeltaSparkLake(Lake):
@@ -54,8 +54,12 @@ class DeltaSparkLake(Lake):
         row = log.where(F.col("txn.appId") == app_id).agg(F.max("txn.version")).first()
         return None if row[0] is None else int(row[0])
 
-    def _writer(self, df: DataFrame, mode: str, partition_by: list[str] | None, txn: Txn | None):
+    def _writer(self, table: str, df: DataFrame, mode: str, partition_by: list[str] | None, txn: Txn | None):
         w = df.write.format("delta").mode(mode)
+        if not self.exists(table):
+            # "delta."-prefixed writer options become table properties of a new table.
+            for key, value in stats_properties(df.columns).items():
+                w = w.option(key, value)
         if partition_by:
             w = w.partitionBy(*partition_by)
         if txn is not None:
@@ -80,13 +84,21 @@ class DeltaSparkLake(Lake):
             return done
         if self.exists(table):
             check_schema(table, self.schema(table), df.schema)
-        self._writer(df, "append", partition_by, txn).save(self.path(table))
+        self._writer(table, df, "append", partition_by, txn).save(self.path(table))
         return self._result(table)
 
-    def overwrite(self, table, df, partition_by=None, partitions=None, txn=None) -> CommitResult:
+    def overwrite(
+        self, table, df, partition_by=None, partitions=None, txn=None, replace_schema=False
+    ) -> CommitResult:
         if (done := self._done(table, txn)) is not None:
             return done
-        w = self._writer(df, "overwrite", partition_by, txn)
+        w = self._writer(table, df, "overwrite", partition_by, txn)
+        if replace_schema:
+            if partitions:
+                raise LakeError(
+                    f"overwrite of {table}: a new schema replaces the whole table, not partitions"
+                )
+            w = w.option("overwriteSchema", "true")
         if partitions:
             cond = " AND ".join(
                 f"`{c}` IN ({','.join(repr(str(v)) for v in vals)})" for c, vals in partitions.items()
@@ -132,6 +144,13 @@ class DeltaSparkLake(Lake):
     def vacuum(self, table, retention_hours, dry_run=False) -> list[str]:
         self._dt(table).vacuum(retention_hours)
         return []
+
+    def expire_log(self, table: str) -> list[str]:
+        from recpipe.lake.deltars import DeltaRsLake
+
+        # The Python API of delta-spark has no checkpoint/log cleanup call; delta-rs does both on
+        # the same table folder (standard Delta log, no Spark connector needed).
+        return DeltaRsLake(self.spark, self.root).expire_log(table)
 
     def row_count(self, table: str) -> int:
         return self.read(table).count()
