@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--vacuum",
         action="store_true",
-        help="also vacuum the touched tables now (erases the old files; ends time travel)",
+        help="also erase now: vacuum (retention 0) and expire the log of every table with user ids, "
+        "so no file of the tables holds the user (ends time travel before the request)",
     )
     p.set_defaults(func=cmd_forget)
 

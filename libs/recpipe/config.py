@@ -108,6 +108,16 @@ class DataConfig:
     # Where raw event files (events/YYYY-MM-DD/HH.jsonl, items.jsonl) are read from.
     raw_dir: str = "./data/raw"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    # What the log records: `impressions` (shown items, clicks labelled against them),
+    # `clicks_only` (positives only: CTR-like features become click counts/shares, examples
+    # sample negatives), or `auto` (detected from silver.events and logged).
+    feedback: Literal["impressions", "clicks_only", "auto"] = "auto"
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    # Root of models, checkpoints and evaluation reports ("" = <lake.root>/_artifacts).
+    artifacts: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,10 @@ class ExamplesConfig:
     test_start: str = checked("2026-10-13", kind="date")
     hash_buckets_user: int = checked(100_000, ge=1)
     hash_buckets_item: int = checked(50_000, ge=1)
+    # Click-only sources: how the train split's negatives are drawn among the items clicked on
+    # the same day (`popularity`: by click count, `uniform`: equally). Validation and test always
+    # use uniform negatives, so the reported AUCs mean the same for every scheme.
+    negative_sampling: Literal["popularity", "uniform"] = "uniform"
     # Daily runs (recpipe.stages): run date D builds the examples of [D - window_days, D - 1].
     window_days: int = checked(14, ge=1)
 
@@ -193,7 +207,8 @@ class TrainConfig:
     checkpoint_every_steps: int = checked(200, ge=1)
     early_stopping_patience: int = checked(2, ge=0)
     seed: int = 7
-    model_dir: str = "./models"
+    # "" = <paths.artifacts>/models
+    model_dir: str = ""
     auc_tolerance: float = checked(0.005, ge=0, le=1)
     # Daily runs (recpipe.stages): train on run date D unless a model was trained for one of the
     # every_days - 1 days before D (those days keep the current model; 1 = every day).
@@ -226,7 +241,8 @@ class EvaluateConfig:
     k: int = checked(10, ge=1)
     # Clicks in [run date, run date + horizon) are the ground truth for that date's lists.
     horizon_days: int = checked(7, ge=1)
-    report_dir: str = "./reports"
+    # "" = <paths.artifacts>/reports
+    report_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -235,6 +251,7 @@ class Config:
     lake: LakeConfig
     spark: SparkConfig = field(default_factory=SparkConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
@@ -244,6 +261,16 @@ class Config:
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     source_file: str = "<dict>"
+
+    def artifacts_dir(self, kind: str) -> str:
+        """Where ``kind`` artifacts go: ``train.model_dir`` / ``evaluate.report_dir`` when set,
+        else ``<paths.artifacts>/<kind>`` with ``paths.artifacts`` defaulting to
+        ``<lake.root>/_artifacts``. Never the working directory unless configured so."""
+        explicit = {"models": self.train.model_dir, "reports": self.evaluate.report_dir}.get(kind, "")
+        if explicit:
+            return explicit
+        root = self.paths.artifacts or f"{self.lake.root.rstrip('/')}/_artifacts"
+        return f"{root.rstrip('/')}/{kind}"
 
     def pseudonym_key(self) -> str:
         """The secret used to pseudonymize user ids (from the environment only)."""

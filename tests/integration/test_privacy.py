@@ -232,3 +232,29 @@ def test_personal_columns_are_left_out_of_delta_file_statistics(spark, tmp_path)
     config = next(a["metaData"]["configuration"] for a in actions if "metaData" in a)
     assert config == {"delta.dataSkippingStatsColumns": "n"}
     assert "p_a" not in "\n".join(log) and '\\"A\\"' not in "\n".join(log)
+
+
+def test_forget_finds_a_padded_id_in_a_csv_source_through_the_column_mapping(spark, tmp_path):
+    # given: a CSV source whose user column is "uid"; bronze keeps each row as JSON with that key
+    src = tmp_path / "csv" / "events" / "2026-10-02"
+    src.mkdir(parents=True)
+    (src / "part1.csv").write_text(
+        "uid,article,kind,when\n"
+        " U7 ,a1,click,2026-10-02T10:00:00Z\n"
+        "U7,a2,click,2026-10-02T10:00:01Z\n"
+        "U8,a1,click,2026-10-02T10:00:02Z\n"
+        "U77,a3,click,2026-10-02T10:00:03Z\n"
+    )
+    mapping = {"user_id": "uid", "item_id": "article", "event_type": "kind", "ts": "when"}
+    cfg = make_config(
+        tmp_path / "lake", tmp_path / "csv", ingest={"format": "csv", "column_mapping": mapping}
+    )
+    lake = open_lake(cfg, spark)
+    run_ingest(cfg, spark, input_dir=str(tmp_path / "csv"), batch_id="csv-1", lake=lake)
+    # when
+    out = forget_user(cfg, spark, "U7", lake=lake)
+    # then: both raw rows of U7 are gone (the padded one too), U8 and U77 stay
+    assert out["rows_removed"][C.BRONZE_EVENTS_RAW] == 2
+    assert out["rows_removed"][C.SILVER_EVENTS] == 2
+    left = sorted(json.loads(r[C.RAW])["uid"] for r in lake.read(C.BRONZE_EVENTS_RAW).collect())
+    assert left == ["U77", "U8"]

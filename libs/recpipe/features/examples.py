@@ -2,9 +2,10 @@
 
 * Label: a non-history click on the same (user, item) within ``examples.attribution_window_minutes``
   after the impression, in the same request when both carry a ``request_id``.
-* Click-only sources (no impressions in the range, or ``click_only=True``): each click is a
-  positive and ``negatives_per_positive`` items are drawn per positive, popularity-weighted (click
-  counts in the range), excluding the user's positives; ``sampled`` marks the drawn rows.
+* Click-only sources (``data.feedback``): each click is a positive and ``negatives_per_positive``
+  items clicked on its day are drawn per positive, excluding the user's positives; the train
+  split's by ``examples.negative_sampling`` (click-count weighted or uniform), validation's and
+  test's uniformly (so reported AUCs do not reward popularity); ``sampled`` marks drawn rows.
 * Point in time: an example at time t joins the feature rows with ``as_of_date = date(t)``,
   computed from events strictly before 00:00 UTC of that day. All needed dates are built in one
   pass and written to the feature tables first; :mod:`recpipe.features.leakage` then proves that
@@ -33,6 +34,8 @@ from pyspark.sql import functions as F
 from recpipe import constants as C
 from recpipe import quality
 from recpipe.config import Config
+from recpipe.events.feedback import CLICKS_ONLY, IMPRESSIONS, is_clicks_only, with_feedback
+from recpipe.events.items import read_items
 from recpipe.features import build as B
 from recpipe.features.leakage import check_leakage
 from recpipe.features.spec import (
@@ -117,28 +120,48 @@ def label_impressions(events: DataFrame, window_minutes: int) -> DataFrame:
     )
 
 
-def sample_negatives(events: DataFrame, per_positive: int, seed: int, slots: int = 100_000) -> DataFrame:
-    """Click-only sources: clicks as positives plus popularity-weighted sampled negatives.
-
-    Popularity = click counts in ``events``; an alias table of ``slots`` rows maps a uniform draw
-    to an item (equi-join, no range join). Draws that hit one of the user's positives are dropped;
-    ``per_positive + 2`` draws are made so that usually ``per_positive`` remain.
-    """
+def _positives(events: DataFrame) -> DataFrame:
     clicks = events.where((F.col(C.EVENT_TYPE) == "click") & ~F.col(C.IS_HISTORY))
-    pos = clicks.withColumn(C.LABEL, F.lit(1)).withColumn(C.SAMPLED, F.lit(False))
-    pop = clicks.groupBy(C.ITEM_ID).agg(F.count("*").alias("_n"))
-    w = Window.orderBy(C.ITEM_ID).rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    total = F.sum("_n").over(Window.partitionBy())
-    cum = pop.withColumn("_hi", F.sum("_n").over(w)).withColumn("_total", total)
-    table = cum.select(
+    return clicks.withColumn(C.LABEL, F.lit(1)).withColumn(C.SAMPLED, F.lit(False))
+
+
+def negative_table(events: DataFrame, weighting: str) -> DataFrame:
+    """``(_day, _slot, item_id, _n)``: per day, ``_n`` slots each naming an item clicked that day
+    (the items in circulation), so a draw ``floor(rand * _n)`` picks one by an equi-join.
+
+    ``popularity``: one slot per click (an item drawn in proportion to its clicks that day);
+    ``uniform``: one slot per item clicked that day.
+    """
+    if weighting not in ("popularity", "uniform"):
+        raise ValueError(f"negative weighting must be popularity or uniform, got {weighting!r}")
+    clicks = events.where((F.col(C.EVENT_TYPE) == "click") & ~F.col(C.IS_HISTORY)).select(B.DAY, C.ITEM_ID)
+    rows = clicks if weighting == "popularity" else clicks.distinct()
+    day = Window.partitionBy(B.DAY)
+    return rows.select(
+        B.DAY,
+        (F.row_number().over(day.orderBy(C.ITEM_ID)) - 1).cast("long").alias("_slot"),
         C.ITEM_ID,
-        F.explode(
-            F.sequence(
-                F.floor((F.col("_hi") - F.col("_n")) * slots / F.col("_total")).cast("long"),
-                F.floor(F.col("_hi") * slots / F.col("_total")).cast("long") - 1,
-            )
-        ).alias("_slot"),
-    ).where(F.col("_slot") < slots)
+        F.count("*").over(day).alias("_n"),
+    )
+
+
+def sample_negatives(
+    events: DataFrame,
+    per_positive: int,
+    seed: int,
+    weighting: str = "popularity",
+    table: DataFrame | None = None,
+) -> DataFrame:
+    """Click-only sources: clicks as positives plus sampled negatives.
+
+    Each click's negatives are drawn among the items clicked on its day (``table``, by default
+    :func:`negative_table` of ``events`` with ``weighting``), by equi-joins on (day, slot), no
+    range join. Draws that hit one of the user's positives are dropped; ``per_positive + 2``
+    draws are made so that usually ``per_positive`` remain.
+    """
+    pos = _positives(events)
+    table = table if table is not None else negative_table(events, weighting)
+    sizes = table.select(B.DAY, "_n").distinct()
     draws = pos.select(
         C.EVENT_ID,
         C.USER_ID,
@@ -150,8 +173,11 @@ def sample_negatives(events: DataFrame, per_positive: int, seed: int, slots: int
         C.IS_HISTORY,
         B.DAY,
         F.explode(F.sequence(F.lit(1), F.lit(per_positive + 2))).alias("_k"),
-    ).withColumn("_slot", F.floor(F.rand(seed) * slots).cast("long"))
-    neg = draws.join(F.broadcast(table), "_slot").join(
+    )
+    draws = draws.join(F.broadcast(sizes), B.DAY).withColumn(
+        "_slot", F.floor(F.rand(seed) * F.col("_n")).cast("long")
+    )
+    neg = draws.join(table.drop("_n"), [B.DAY, "_slot"]).join(
         pos.select(C.USER_ID, C.ITEM_ID).distinct(), [C.USER_ID, C.ITEM_ID], "left_anti"
     )
     rank = F.row_number().over(Window.partitionBy(C.EVENT_ID).orderBy("_k"))
@@ -177,6 +203,20 @@ def sample_negatives(events: DataFrame, per_positive: int, seed: int, slots: int
         )
     )
     return pos.unionByName(neg)
+
+
+def click_only_examples(events: DataFrame, cfg: Config) -> DataFrame:
+    """Clicks plus sampled negatives among the items clicked on the same day: the train split's
+    drawn by ``examples.negative_sampling``, validation's and test's uniformly. The reported
+    AUCs thus rank a click against items in circulation drawn without regard to popularity."""
+    ec = cfg.examples
+    v_start = dt.datetime.combine(dt.date.fromisoformat(ec.validation_start), dt.time())
+    is_train = F.col(C.EVENT_TS) < F.lit(v_start)
+    parts = [
+        sample_negatives(events.where(cond), ec.negatives_per_positive, cfg.train.seed, weighting)
+        for cond, weighting in ((is_train, ec.negative_sampling), (~is_train, "uniform"))
+    ]
+    return parts[0].unionByName(parts[1])
 
 
 def assign_split(ts: Column, validation_start: dt.date, test_start: dt.date) -> Column:
@@ -440,13 +480,19 @@ def run_examples(
 
     Also writes the feature-table partitions of every date in the range (one pass), runs the
     quality suites and the leakage check (either failing stops the job before the examples are
-    written), and writes the feature spec. ``click_only=None`` detects click-only data.
+    written), and writes the feature spec. ``click_only`` overrides ``data.feedback`` (``None``:
+    the configured kind, or the detected one when it is ``auto``).
     """
     if end < start:
         raise ValueError(f"examples: end {end} is before start {start}")
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     lake = lake or open_lake(cfg, spark)
+    if click_only is not None:
+        kind = CLICKS_ONLY if click_only else IMPRESSIONS
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, feedback=kind))
+    cfg = with_feedback(cfg, lake)
+    click_only = is_clicks_only(cfg)
     ec, fc = cfg.examples, cfg.features
     fp = B.inputs_fingerprint(cfg, lake, start, end, click_only, dataclasses.asdict(ec))
     txn = Txn(f"recpipe.examples/{start.isoformat()}_{end.isoformat()}/{fp}", 1)
@@ -479,21 +525,16 @@ def run_examples(
         & (F.col(C.EVENT_TS) <= F.lit(hi_ts))
     )
     events = B.prepare_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
-    items = lake.read(C.SILVER_ITEMS).persist(StorageLevel.MEMORY_AND_DISK)
+    items = read_items(lake).persist(StorageLevel.MEMORY_AND_DISK)
     in_range = (F.col(B.DAY) >= F.lit(start)) & (F.col(B.DAY) <= F.lit(end))
-    if click_only is None:
-        n_imp = (
-            events.where(in_range & (F.col(C.EVENT_TYPE) == "impression") & ~F.col(C.IS_HISTORY))
-            .limit(1)
-            .count()
-        )
-        click_only = n_imp == 0
     if click_only:
-        base = sample_negatives(events.where(in_range), ec.negatives_per_positive, seed=cfg.train.seed)
+        base = click_only_examples(events.where(in_range), cfg)
         summary["sampling"] = {
             "click_only": True,
             "negatives_per_positive": ec.negatives_per_positive,
-            "weights": "item click counts in the range",
+            "train_negatives": ec.negative_sampling,
+            "validation_test_negatives": "uniform",
+            "pool": "items clicked on the same day",
             "excludes": "the user's positives",
             "seed": cfg.train.seed,
         }

@@ -142,7 +142,18 @@ class DeltaSparkLake(Lake):
         return [r.asDict(recursive=True) for r in rows]
 
     def vacuum(self, table, retention_hours, dry_run=False) -> list[str]:
-        self._dt(table).vacuum(retention_hours)
+        # The retention asked for is explicit (forget --vacuum asks 0): lift Delta's 7-day floor
+        # for this call only, as the delta-rs backend does with enforce_retention_duration=False.
+        check = "spark.databricks.delta.retentionDurationCheck.enabled"
+        before = self.spark.conf.get(check, None)
+        self.spark.conf.set(check, "false")
+        try:
+            self._dt(table).vacuum(retention_hours)
+        finally:
+            if before is None:
+                self.spark.conf.unset(check)
+            else:
+                self.spark.conf.set(check, before)
         return []
 
     def expire_log(self, table: str) -> list[str]:

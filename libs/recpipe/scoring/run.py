@@ -26,6 +26,7 @@ from recpipe.candidates.run import (
     write_candidates,
 )
 from recpipe.config import Config
+from recpipe.events.items import read_items
 from recpipe.lake import Lake, open_lake
 from recpipe.scoring.publish import publish_recommendations
 from recpipe.scoring.rank import attach_model_features, ranking_frame, score_candidates
@@ -125,7 +126,7 @@ def run_recommend(
     timings["rerank_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    items = lake.read(C.SILVER_ITEMS)
+    items = read_items(lake)
     pub = publish_recommendations(lake, recs, run_date, items, cand_counts, as_of, rc.top_n)
     timings["publish_s"] = time.perf_counter() - t0
 
