@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
@@ -19,6 +20,7 @@ from pyspark.sql import functions as F
 from recpipe import constants as C
 from recpipe.candidates import sources as S
 from recpipe.config import Config
+from recpipe.events.items import has_text, read_items
 from recpipe.lake import CommitResult, Lake
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class CandidateSet:
     allowed: DataFrame  # silver.items rows allowed at as_of
     affinity: DataFrame  # (user_id, category, affinity)
     item_stats: DataFrame  # (item_id, popularity, impressions)
-    source_stats: dict[str, dict[str, float]] = field(default_factory=dict)  # rows, seconds per source
+    source_stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # rows, seconds per source
     _cached: list[DataFrame] = field(default_factory=list)
 
     def unpersist(self) -> None:
@@ -99,7 +101,7 @@ def build_candidates(
     rc = cfg.recommend
     as_of = as_of_time(run_date)
     events = S.history(lake.read(C.SILVER_EVENTS), as_of)
-    items = lake.read(C.SILVER_ITEMS)
+    items = read_items(lake)
     cached: list[DataFrame] = []
 
     def keep(df: DataFrame) -> DataFrame:
@@ -135,7 +137,7 @@ def build_candidates(
         S.recent_items(inter.join(target_ids, C.USER_ID, "left_semi"), as_of, cfg.features.last_k_items)
     )
     budget = rc.candidates_per_user
-    source_stats: dict[str, dict[str, float]] = {}
+    source_stats: dict[str, dict[str, Any]] = {}
 
     def k_of(source: str) -> int:
         return max(rc.top_n, int(math.ceil(budget * p.shares.get(source, 0.1) * p.oversample)))
@@ -167,17 +169,26 @@ def build_candidates(
         seed=rc.seed,
     )
 
-    # content similarity: the user's recent items -> similar allowed items (clicked or not)
-    vectors, vec_source = item_vectors(cfg, lake, items, run_date)
-    neigh = S.content_neighbours(
-        vectors,
-        recent.select(C.ITEM_ID),
-        allowed.select(C.ITEM_ID),
-        p.content_neighbours,
-        min_cosine=p.content_min_cosine,
-        seed=rc.seed,
-    )
-    content = S.neighbour_candidates(recent, neigh, C.REASON_SIMILAR_CONTENT, k_of(C.REASON_SIMILAR_CONTENT))
+    # content similarity: the user's recent items -> similar allowed items (clicked or not);
+    # skipped when no item has text (the other sources fill its share of the budget).
+    skipped: dict[str, str] = {}
+    content: DataFrame | None = None
+    if has_text(items):
+        vectors, vec_source = item_vectors(cfg, lake, items, run_date)
+        neigh = S.content_neighbours(
+            vectors,
+            recent.select(C.ITEM_ID),
+            allowed.select(C.ITEM_ID),
+            p.content_neighbours,
+            min_cosine=p.content_min_cosine,
+            seed=rc.seed,
+        )
+        k_content = k_of(C.REASON_SIMILAR_CONTENT)
+        content = S.neighbour_candidates(recent, neigh, C.REASON_SIMILAR_CONTENT, k_content)
+        log.info("candidates for %s: text vectors from %s", run_date, vec_source)
+    else:
+        skipped[C.REASON_SIMILAR_CONTENT] = "no item has a title or text"
+        log.info("candidates for %s: %s skipped (%s)", run_date, C.REASON_SIMILAR_CONTENT, skipped)
 
     fresh = S.fresh_candidates(allowed, target, affinity, as_of, rc.fresh_window_hours, k_of(C.REASON_FRESH))
 
@@ -191,6 +202,9 @@ def build_candidates(
         (C.REASON_SIMILAR_CONTENT, content),
         (C.REASON_FRESH, fresh),
     ):
+        if df is None:
+            source_stats[name] = {"rows": 0, "skipped": skipped[name]}
+            continue
         t0 = time.perf_counter()
         per_source[name] = keep(df)
         source_stats[name] = {"rows": per_source[name].count(), "s": round(time.perf_counter() - t0, 2)}
@@ -214,7 +228,6 @@ def build_candidates(
             F.coalesce("impressions", F.lit(0)).cast("long").alias("impressions"),
         )
     )
-    log.info("candidates for %s: text vectors from %s", run_date, vec_source)
     return CandidateSet(
         run_date=run_date,
         as_of=as_of,

@@ -138,12 +138,18 @@ def beyond_accuracy(
     }
 
 
-def popularity_lists(train_events: DataFrame, users: DataFrame, k: int) -> DataFrame:
-    """The same most-clicked items for everyone, minus what each user already clicked."""
+def popularity_lists(
+    train_events: DataFrame, users: DataFrame, k: int, allowed: DataFrame | None = None
+) -> DataFrame:
+    """The same most-clicked items for everyone, minus what each user already clicked; ranked
+    over the ``allowed`` items (item_id frame) when given, as the published lists are."""
     clicks = train_events.where(
         (F.col(C.EVENT_TYPE) == "click") & ~F.coalesce(F.col(C.IS_HISTORY), F.lit(False))
     )
-    top = clicks.groupBy(C.ITEM_ID).count().orderBy(F.desc("count"), C.ITEM_ID).limit(k * 5)
+    counts = clicks.groupBy(C.ITEM_ID).count()
+    if allowed is not None:
+        counts = counts.join(allowed.select(C.ITEM_ID), C.ITEM_ID, "left_semi")
+    top = counts.orderBy(F.desc("count"), C.ITEM_ID).limit(k * 5)
     seen = clicks.select(C.USER_ID, C.ITEM_ID).distinct()
     ranked = (
         users.crossJoin(top)
@@ -156,8 +162,11 @@ def popularity_lists(train_events: DataFrame, users: DataFrame, k: int) -> DataF
     return lists_from_rows(ranked)
 
 
-def als_lists(train_events: DataFrame, users: DataFrame, k: int, seed: int = 7) -> DataFrame:
-    """The ALS candidate source alone (same model as recommend's), minus what each user consumed."""
+def als_lists(
+    train_events: DataFrame, users: DataFrame, k: int, seed: int = 7, allowed: DataFrame | None = None
+) -> DataFrame:
+    """The ALS candidate source alone (same model as recommend's), minus what each user consumed
+    and, when given, items outside ``allowed`` (item_id frame)."""
     from recpipe.candidates import sources as S
 
     inter = S.interactions(train_events)
@@ -165,6 +174,8 @@ def als_lists(train_events: DataFrame, users: DataFrame, k: int, seed: int = 7) 
         return users.select(C.USER_ID, F.array().cast("array<string>").alias("items")).limit(0)
     cands = S.als_candidates(inter, users, 3 * k, seed=seed)
     seen = inter.select(C.USER_ID, C.ITEM_ID).distinct()
+    if allowed is not None:
+        cands = cands.join(allowed.select(C.ITEM_ID), C.ITEM_ID, "left_semi")
     w = Window.partitionBy(C.USER_ID).orderBy(F.desc(C.SOURCE_SCORE), C.ITEM_ID)
     rows = (
         cands.join(seen, [C.USER_ID, C.ITEM_ID], "left_anti")

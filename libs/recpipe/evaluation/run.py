@@ -19,6 +19,8 @@ from recpipe import constants as C
 from recpipe.config import Config
 from recpipe.evaluation import offline as O
 from recpipe.evaluation import ope
+from recpipe.events.feedback import is_clicks_only, with_feedback
+from recpipe.events.items import read_items
 from recpipe.lake import Lake, Txn, open_lake
 
 log = logging.getLogger(__name__)
@@ -38,19 +40,29 @@ EVALUATIONS_SCHEMA = StructType(
 
 
 def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
-    """AUC / logloss of the current model and of item popularity on the examples' test split."""
+    """AUC / logloss of the current model and of item popularity on the examples' test split.
+
+    Impressions: popularity is the item's smoothed train CTR. Click-only: the test split's
+    negatives are drawn uniformly (``features.examples.click_only_examples``) and popularity is
+    the item's train click count, so neither AUC is inflated by popularity-weighted negatives.
+    """
     from sklearn.metrics import log_loss, roc_auc_score
 
     if not lake.exists(C.GOLD_TRAINING_EXAMPLES):
         return {"skipped": f"{C.GOLD_TRAINING_EXAMPLES} does not exist"}
+    clicks_only = is_clicks_only(with_feedback(cfg, lake))
     ex = lake.read(C.GOLD_TRAINING_EXAMPLES)
     test = ex.where(F.col(C.SPLIT) == "test")
     train = ex.where(F.col(C.SPLIT) == "train")
-    prior = train.agg(F.avg(C.LABEL)).first()[0] or 0.0
-    strength = cfg.features.ctr_prior_strength
-    pop = train.groupBy(C.ITEM_ID).agg(
-        ((F.sum(C.LABEL) + prior * strength) / (F.count("*") + strength)).alias("pop")
-    )
+    if clicks_only:
+        prior = 0.0
+        pop = train.groupBy(C.ITEM_ID).agg(F.sum(C.LABEL).cast("double").alias("pop"))
+    else:
+        prior = train.agg(F.avg(C.LABEL)).first()[0] or 0.0
+        strength = cfg.features.ctr_prior_strength
+        pop = train.groupBy(C.ITEM_ID).agg(
+            ((F.sum(C.LABEL) + prior * strength) / (F.count("*") + strength)).alias("pop")
+        )
     try:
         from recpipe.model.inputs import to_model_inputs
         from recpipe.model.registry import load_current_model
@@ -67,6 +79,7 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
     out: dict[str, Any] = {
         "test_examples": int(len(y)),
         "test_ctr": float(y.mean()),
+        "test_negatives": "uniformly sampled clicked items" if clicks_only else "logged impressions",
         "popularity_auc": float(roc_auc_score(y, pdf["pop"])),
     }
     if model is None:
@@ -145,11 +158,11 @@ def run_evaluate(
         raise RuntimeError(f"{C.GOLD_RECOMMENDATIONS} has no lists for {date}")
     end = date + dt.timedelta(days=cfg.evaluate.horizon_days)
     events = lake.read(C.SILVER_EVENTS)
-    from recpipe.candidates.sources import history
+    from recpipe.candidates.sources import allowed_items, history
 
     # Events strictly before the run date (partition-pruned, as the candidate sources see them).
     before = history(events, dt.datetime.combine(date, dt.time(), tzinfo=dt.UTC))
-    items = lake.read(C.SILVER_ITEMS)
+    items = read_items(lake)
     truth = O.clicks_truth(events, date, end).cache()
     users = recs.select(C.USER_ID).distinct().cache()
     # Both are reused by every policy and segment below.
@@ -161,10 +174,14 @@ def run_evaluate(
         .cache()
     )
     published = O.lists_from_rows(recs)
+    # The baselines rank the same allowed catalog as the published lists (not expired, blocked
+    # or older than recommend.max_item_age_days at the run's cut-off).
+    cutoff = dt.datetime.combine(date, dt.time(), tzinfo=dt.UTC)
+    allowed = allowed_items(items, cutoff, cfg.recommend.max_item_age_days).select(C.ITEM_ID).cache()
     policies = {
         "published": published,
-        "popularity": O.popularity_lists(before, users, k),
-        "als": O.als_lists(before, users, k),
+        "popularity": O.popularity_lists(before, users, k, allowed),
+        "als": O.als_lists(before, users, k, allowed=allowed),
     }
     rows: list[dict[str, Any]] = []
     for name, lists in policies.items():
@@ -192,16 +209,29 @@ def run_evaluate(
             r["reason"]: r["n"] for r in recs.groupBy("reason").agg(F.count("*").alias("n")).collect()
         },
     }
-    report_dir = Path(cfg.evaluate.report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    path = report_dir / f"evaluation-{date}.json"
-    path.write_text(json.dumps(report, indent=2, default=str))
+    path = write_report(cfg.artifacts_dir("reports"), f"evaluation-{date}.json", report)
     _store(lake, report, date)
-    for cached in (truth, users, segments, popularity):
+    for cached in (truth, users, segments, popularity, allowed):
         cached.unpersist()
-    report["report_path"] = str(path.resolve())
+    report["report_path"] = path
     report["duration_s"] = round(time.perf_counter() - t0, 2)
     return report
+
+
+def write_report(folder: str, name: str, report: dict[str, Any]) -> str:
+    """Write ``report`` as JSON to ``folder/name`` (local path or object-store URI); its path."""
+    import pyarrow.fs as pafs
+
+    if "://" in folder:
+        fs, base = pafs.FileSystem.from_uri(folder)
+        shown = folder.rstrip("/")
+    else:
+        fs, base = pafs.LocalFileSystem(), str(Path(folder).resolve())
+        shown = base
+    fs.create_dir(base, recursive=True)
+    with fs.open_output_stream(f"{base}/{name}") as fh:
+        fh.write(json.dumps(report, indent=2, default=str).encode())
+    return f"{shown}/{name}"
 
 
 def _store(lake: Lake, report: dict[str, Any], date: dt.date) -> None:

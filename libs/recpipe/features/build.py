@@ -36,6 +36,8 @@ from pyspark.sql import functions as F
 from recpipe import constants as C
 from recpipe import quality
 from recpipe.config import Config
+from recpipe.events.feedback import is_clicks_only, with_feedback
+from recpipe.events.items import read_items
 from recpipe.lake import Lake, Txn, open_lake
 
 log = logging.getLogger(__name__)
@@ -135,11 +137,14 @@ def item_features(
     windows: list[int],
     prior_strength: float,
     vectors: DataFrame | None = None,
+    clicks_only: bool = False,
 ) -> DataFrame:
     """Item features for every date in ``as_of_dates`` (``events`` from :func:`prepare_events`).
 
     ``item_ctr_{w}d = (clicks + m p) / (impressions + m)``: a Beta(m p, m (1 - p)) prior with
-    ``m = prior_strength`` and ``p`` the global CTR of the same window and date.
+    ``m = prior_strength`` and ``p`` the global CTR of the same window and date. A click-only
+    source has no impressions to divide by: there ``item_ctr_{w}d`` is the item's share of all
+    clicks of the window and date (in [0, 1], summing to 1 over the items).
     """
     wins = sorted(windows)
     cols = item_window_cols(wins)
@@ -176,12 +181,15 @@ def item_features(
         *[
             F.try_divide(F.sum(c), F.sum(i)).alias(f"_p{w}")
             for w, c, i in zip(wins, cols["clicks"], cols["impressions"])
-        ]
+        ],
+        *[F.sum(c).alias(f"_c{w}") for w, c in zip(wins, cols["clicks"])],
     )
     out = out.join(F.broadcast(glob), C.AS_OF_DATE, "left")
     m = float(prior_strength)
     ctr = [
-        ((F.col(c) + m * F.coalesce(F.col(f"_p{w}"), F.lit(0.0))) / (F.col(i) + m)).alias(r)
+        F.coalesce(F.try_divide(F.col(c), F.col(f"_c{w}")), F.lit(0.0)).alias(r)
+        if clicks_only
+        else ((F.col(c) + m * F.coalesce(F.col(f"_p{w}"), F.lit(0.0))) / (F.col(i) + m)).alias(r)
         if m > 0
         else F.coalesce(F.try_divide(F.col(c), F.col(i)), F.lit(0.0)).alias(r)
         for w, c, i, r in zip(wins, cols["clicks"], cols["impressions"], cols["ctr"])
@@ -306,7 +314,9 @@ def user_features(
 
 
 # -- quality suites --------------------------------------------------------------------------------
-def item_feature_checks(windows: list[int]) -> list[quality.Check]:
+def item_feature_checks(windows: list[int], clicks_only: bool = False) -> list[quality.Check]:
+    """Item feature expectations; a click-only source has no impressions (all counts 0) and its
+    ``item_ctr`` columns are click shares (in [0, 1])."""
     cols = item_window_cols(sorted(windows))
     checks = [
         quality.Check("ExpectColumnValuesToNotBeNull", {"column": c})
@@ -324,10 +334,15 @@ def item_feature_checks(windows: list[int]) -> list[quality.Check]:
         quality.Check("ExpectColumnValuesToBeBetween", {"column": c, "min_value": 0, "max_value": 1})
         for c in cols["ctr"]
     ]
+    if clicks_only:
+        checks += [
+            quality.Check("ExpectColumnValuesToBeBetween", {"column": c, "min_value": 0, "max_value": 0})
+            for c in cols["impressions"]
+        ]
     return checks
 
 
-def user_feature_checks(windows: list[int]) -> list[quality.Check]:
+def user_feature_checks(windows: list[int], clicks_only: bool = False) -> list[quality.Check]:
     cols = user_window_cols(sorted(windows))
     checks = [
         quality.Check("ExpectColumnValuesToNotBeNull", {"column": c})
@@ -344,6 +359,11 @@ def user_feature_checks(windows: list[int]) -> list[quality.Check]:
         quality.Check("ExpectColumnValuesToBeBetween", {"column": c, "min_value": 0, "strict_min": True})
         for c in (HOURS_SINCE_LAST_EVENT, HOURS_SINCE_LAST_CLICK)
     ]
+    if clicks_only:
+        checks += [
+            quality.Check("ExpectColumnValuesToBeBetween", {"column": c, "min_value": 0, "max_value": 0})
+            for c in cols["impressions"]
+        ]
     return checks
 
 
@@ -375,6 +395,7 @@ def inputs_fingerprint(cfg: Config, lake: Lake, *parts: Any) -> str:
     payload = {
         "events": lake.version(C.SILVER_EVENTS),
         "items": lake.version(C.SILVER_ITEMS),
+        "feedback": cfg.data.feedback,
         "features": cfg.features.__dict__,
         "parts": [str(p) for p in parts],
     }
@@ -392,17 +413,25 @@ def read_feature_inputs(
         & (F.col(C.EVENT_TS) >= F.lit(dt.datetime.combine(lo, dt.time())))
         & (F.col(C.EVENT_TS) < F.lit(dt.datetime.combine(last, dt.time())))
     )
-    items = lake.read(C.SILVER_ITEMS)
-    return prepare_events(events), items
+    return prepare_events(events), read_items(lake)
 
 
 def build_feature_frames(
     cfg: Config, events: DataFrame, items: DataFrame, as_of_dates: list[dt.date]
 ) -> tuple[DataFrame, DataFrame]:
-    """Item and user features for ``as_of_dates`` from prepared events and the catalog."""
+    """Item and user features for ``as_of_dates`` from prepared events and the catalog
+    (``cfg.data.feedback`` resolved, :func:`recpipe.events.feedback.with_feedback`)."""
     fc = cfg.features
     vectors = text_vectors(items, fc.text_features)
-    item_df = item_features(events, items, as_of_dates, fc.windows_days, fc.ctr_prior_strength, vectors)
+    item_df = item_features(
+        events,
+        items,
+        as_of_dates,
+        fc.windows_days,
+        fc.ctr_prior_strength,
+        vectors,
+        clicks_only=is_clicks_only(cfg),
+    )
     user_df = user_features(events, items, as_of_dates, fc.windows_days, fc.last_k_items)
     return item_df, user_df
 
@@ -419,9 +448,10 @@ def write_features(
     """Validate, then overwrite the ``as_of_date`` partitions of both feature tables."""
     out: dict[str, Any] = {"quality": {}, "commits": {}}
     parts = {C.AS_OF_DATE: sorted(set(as_of_dates))}
+    wins, clicks_only = cfg.features.windows_days, is_clicks_only(cfg)
     for table, df, checks in (
-        (C.GOLD_ITEM_FEATURES, item_df, item_feature_checks(cfg.features.windows_days)),
-        (C.GOLD_USER_FEATURES, user_df, user_feature_checks(cfg.features.windows_days)),
+        (C.GOLD_ITEM_FEATURES, item_df, item_feature_checks(wins, clicks_only)),
+        (C.GOLD_USER_FEATURES, user_df, user_feature_checks(wins, clicks_only)),
     ):
         suite = table.split(".")[1]
         report = quality.validate(
@@ -446,9 +476,15 @@ def run_features(
     """
     t0 = time.perf_counter()
     lake = lake or open_lake(cfg, spark)
+    cfg = with_feedback(cfg, lake)
     fp = inputs_fingerprint(cfg, lake, as_of)
     txn = Txn(f"recpipe.features/{as_of.isoformat()}/{fp}", 1)
-    summary: dict[str, Any] = {"job": "features", "as_of_date": as_of.isoformat(), "fingerprint": fp}
+    summary: dict[str, Any] = {
+        "job": "features",
+        "as_of_date": as_of.isoformat(),
+        "feedback": cfg.data.feedback,
+        "fingerprint": fp,
+    }
     done = all(lake.txn_version(t, txn.app_id) for t in (C.GOLD_ITEM_FEATURES, C.GOLD_USER_FEATURES))
     if done:
         summary["skipped"] = "already built from these inputs"

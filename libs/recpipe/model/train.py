@@ -6,8 +6,9 @@ and registers the exported model in ``ops.model_registry``. ``train_fn`` runs on
 its row shard straight from the snapshot's Parquet files, trains with ``DistributedGradientTape``,
 evaluates with metrics summed across ranks, checkpoints (rank 0) and exports (rank 0).
 
-Checkpoints live in ``<model_dir>/runs/<run_id>/ckpt``; running again with the same run id resumes
-from the last one (model, optimizer, step, epoch, position in the epoch, early-stopping state, RNG).
+Checkpoints live in ``<models>/runs/<run_id>/ckpt`` (``Config.artifacts_dir("models")``); running
+again with the same run id resumes from the last one (model, optimizer, step, epoch, position in
+the epoch, early-stopping state, RNG).
 """
 
 from __future__ import annotations
@@ -382,8 +383,11 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
 
-def _baselines(path: str, version: int, label: str, ctr_prior: float, raw_dir: str | None) -> dict[str, Any]:
-    """Popularity AUC (smoothed item CTR on train as the score) and oracle AUC on the test split."""
+def _baselines(
+    path: str, version: int, label: str, ctr_prior: float, raw_dir: str | None, clicks_only: bool = False
+) -> dict[str, Any]:
+    """Popularity AUC and oracle AUC on the test split. Popularity: the item's smoothed train CTR,
+    or for a click-only source its train click count (the test negatives are uniform draws)."""
     import pyarrow.parquet as pq
     from sklearn.metrics import roc_auc_score
 
@@ -399,8 +403,11 @@ def _baselines(path: str, version: int, label: str, ctr_prior: float, raw_dir: s
         return out
     glob = float(train[label].mean()) if len(train) else 0.0
     g = train.groupby("item_id")[label].agg(["sum", "count"])
-    ctr = (g["sum"] + ctr_prior * glob) / (g["count"] + ctr_prior)
-    score = test["item_id"].map(ctr).fillna(glob).to_numpy()
+    if clicks_only:
+        score = test["item_id"].map(g["sum"]).fillna(0.0).to_numpy()
+    else:
+        ctr = (g["sum"] + ctr_prior * glob) / (g["count"] + ctr_prior)
+        score = test["item_id"].map(ctr).fillna(glob).to_numpy()
     out["popularity_auc"] = float(roc_auc_score(y, score))
     if "p_click_true" in test.columns:
         out["oracle_auc"] = float(roc_auc_score(y, test["p_click_true"].to_numpy()))
@@ -442,6 +449,7 @@ def run_train(
     """
     import horovod.spark
 
+    from recpipe.events.feedback import is_clicks_only, with_feedback
     from recpipe.lake import open_lake
     from recpipe.model.data import read_feature_spec
     from recpipe.model.registry import register_model
@@ -457,7 +465,7 @@ def run_train(
     path = lake.path(examples_table)
     spec = read_feature_spec(path)
     run_id = run_id or new_run_id()
-    run_dir = f"{tc.model_dir.rstrip('/')}/runs/{run_id}"
+    run_dir = f"{cfg.artifacts_dir('models').rstrip('/')}/runs/{run_id}"
     if "://" not in run_dir:
         run_dir = os.path.abspath(run_dir)
     slots = spark.sparkContext.defaultParallelism
@@ -511,7 +519,10 @@ def run_train(
         verbose=0,
     )
     r0 = next(r for r in results if r["rank"] == 0)
-    base = _baselines(path, version, spec.label, cfg.features.ctr_prior_strength, cfg.data.raw_dir)
+    clicks_only = is_clicks_only(with_feedback(cfg, lake))
+    base = _baselines(
+        path, version, spec.label, cfg.features.ctr_prior_strength, cfg.data.raw_dir, clicks_only
+    )
     metrics = {**r0["metrics"], **{k: base[k] for k in ("popularity_auc", "oracle_auc")}}
     summary: dict[str, Any] = {
         "run_id": run_id,
@@ -525,6 +536,7 @@ def run_train(
         "popularity_auc": base["popularity_auc"],
         "oracle_auc": base["oracle_auc"],
         "oracle_source": base["oracle_source"],
+        "test_negatives": "uniformly sampled clicked items" if clicks_only else "logged impressions",
         "steps": r0["steps"],
         "epochs_run": len(r0["history"]),
         "resumed_from_step": r0["resumed_from_step"],
