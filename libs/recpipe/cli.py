@@ -152,6 +152,44 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return _run_stage(args, "train", run_id=args.run_id, examples_version=args.examples_version)
 
 
+def _ingest_description() -> str:
+    from recpipe.constants import RAW_FIELDS, REQUIRED_RAW_FIELDS
+    from recpipe.events.ingest import FORMAT_EXTENSIONS
+
+    formats = "; ".join(f"{k}: {', '.join(v)}" for k, v in FORMAT_EXTENSIONS.items())
+    return f"""Ingest one batch of raw event files into bronze.events_raw, bronze.quarantine and silver.events
+(items.jsonl at the folder root -> silver.items). Prints the reconciliation summary as JSON.
+
+formats (ingest.format; .gz files are gunzipped while reading):
+  {formats}
+  Any other file under the folder (other extension, empty, corrupt gzip) stops the batch before
+  anything is written (ingest.unknown_files: fail), or is skipped and listed in the summary (skip).
+
+column mapping (ingest.column_mapping: canonical field -> spec; unmapped fields keep their name):
+  fields:   {", ".join(RAW_FIELDS)}
+  required: {", ".join(REQUIRED_RAW_FIELDS)}
+  specs:    NAME                         the source column (CSV/Parquet) or JSON key NAME
+            {{column: NAME}}               the same
+            {{column: NAME, unit: ms}}     ts only: epoch number in s, ms or us
+            {{const: VALUE}}               the same value for every record
+  Two fields may name the same source column (e.g. a session id as request id).
+
+A batch where fewer than ingest.min_accepted_share of the input records pass validation fails
+(exit 2) with the top quarantine reasons; nothing is published and the attempt is in ops.runs.
+
+example (a click log CSV: session,user,article,time_ms):
+  ingest:
+    format: csv
+    column_mapping:
+      user_id: user
+      item_id: article
+      session_id: session
+      request_id: session
+      event_type: {{const: click}}
+      ts: {{column: time_ms, unit: ms}}
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recpipe",
@@ -178,11 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier import in --out")
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("ingest", help="raw event files -> bronze/silver Delta tables (idempotent per batch)")
+    p = sub.add_parser(
+        "ingest",
+        help="raw event files -> bronze/silver Delta tables (idempotent per batch)",
+        description=_ingest_description(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(p)
     p.add_argument(
         "--input",
-        help="folder with events/YYYY-MM-DD/HH.jsonl and items.jsonl (default: data.raw_dir of the config)",
+        help="folder with events/YYYY-MM-DD/HH.<ext> (or event files directly) and optionally "
+        "items.jsonl (default: data.raw_dir of the config)",
     )
     p.add_argument(
         "--batch-id",

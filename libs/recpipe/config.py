@@ -120,12 +120,62 @@ class PathsConfig:
     artifacts: str = ""
 
 
+EPOCH_UNITS = ("s", "ms", "us")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """Where one canonical raw field comes from (a value of ``ingest.column_mapping``).
+
+    ``column``: a source column (CSV/Parquet) or JSON key; ``unit``: that column holds epoch
+    seconds/milliseconds/microseconds (``ts`` only); ``const``: the same value for every record.
+    """
+
+    column: str | None = None
+    const: str | None = None
+    unit: Literal["s", "ms", "us"] | None = None
+
+
+def parse_column_spec(name: str, spec: str | dict[str, str]) -> ColumnSpec:
+    """One ``ingest.column_mapping`` entry -> a :class:`ColumnSpec`; ConfigError naming the key."""
+    from recpipe.constants import RAW_FIELDS
+
+    key = f"ingest.column_mapping.{name}"
+    if name not in RAW_FIELDS:
+        raise ConfigError(f"key '{key}': not a canonical field (allowed: {RAW_FIELDS})")
+    if isinstance(spec, str):
+        spec = {"column": spec}
+    unknown = sorted(set(spec) - {"column", "const", "unit"})
+    if unknown:
+        raise ConfigError(f"key '{key}': unknown spec key {unknown[0]!r} (allowed: column, const, unit)")
+    if ("column" in spec) == ("const" in spec):
+        raise ConfigError(f"key '{key}': give exactly one of 'column' or 'const', got {spec!r}")
+    if "column" in spec and not spec["column"].strip():
+        raise ConfigError(f"key '{key}': empty column name")
+    unit = spec.get("unit")
+    if unit is not None:
+        if unit not in EPOCH_UNITS:
+            raise ConfigError(f"key '{key}.unit' must be one of {list(EPOCH_UNITS)}, got {unit!r}")
+        if name != "ts" or "column" not in spec:
+            raise ConfigError(f"key '{key}.unit': only a 'ts' column has a unit (epoch s/ms/us)")
+    return ColumnSpec(spec.get("column"), spec.get("const"), unit)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     format: Literal["jsonl", "csv", "parquet"] = "jsonl"
-    # canonical field -> source column name, for CSV/Parquet sources (unmapped fields keep their name).
-    column_mapping: dict[str, str] = field(default_factory=dict)
+    # canonical field -> where it comes from (unmapped fields keep their name): a source column
+    # name, {column: NAME}, {column: NAME, unit: s|ms|us} (ts as epoch number) or {const: VALUE}.
+    # Applies to every format (JSON keys for jsonl). See `recpipe ingest --help`.
+    column_mapping: dict[str, str | dict[str, str]] = field(default_factory=dict)
     csv_delimiter: str = ","
+    # A file under the batch folder that ingest does not read (other extension, empty, corrupt
+    # gzip): `fail` stops the batch before anything is written, `skip` ingests the rest. Either
+    # way the files and reasons are listed in the run summary (ops.runs).
+    unknown_files: Literal["fail", "skip"] = "fail"
+    # The batch fails (nothing published, the attempt recorded in ops.runs) when fewer than
+    # this share of its input records pass validation (accepted or duplicate, not quarantined).
+    min_accepted_share: float = checked(0.5, ge=0, le=1)
     # Source spellings mapped onto canonical event types (after strip + lower-case).
     event_type_aliases: dict[str, str] = field(default_factory=dict)
     allowed_event_types: list[str] = field(
@@ -137,6 +187,13 @@ class IngestConfig:
     max_future_seconds: int = checked(86_400, ge=0)
     # Number of Spark tasks that read the raw files (0 = Spark's default parallelism).
     read_tasks: int = checked(0, ge=0)
+
+    def __post_init__(self) -> None:
+        self.column_specs()  # a bad mapping fails at load, naming its key
+
+    def column_specs(self) -> dict[str, ColumnSpec]:
+        """``column_mapping`` as typed specs, keyed by canonical field."""
+        return {name: parse_column_spec(name, spec) for name, spec in self.column_mapping.items()}
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import re
 
 import pytest
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from recpipe import constants as C
+from recpipe.config import ColumnSpec, ConfigError, config_from_dict
 from recpipe.events import transforms as T
 
 pytestmark = pytest.mark.unit
@@ -155,3 +158,96 @@ def test_to_silver_derives_stable_event_ids_and_dedupe_keeps_first_delivery(spar
         ),
         expected,
     )
+
+
+def test_decompress_gunzips_by_name_and_reports_a_corrupt_gzip():
+    data = b'{"user_id":"U1"}\n'
+    packed = gzip.compress(data)
+    assert T.decompress("a.jsonl", data) == data
+    assert T.decompress("a/b.JSONL.GZ", packed) == data
+    with pytest.raises(T.UnreadableFile, match="unreadable gzip"):
+        T.decompress("t.jsonl.gz", packed[:-10])  # truncated
+    with pytest.raises(T.UnreadableFile, match="unreadable gzip"):
+        T.decompress("plain.jsonl.gz", data)  # not gzip at all
+
+
+def test_parse_jsonl_reads_each_field_from_its_mapped_key():
+    data = b'{"uid":" 00123 ","article":"N1","kind":"click","t":1791036309,"sess":"S9"}\n'
+    sources = {"user_id": "uid", "item_id": "article", "event_type": "kind", "ts": "t"}
+    cols = T.parse_jsonl_bytes("f.jsonl", data, {**sources, "session_id": "sess", "request_id": "sess"})
+    assert (cols["user_id"], cols["item_id"], cols["event_type"], cols["ts"]) == (
+        [" 00123 "],
+        ["N1"],
+        ["click"],
+        ["1791036309"],
+    )
+    assert cols["session_id"] == cols["request_id"] == ["S9"]
+
+
+def test_read_jsonl_files_reports_files_without_records(spark):
+    # given: a good gzip file, a truncated one and a gzip of nothing
+    good = b'{"user_id":"U1","item_id":"N1","event_type":"click","ts":"2026-10-03T14:05:09Z"}\n' * 2
+    blobs = {
+        "d/10.jsonl.gz": gzip.compress(good),
+        "d/11.jsonl.gz": gzip.compress(good)[:-12],
+        "d/12.jsonl.gz": gzip.compress(b""),
+    }
+    paths = spark.createDataFrame([(p,) for p in blobs], "path string")
+    # when
+    rows = T.read_jsonl_files(paths, blobs.__getitem__).orderBy("source_file", "line").collect()
+    # then: two records of the good file, one file row (line 0) for each of the others
+    got = [(r.source_file, r.line, r.user_id, (r.parse_error or "")[:16]) for r in rows]
+    assert got == [
+        ("d/10.jsonl.gz", 1, "U1", ""),
+        ("d/10.jsonl.gz", 2, "U1", ""),
+        ("d/11.jsonl.gz", T.FILE_ROW_LINE, None, "unreadable gzip:"),
+        ("d/12.jsonl.gz", T.FILE_ROW_LINE, None, "empty file (no r"),
+    ]
+
+
+def test_column_specs_fill_constants_and_turn_epoch_numbers_into_timestamps(spark):
+    # given: the same instant as epoch s, ms (with a fraction) and us, and an ISO string
+    df = spark.createDataFrame(
+        [("1791036309.123",), ("1791036309123",), ("1791036309123000",), ("2026-10-03T14:05:09.123Z",)],
+        "ts string",
+    ).withColumn("event_type", F.lit(None).cast("string"))
+    units = ["s", "ms", "us", "ms"]
+    want = dt.datetime(2026, 10, 3, 14, 5, 9, 123000)
+    for i, unit in enumerate(units):
+        row = df.collect()[i]
+        one = spark.createDataFrame([row], df.schema)
+        # when
+        out = T.apply_column_specs(one, {"event_type": "click"}, {"ts": unit})
+        # then
+        got = out.select("event_type", T.parse_timestamp(F.col("ts")).alias("t")).first()
+        assert (got.event_type, got.t) == ("click", want), (unit, row.ts)
+    # a value that is not a number is left as it is (classify quarantines it as bad_timestamp)
+    bad = spark.createDataFrame([("yesterday",)], "ts string")
+    assert T.apply_column_specs(bad, {}, {"ts": "s"}).first().ts == "yesterday"
+
+
+def test_column_mapping_specs_are_checked_at_load_naming_the_key():
+    def load(mapping):
+        return config_from_dict(
+            {"mode": "local", "lake": {"root": "/tmp/x"}, "ingest": {"column_mapping": mapping}}
+        )
+
+    specs = load(
+        {"user_id": "uid", "event_type": {"const": "click"}, "ts": {"column": "t", "unit": "ms"}}
+    ).ingest.column_specs()
+    assert specs == {
+        "user_id": ColumnSpec(column="uid"),
+        "event_type": ColumnSpec(const="click"),
+        "ts": ColumnSpec(column="t", unit="ms"),
+    }
+    bad = {
+        "when": ("'ingest.column_mapping.when': not a canonical field", "x"),
+        "ts": ("'ingest.column_mapping.ts': unknown spec key 'units'", {"column": "t", "units": "ms"}),
+        "item_id": ("'ingest.column_mapping.item_id.unit': only a 'ts'", {"column": "a", "unit": "ms"}),
+        "event_type": ("exactly one of 'column' or 'const'", {"column": "k", "const": "click"}),
+    }
+    for name, (message, spec) in bad.items():
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load({name: spec})
+    with pytest.raises(ConfigError, match=re.escape("'ingest.column_mapping.ts.unit' must be one of")):
+        load({"ts": {"column": "t", "unit": "h"}})

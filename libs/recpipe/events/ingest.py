@@ -53,9 +53,13 @@ def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def read_bytes(path: str) -> bytes:
-    """Read a whole file, local or object store (runs on executors)."""
+    """Read a whole file's bytes as stored, local or object store (runs on executors).
+
+    No transparent decompression (pyarrow would gunzip ``.gz`` by name): ``transforms.decompress``
+    does it, so a corrupt gzip is reported as such instead of failing the job.
+    """
     fs, p = _fs(path)
-    with fs.open_input_stream(p) as fh:
+    with fs.open_input_stream(p, compression=None) as fh:
         return fh.read()
 
 
@@ -277,12 +281,17 @@ def run_ingest(
     started = dt.datetime.now(dt.UTC)
     input_dir = input_dir or cfg.data.raw_dir
     lake = lake or open_lake(cfg, spark)
-    files = list_event_files(input_dir, cfg.ingest.format, date)
-    if not files:
-        raise IngestError(
-            f"no {cfg.ingest.format} event files under {input_dir}" + (f" for {date}" if date else "")
-        )
-    batch_id = batch_id or default_batch_id(input_dir, files)
+    batch = scan_input(input_dir, cfg.ingest.format, date)
+    if not batch.files:
+        raise _no_event_files(input_dir, cfg.ingest.format, date, batch)
+    batch_id = batch_id or default_batch_id(input_dir, batch.files)
+    _check_not_read(cfg.ingest, batch_id, batch.not_read)
+    if cfg.ingest.format == "csv":
+        _set_aside(batch, probe_gzip_files(spark, cfg, batch.files))
+        _check_not_read(cfg.ingest, batch_id, batch.not_read)
+        if not batch.files:
+            raise _no_event_files(input_dir, cfg.ingest.format, date, batch)
+    files = batch.files
     run_id = f"ingest-{batch_id}-{uuid.uuid4().hex[:8]}"
     key = cfg.pseudonym_key()
     timings: dict[str, float] = {}
@@ -295,19 +304,53 @@ def run_ingest(
     # 1. read + parse
     t0 = time.perf_counter()
     parsed = read_raw(spark, cfg, files)
-    classified = T.classify(
+    classified_all = T.classify(
         parsed,
         cfg.ingest.allowed_event_types,
         cfg.ingest.event_type_aliases,
         cfg.ingest.min_event_ts,
         F.lit(max_ts).cast("timestamp"),
     ).persist(StorageLevel.MEMORY_AND_DISK)
+    # Files that gave no records (a corrupt or empty gzip) are accounted for, not records.
+    is_file_row = F.col(C.LINE) == T.FILE_ROW_LINE
+    no_records = classified_all.where(is_file_row).select(C.SOURCE_FILE, "parse_error").collect()
+    if no_records:
+        _set_aside(batch, {r[0]: r[1] for r in no_records})
+        if cfg.ingest.unknown_files == "fail":
+            classified_all.unpersist()
+            _check_not_read(cfg.ingest, batch_id, batch.not_read)
+    classified = classified_all.where(~is_file_row)
     reason_counts = {
         r[C.REASON]: r["n"] for r in classified.groupBy(C.REASON).agg(F.count("*").alias("n")).collect()
     }
     input_records = sum(reason_counts.values())
     quarantined = {k: v for k, v in reason_counts.items() if k is not None}
     timings["read_parse_s"] = time.perf_counter() - t0
+    # Too few valid records (a wrong mapping, the wrong files): stop before anything is
+    # published. Nothing is written but the failed attempt's ops.runs row; bronze is not written
+    # either, because a later run of the same batch id with a fixed config must write its own
+    # quarantine (bronze writes are idempotent per batch id and would keep this run's rows).
+    problem = _too_few_valid(cfg, classified, reason_counts, batch_id)
+    if problem is not None:
+        classified_all.unpersist()
+        failed = {
+            "job": "ingest",
+            "batch_id": batch_id,
+            "run_id": run_id,
+            "error": problem,
+            "input_records": input_records,
+            "accepted": 0,
+            "duplicates": None,
+            "quarantined": sum(quarantined.values()),
+            "quarantined_by_reason": dict(sorted(quarantined.items())),
+            "files": len(files),
+            "files_not_read": batch.not_read,
+            "table_versions": {},
+            "duration_s": round(time.perf_counter() - t_start, 3),
+        }
+        # A token per attempt: the batch's own token stays free for the run that succeeds.
+        _record_run(lake, failed, started, status="failed", txn=Txn(f"recpipe.ingest.failed/{run_id}", 1))
+        raise IngestError(f"{problem}; nothing was published (attempt {run_id} is in ops.runs)")
 
     # 2. normalize + dedupe (within the batch, then against events stored by other batches)
     t0 = time.perf_counter()
@@ -379,7 +422,7 @@ def run_ingest(
         commits[C.SILVER_ITEMS] = items_summary.pop("_commit")
     timings["write_commit_s"] = time.perf_counter() - t0
     timings["commit_s"] = sum(c.timings.get("commit_s", 0.0) for c in commits.values())
-    for c in (classified, new):
+    for c in (classified_all, new):
         c.unpersist()
 
     # 4. quality gate on the partitions this batch touched
@@ -410,6 +453,7 @@ def run_ingest(
         "quarantined_by_reason": dict(sorted(quarantined.items())),
         "late_events": late,
         "files": len(files),
+        "files_not_read": batch.not_read,
         "items": items_summary,
         "already_ingested": not sc.committed and sc.skipped_reason is not None,
         "table_versions": versions,
@@ -425,7 +469,9 @@ def run_ingest(
 
 def _file_hour(col):
     """``.../events/YYYY-MM-DD/HH.jsonl`` -> the delivery hour as a timestamp (null otherwise)."""
-    hour = F.regexp_replace(F.regexp_extract(col, r"\d{4}-\d{2}-\d{2}/\d{2}(?=\.jsonl?$)", 0), "/", " ")
+    hour = F.regexp_replace(
+        F.regexp_extract(col, r"\d{4}-\d{2}-\d{2}/\d{2}(?=\.jsonl?(\.gz)?$)", 0), "/", " "
+    )
     return F.when(hour != "", F.to_timestamp(hour, "yyyy-MM-dd HH"))
 
 
@@ -471,7 +517,59 @@ def _ingest_items(
     return {"input_records": total, "upserted": total - n_bad, "rejected": n_bad, "_commit": commit}
 
 
-def _record_run(lake: Lake, summary: dict[str, Any], started: dt.datetime, status: str) -> None:
+def _set_aside(batch: BatchFiles, not_read: dict[str, str]) -> None:
+    """Move files found to hold no records from ``batch.files`` to ``batch.not_read``."""
+    for f, why in not_read.items():
+        if f in batch.files:
+            batch.files.remove(f)
+        batch.not_read[f] = why
+    batch.not_read = dict(sorted(batch.not_read.items()))
+
+
+def _too_few_valid(
+    cfg: Config, classified: DataFrame, reason_counts: dict[str | None, int], batch_id: str
+) -> str | None:
+    """Why the batch must not be published (no valid record, or fewer than
+    ``ingest.min_accepted_share`` of its input), naming the top quarantine reasons; else None.
+
+    Valid = not quarantined: an event already stored (a redelivery, a rerun) counts as valid.
+    """
+    total = sum(reason_counts.values())
+    valid = reason_counts.get(None, 0)
+    share = valid / total if total else 0.0
+    min_share = cfg.ingest.min_accepted_share
+    if valid > 0 and share >= min_share:
+        return None
+    msg = (
+        f"batch {batch_id}: {valid} of {total} input records ({share:.1%}) passed validation, "
+        f"ingest.min_accepted_share is {min_share}"
+    )
+    if total == valid:
+        return msg
+    by_detail = (
+        classified.where(F.col(C.REASON).isNotNull()).groupBy(C.REASON, C.DETAIL).agg(F.count("*").alias("n"))
+    )
+    top = (
+        by_detail.withColumn("total", F.sum("n").over(Window.partitionBy(C.REASON)))
+        .withColumn("rk", F.row_number().over(Window.partitionBy(C.REASON).orderBy(F.desc("n"), C.DETAIL)))
+        .where(F.col("rk") == 1)
+        .orderBy(F.desc("total"), C.REASON)
+        .limit(3)
+        .collect()
+    )
+    parts = [f"{r[C.REASON]} {r['total']} (most often '{(r[C.DETAIL] or '')[:80]}': {r['n']})" for r in top]
+    msg += "; top quarantine reasons: " + ", ".join(parts)
+    if reason_counts.get(C.MISSING_FIELD):
+        msg += (
+            "; map the source's columns or constants with ingest.column_mapping, e.g. "
+            "event_type: {const: click} (see recpipe ingest --help)"
+        )
+    return msg
+
+
+def _record_run(
+    lake: Lake, summary: dict[str, Any], started: dt.datetime, status: str, txn: Txn | None = None
+) -> None:
     faults.point("runs", C.OPS_RUNS)  # commits done, run row not yet (crash tests)
     # Through the stage contract's recorder: under `recpipe.stages` it becomes part of the
     # stage attempt's row instead of a second row.
@@ -492,4 +590,4 @@ def _record_run(lake: Lake, summary: dict[str, Any], started: dt.datetime, statu
         quarantined=summary["quarantined_by_reason"],
         table_versions=summary["table_versions"],
     )
-    record(lake, row, txn=Txn(f"recpipe.ingest/{summary['batch_id']}", 1))
+    record(lake, row, txn=txn or Txn(f"recpipe.ingest/{summary['batch_id']}", 1))

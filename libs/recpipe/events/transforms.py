@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Window
@@ -38,8 +40,36 @@ def _scalar_text(v: object) -> str | None:
     return json.dumps(v, separators=(",", ":"))
 
 
-def parse_jsonl_bytes(source_file: str, data: bytes) -> dict[str, list]:
-    """Split one JSONL file into records; each gets its line number and parse outcome."""
+# A parsed row with this line number reports a file that yielded no records (``parse_error`` says
+# why: corrupt gzip, empty after decompression); it is not a record.
+FILE_ROW_LINE = 0
+
+
+_EMPTY = "empty file (no records)"
+
+
+class UnreadableFile(ValueError):
+    """A file's bytes cannot be decoded into records (e.g. a corrupt or truncated gzip)."""
+
+
+def decompress(path: str, data: bytes) -> bytes:
+    """The content of an event file: gunzipped when its name ends with ``.gz``, else as is."""
+    if not path.lower().endswith(".gz"):
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UnreadableFile(f"unreadable gzip: {exc}") from None
+
+
+def parse_jsonl_bytes(
+    source_file: str, data: bytes, sources: dict[str, str] | None = None
+) -> dict[str, list]:
+    """Split one JSONL file into records; each gets its line number and parse outcome.
+
+    ``sources`` maps a canonical field to the JSON key it is read from (default: its own name).
+    """
+    keys = {f: (sources or {}).get(f, f) for f in C.RAW_FIELDS}
     cols: dict[str, list] = {k: [] for k in ("source_file", "line", "raw", "parse_error", *C.RAW_FIELDS)}
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
@@ -65,27 +95,89 @@ def parse_jsonl_bytes(source_file: str, data: bytes) -> dict[str, list]:
         cols["parse_error"].append(error)
         rec = obj if error is None else {}
         for f in _STR_FIELDS:
-            cols[f].append(_scalar_text(rec.get(f)))
-        hist = rec.get("is_history")
+            cols[f].append(_scalar_text(rec.get(keys[f])))
+        hist = rec.get(keys["is_history"])
         cols["is_history"].append(hist if isinstance(hist, bool) else None)
     return cols
 
 
-def read_jsonl_files(files: DataFrame, open_file) -> DataFrame:
+def _file_row(path: str, error: str) -> dict[str, list]:
+    row: dict[str, list] = {f: [None] for f in C.RAW_FIELDS}
+    row.update(source_file=[path], line=[FILE_ROW_LINE], raw=[None], parse_error=[error])
+    return row
+
+
+def read_jsonl_files(
+    files: DataFrame, open_file: Callable[[str], bytes], sources: dict[str, str] | None = None
+) -> DataFrame:
     """Parse the JSONL files named in ``files`` (column ``path``) on the executors.
 
-    ``open_file(path) -> bytes`` is shipped to the executors (it must be picklable).
+    ``open_file(path) -> bytes`` is shipped to the executors (it must be picklable); ``.gz``
+    files are decompressed. A file that yields no records (corrupt gzip, empty after
+    decompression) gives one row with ``line`` = :data:`FILE_ROW_LINE` and the reason in
+    ``parse_error``, so the driver can account for it. ``sources``: see :func:`parse_jsonl_bytes`.
     """
     schema = PARSED_DDL
 
     def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for path in batch.column("path").to_pylist():
-                cols = parse_jsonl_bytes(path, open_file(path))
-                if cols["line"]:
-                    yield pa.RecordBatch.from_pydict(cols, schema=PARSED_ARROW)
+                try:
+                    data = decompress(path, open_file(path))
+                except UnreadableFile as exc:
+                    cols = _file_row(path, str(exc))
+                else:
+                    cols = parse_jsonl_bytes(path, data, sources)
+                    if not cols["line"]:
+                        cols = _file_row(path, _EMPTY)
+                yield pa.RecordBatch.from_pydict(cols, schema=PARSED_ARROW)
 
     return files.mapInArrow(parse, schema)
+
+
+def probe_files(files: DataFrame, open_file: Callable[[str], bytes]) -> DataFrame:
+    """For each ``path`` in ``files``: why it cannot be read as records (null when it can).
+
+    Runs on the executors; the same :func:`decompress` as :func:`read_jsonl_files`, for sources
+    that Spark's own readers parse (a corrupt gzip would otherwise fail the job in the JVM).
+    """
+
+    def probe(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            paths = batch.column("path").to_pylist()
+            errors: list[str | None] = []
+            for path in paths:
+                try:
+                    data = decompress(path, open_file(path))
+                except UnreadableFile as exc:
+                    errors.append(str(exc))
+                else:
+                    errors.append(None if data else _EMPTY)
+            yield pa.RecordBatch.from_pydict({"path": paths, "error": errors})
+
+    return files.mapInArrow(probe, "path string, error string")
+
+
+def _epoch_to_iso(col: Column, unit: str) -> Column:
+    """An epoch number in ``unit`` (s/ms/us, decimals allowed) -> ISO-8601 text; other text as is."""
+    digits = {"s": 12, "ms": 15, "us": 18}[unit]  # more would overflow (year > 33000)
+    factor = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
+    s = F.trim(col)
+    micros = (s.try_cast("decimal(30,9)") * F.lit(factor)).try_cast("long")
+    iso = F.date_format(F.timestamp_micros(micros), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX")
+    return F.when(s.rlike(rf"^-?\d{{1,{digits}}}(\.\d{{1,9}})?$"), iso).otherwise(col)
+
+
+def apply_column_specs(df: DataFrame, consts: dict[str, str], epoch_units: dict[str, str]) -> DataFrame:
+    """Fill constant fields and turn epoch-number fields into ISO text (``ingest.column_mapping``).
+
+    ``consts``: canonical field -> value for every record; ``epoch_units``: field -> s/ms/us.
+    """
+    for f, value in consts.items():
+        df = df.withColumn(f, F.lit(value).cast("boolean" if f == "is_history" else "string"))
+    for f, unit in epoch_units.items():
+        df = df.withColumn(f, _epoch_to_iso(F.col(f), unit))
+    return df
 
 
 _ISO_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?$"
