@@ -99,7 +99,10 @@ def test_downstream_stages_read_the_versions_their_day_left(backfill):
             if by[(day, stage)]["status"] == "ok":
                 assert by[(day, stage)]["input_versions"][C.SILVER_EVENTS] == silver, (day, stage)
         recommend_in = by[(day, "recommend")]["input_versions"]
-        assert recommend_in[C.GOLD_USER_FEATURES] == by[(day, "examples")]["table_versions"][C.GOLD_USER_FEATURES]
+        assert (
+            recommend_in[C.GOLD_USER_FEATURES]
+            == by[(day, "examples")]["table_versions"][C.GOLD_USER_FEATURES]
+        )
 
 
 def test_rerunning_finished_days_commits_nothing(backfill):
@@ -126,3 +129,48 @@ def test_status_lists_stages_by_date(backfill, capsys):
     ]
     assert all(r["attempts"] == 2 and r["status"] == "skipped" for r in report["runs"])
     assert "2026-10-06  train      skipped      2" in out.err
+
+
+def test_an_ops_runs_table_from_before_the_contract_still_records_and_reads(spark, tmp_path):
+    # given: ops.runs with the columns it had before the stage contract (ingest's reconciliation)
+    from pyspark.sql.types import StructType
+
+    cfg = make_config(tmp_path / "lake", tmp_path / "raw")
+    lake = open_lake(cfg, spark)
+    old = StructType([f for f in C.OPS_RUNS_SCHEMA.fields if f.name in C.OPS_RUNS_BASE_COLUMNS])
+    now = dt.datetime(2026, 10, 5, 3, tzinfo=dt.UTC)
+    lake.append(
+        C.OPS_RUNS,
+        spark.createDataFrame(
+            [("ingest-b1", "ingest", "b1", "ok", now, now, 1.0, 3, 3, 0, {}, {C.SILVER_EVENTS: 0}, "{}")], old
+        ),
+    )
+    # when: a stage attempt is recorded
+    row = runs.RunRow(
+        run_id="features-x",
+        job="features",
+        status="skipped",
+        started_at=now,
+        finished_at=now,
+        duration_s=0.5,
+        run_date=dt.date(2026, 10, 5),
+        mode="daily",
+        reason="no reason",
+        fingerprint="abc",
+        input_versions={C.SILVER_EVENTS: 0},
+        counts={"users": 7},
+        table_versions={C.GOLD_USER_FEATURES: None},
+    )
+    runs.record(lake, row)
+    # then: the table keeps its columns and the contract's fields read back from summary_json
+    assert lake.schema(C.OPS_RUNS).fieldNames() == C.OPS_RUNS_BASE_COLUMNS
+    (got,) = runs.stage_rows(lake)
+    assert (got["job"], got["run_date"], got["status"], got["reason"], got["fingerprint"]) == (
+        "features",
+        dt.date(2026, 10, 5),
+        "skipped",
+        "no reason",
+        "abc",
+    )
+    assert (got["input_versions"], got["counts"]) == ({C.SILVER_EVENTS: 0}, {"users": 7})
+    assert lake.row_count(C.OPS_RUNS) == 2

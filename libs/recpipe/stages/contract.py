@@ -4,7 +4,8 @@ Input versions. A stage for run date D reads each input table at the version rec
 stage before it in the daily order that writes that table, in its latest ``ok``/``skipped`` row
 for D (the table's latest version when there is none, e.g. a single stage run on its own). So
 rerunning a finished day sees the inputs that day saw, whatever later days wrote. A pin never
-hides a later delete (``recpipe forget``): then the latest version is read.
+hides a later delete (``recpipe forget``) and never reaches past a vacuum or an expired log: then
+the latest version is read.
 
 Skip-if-done. The fingerprint hashes the stage, mode, plan, input versions and the config keys
 the stage declares. An earlier ``ok`` or ``skipped`` attempt with the same fingerprint whose output
@@ -23,6 +24,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from recpipe import constants as C
+from recpipe import faults
 from recpipe.lake import Lake, Txn
 from recpipe.stages import runs
 from recpipe.stages.base import Stage, StageContext, StageError, StageResult, config_part
@@ -57,20 +60,26 @@ def resolve_pins(stage: Stage, ctx: StageContext, order: Sequence[Stage]) -> dic
         current = lake.version(table)
         row = latest_row.get(prod.get(table, ""))
         pinned = (row["table_versions"] or {}).get(table) if row else None
-        if pinned is None or current is None or pinned >= current or _deleted_since(lake, table, pinned):
+        if pinned is None or current is None or pinned >= current or _unpinned(lake, table, pinned):
             pins[table] = current
         else:
             pins[table] = int(pinned)
     return pins
 
 
-def _deleted_since(lake: Lake, table: str, version: int) -> bool:
+def _unpinned(lake: Lake, table: str, version: int) -> bool:
+    """Read the latest version instead of ``version``: a delete (``recpipe forget``) or a vacuum
+    came after it, or the log no longer reaches back to it (``forget --vacuum`` expires it)."""
+    versions = []
     for commit in lake.history(table):
         v = commit.get("version")
-        op = str(commit.get("recpipe.operation") or commit.get("operation") or "").lower()
-        if v is not None and int(v) > version and op == "delete":
+        if v is None:
+            continue
+        versions.append(int(v))
+        op = f"{commit.get('recpipe.operation') or ''} {commit.get('operation') or ''}".lower()
+        if int(v) > version and ("delete" in op or "vacuum" in op):
             return True
-    return False
+    return bool(versions) and min(versions) > version
 
 
 def fingerprint(stage: Stage, ctx: StageContext, plan: dict[str, Any], pins: dict[str, Any]) -> str:
@@ -96,16 +105,24 @@ def _done_by(stage: Stage, ctx: StageContext, fp: str) -> dict[str, Any] | None:
     return None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _one_line(exc: BaseException, limit: int = 600) -> str:
+    """``Type: message`` on one line: the message's first lines (a JVM error's summary), capped."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()][:3]
+    text = f"{type(exc).__name__}: {' '.join(lines)}" if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def execute(stage: Stage, ctx: StageContext, order: Sequence[Stage]) -> StageResult:
     """One attempt of ``stage`` for ``ctx.run_date``; records it in ``ops.runs``.
 
-    Raises :class:`StageError` (after recording the failed attempt) when the body fails.
+    Raises :class:`StageError` (after recording the failed attempt) when the body fails. Crash
+    points (``RECPIPE_FAULT``) reached inside belong to ``stage``.
     """
+    with faults.stage(stage.name):
+        return _execute(stage, ctx, order)
+
+
+def _execute(stage: Stage, ctx: StageContext, order: Sequence[Stage]) -> StageResult:
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.UTC)
     run_id = f"{stage.name}-{ctx.run_date.isoformat()}-{uuid.uuid4().hex[:8]}"
@@ -218,6 +235,7 @@ def _record(lake: Lake, res: StageResult, started: dt.datetime, body_rows: list[
         input_versions=res.input_versions,
         counts=res.counts,
     )
+    faults.point("runs", C.OPS_RUNS)  # the stage's commits are done, its row not yet (crash tests)
     runs.record(lake, row, txn=Txn(f"recpipe.runs/{res.run_id}", 1))
 
 

@@ -1,0 +1,68 @@
+"""The stage contract's pure parts: date plans for run date D, producers of inputs, fingerprints."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from recpipe import constants as C
+from recpipe.stages.base import BACKTEST, DAILY, StageContext, parse_run_date
+from recpipe.stages.contract import fingerprint, producers
+from recpipe.stages.daily import STAGE_NAMES, STAGES, get
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.unit
+
+D = dt.date(2026, 10, 12)
+
+
+def ctx(mode=DAILY, **sections):
+    cfg = make_config("/tmp/lake", "/tmp/raw", **sections)
+    return StageContext(cfg, spark=None, lake=None, run_date=D, mode=mode)
+
+
+def test_run_dates_parse_iso_and_relative_words_in_utc():
+    assert parse_run_date("2026-10-05") == dt.date(2026, 10, 5)
+    assert parse_run_date("yesterday", today=D) == dt.date(2026, 10, 11)
+    assert parse_run_date(" Today ", today=D) == D
+    with pytest.raises(ValueError, match=r"not a date \(YYYY-MM-DD, today or yesterday\): '12/10/2026'"):
+        parse_run_date("12/10/2026")
+
+
+def test_the_daily_order_and_where_each_input_comes_from():
+    assert STAGE_NAMES == ("ingest", "features", "examples", "train", "recommend", "evaluate")
+    assert producers(get("ingest"), STAGES) == {}
+    assert producers(get("features"), STAGES) == {C.SILVER_EVENTS: "ingest", C.SILVER_ITEMS: "ingest"}
+    rec = producers(get("recommend"), STAGES)
+    # examples rewrites feature partitions after features: recommend reads what examples left
+    assert rec[C.GOLD_USER_FEATURES] == "examples" and rec[C.MODEL_REGISTRY] == "train"
+    assert producers(get("evaluate"), STAGES)[C.GOLD_RECOMMENDATIONS] == "recommend"
+    for stage in STAGES:  # every input of a stage after ingest has a producer earlier in the day
+        assert set(producers(stage, STAGES)) == set(stage.inputs), stage.name
+
+
+def test_date_plans_relative_to_the_run_date():
+    c = ctx(examples={"window_days": 5}, evaluate={"horizon_days": 3})
+    assert get("features").plan(c, None) == {"as_of": "2026-10-12"}
+    assert get("examples").plan(c, None) == {"start": "2026-10-07", "end": "2026-10-11", "click_only": None}
+    assert get("evaluate").plan(c, None) == {"lists_date": "2026-10-09"}
+    assert get("recommend").plan(c, None)["run_date"] == "2026-10-12"
+    # explicit options of a single-stage command replace the plan's parts
+    opts = StageContext(c.cfg, None, None, D, DAILY, {"start": dt.date(2026, 10, 1)})
+    assert get("examples").plan(opts, None)["start"] == "2026-10-01"
+    # a backtest evaluates the lists of its own run date
+    assert get("evaluate").plan(ctx(BACKTEST), None) == {"lists_date": "2026-10-12"}
+
+
+def test_fingerprint_follows_the_stage_config_keys_inputs_and_plan():
+    stage = get("features")
+    base = ctx()
+    pins = {C.SILVER_EVENTS: 3, C.SILVER_ITEMS: 1}
+    fp = fingerprint(stage, base, stage.plan(base, None), pins)
+    assert fp == fingerprint(stage, ctx(), stage.plan(base, None), dict(pins))
+    assert fp != fingerprint(stage, base, stage.plan(base, None), {**pins, C.SILVER_EVENTS: 4})
+    assert fp != fingerprint(stage, ctx(features={"last_k_items": 3}), stage.plan(base, None), pins)
+    assert fp != fingerprint(stage, base, {"as_of": "2026-10-13"}, pins)
+    # a key the stage does not declare does not change it
+    assert fp == fingerprint(stage, ctx(recommend={"top_n": 3}), stage.plan(base, None), pins)
