@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from collections.abc import Mapping
+from typing import Any
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from recpipe.config import Config
+from recpipe.config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +27,58 @@ REQUIRED_CONF = {
 }
 
 
+# Memory sizes the launcher copies into JVM options (-Xmx) before any Spark code can check them: a bad
+# value ends the JVM with "Invalid maximum heap size" and PySpark's JAVA_GATEWAY_EXITED, which name
+# no key. The documented format: a number with a k/m/g/t suffix.
+LAUNCH_MEMORY_KEYS = ("spark.driver.memory",)
+_JVM_MEMORY = re.compile(r"[1-9][0-9]*[kmgt]", re.IGNORECASE)
+
+
+def check_launch_conf(conf: Mapping[str, str], file: str) -> None:
+    """Raise :class:`ConfigError` for a launch-time value the JVM would refuse to start with."""
+    for key in LAUNCH_MEMORY_KEYS:
+        value = conf.get(key)
+        if value is not None and not _JVM_MEMORY.fullmatch(value):
+            raise ConfigError(
+                f"{file}: key 'spark.conf.{key}' must be a JVM memory size such as 512m or 4g, got {value!r}"
+            )
+
+
+def check_spark_conf(jvm: Any, conf: Mapping[str, str], file: str) -> None:
+    """Parse every value of ``conf`` with Spark's own definition of its key (type, range, enum),
+    as Spark would only on first use (a bad ``spark.sql.shuffle.partitions`` fails the first
+    query with a Java stack trace); raise :class:`ConfigError` naming the key. Keys Spark does
+    not define (plugins, ``spark.hadoop.*``) are passed on as given."""
+    # Loading SQLConf registers the spark.sql.* definitions (it touches no session state).
+    jvm.java.lang.Class.forName("org.apache.spark.sql.internal.SQLConf$")
+    entries = jvm.org.apache.spark.internal.config.ConfigEntry
+    for key, value in conf.items():
+        entry = entries.findEntry(key)
+        if entry is None:
+            continue
+        try:
+            entry.valueConverter().apply(value)
+        except Exception as exc:  # py4j raises Py4JJavaError or PySpark's converted Java exception
+            raise ConfigError(
+                f"{file}: key 'spark.conf.{key}': Spark rejects {value!r}: {java_reason(exc)}"
+            ) from None
+
+
+def java_reason(exc: BaseException) -> str:
+    """The first line of a Java exception's message, without PySpark's SQLSTATE suffix."""
+    java = getattr(exc, "java_exception", None)
+    text = str(java.getMessage()) if java is not None else str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return re.sub(r"\s*SQLSTATE: \w+$", "", lines[0]) if lines else type(exc).__name__
+
+
 def build_session(cfg: Config, app_suffix: str | None = None) -> SparkSession:
     """A session named and configured from ``cfg``.
 
     The master is set here only in local mode (``conf/local.yaml``); on a cluster spark-submit
     decides. In local mode the Python workers run this interpreter, so they see the same packages.
+    A conf value Spark refuses is a :class:`ConfigError` naming the key (:func:`check_spark_conf`),
+    raised before any job runs.
     """
     name = cfg.spark.app_name + (f"-{app_suffix}" if app_suffix else "")
     builder = SparkSession.builder.appName(name)
@@ -39,9 +90,16 @@ def build_session(cfg: Config, app_suffix: str | None = None) -> SparkSession:
         builder = builder.master(cfg.spark.master)
     conf = {**cfg.spark.conf, **REQUIRED_CONF}
     conf.setdefault("spark.ui.showConsoleProgress", str(cfg.spark.show_progress).lower())
+    check_launch_conf(conf, cfg.source_file)
     for key, value in conf.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # py4j/PySpark wrap the Java error; name the key when a value caused it
+        if SparkContext._jvm is not None:  # noqa: SLF001
+            check_spark_conf(SparkContext._jvm, conf, cfg.source_file)  # noqa: SLF001
+        raise RuntimeError(f"spark session did not start: {java_reason(exc)}") from exc
+    check_spark_conf(spark.sparkContext._jvm, conf, cfg.source_file)  # noqa: SLF001
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     log.info("spark session %s (master %s, spark %s)", name, spark.sparkContext.master, spark.version)
     return spark
