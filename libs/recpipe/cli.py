@@ -45,6 +45,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def _force(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help=f"replace {what} even when its row count falls by more than the configured max_drop_share "
+        "against what is stored (an empty result is refused regardless)",
+    )
+
+
 def _load(args: argparse.Namespace) -> Config:
     return load_config(args.conf, args.overrides)
 
@@ -243,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_args(
         p, "features as of D, only events before its 00:00 UTC (default: the day after the latest event)"
     )
+    _force(p, "the date's feature partitions (lake.max_drop_share)")
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser(
@@ -260,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="treat the source as click-only (sampled negatives); default: detected from the data",
     )
+    _force(p, "the range's example and feature partitions (lake.max_drop_share)")
     p.set_defaults(func=cmd_examples)
 
     p = sub.add_parser("tables", help="list the lake's tables with version, rows and last operation")
@@ -280,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="optional CSV (header) or .parquet of user_id[,country,device] to recommend for in "
         "addition to the users active in the last 28 days (users without events get cold-start lists)",
     )
+    _force(p, "the published lists (recommend.max_drop_share, against the last publish)")
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser(

@@ -92,6 +92,10 @@ class LakeConfig:
     # Files older than this that no table version references are removed by `vacuum`.
     vacuum_retention_hours: float = checked(168.0, ge=0)
     commit_retries: int = checked(3, ge=0)
+    # A stage that replaces partitions (features, examples) refuses, unless --force, when a
+    # partition's row count would fall by more than this share of the stored one; an empty
+    # result is never written (recpipe.guard). The publish has its own recommend.max_drop_share.
+    max_drop_share: float = checked(0.5, ge=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -289,6 +293,11 @@ class RecommendConfig:
     fresh_window_hours: int = checked(48, ge=1)
     max_item_age_days: int = checked(14, ge=1)
     seed: int = 11
+    # Publish refuses (PublishCheckError, last lists stay): a list or row count that falls by more
+    # than max_drop_share against the last publish (unless --force), and more than
+    # max_short_share of the users with a list shorter than top_n.
+    max_drop_share: float = checked(0.5, ge=0, le=1)
+    max_short_share: float = checked(0.05, ge=0, le=1)
 
 
 @dataclass(frozen=True)

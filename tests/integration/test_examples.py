@@ -9,10 +9,12 @@ import pytest
 from pyspark.sql import functions as F
 
 from recpipe import constants as C
+from recpipe.config import replace
 from recpipe.features import examples as E
 from recpipe.features.baselines import examples_to_pandas, logreg_vs_popularity
 from recpipe.features.build import run_features
 from recpipe.features.leakage import LeakageError
+from recpipe.guard import DestructiveWriteError
 
 pytestmark = pytest.mark.integration
 
@@ -118,3 +120,55 @@ def test_logreg_beats_popularity(built):
     res = logreg_vs_popularity(examples_to_pandas(lake.read(C.GOLD_TRAINING_EXAMPLES)))
     assert res["n_test"] > 0
     assert res["auc_logreg"] > res["auc_popularity"] + 0.02, res
+
+
+def _versions(lake):
+    return {
+        t: lake.version(t) for t in (C.GOLD_ITEM_FEATURES, C.GOLD_USER_FEATURES, C.GOLD_TRAINING_EXAMPLES)
+    }
+
+
+def test_features_refuse_an_empty_result(spark, built):
+    """Issue 9: features as of a date without events in the lookback are empty; they are not
+    written, not even with force, and no table changes."""
+    cfg, lake, _ = built
+    before = _versions(lake)
+    for force in (False, True):
+        with pytest.raises(DestructiveWriteError, match=r"gold\.(item|user)_features: the result is empty"):
+            run_features(cfg, spark, dt.date(2026, 12, 31), lake=lake, force=force)
+    assert _versions(lake) == before
+    stored = lake.read(C.GOLD_USER_FEATURES).where(F.col(C.AS_OF_DATE) == dt.date(2026, 12, 31))
+    assert stored.count() == 0
+
+
+def test_a_shrinking_rebuild_is_refused_and_nothing_is_written(spark, built):
+    """Issue 9: a setting that shrinks a stored partition (here 1-day instead of 28-day feature
+    windows: only the users active on the day before) replaces nothing without --force; the
+    examples and both feature tables keep their versions and rows."""
+    cfg, lake, _ = built
+    day = dt.date(2026, 10, 10)
+    before = _versions(lake)
+    users = lake.read(C.GOLD_USER_FEATURES).where(F.col(C.AS_OF_DATE) == day).count()
+    one_day = replace(cfg, ["features.windows_days=[1]", "lake.max_drop_share=0.1"])
+    with pytest.raises(
+        DestructiveWriteError,
+        match=r"gold\.(item|user)_features: rows of as_of_date=2026-10-10 fall from \d+ to \d+ .*"
+        r"more than lake\.max_drop_share=0\.1; pass --force",
+    ):
+        run_features(one_day, spark, day, lake=lake)
+    # click-only examples (clicks + 4 sampled negatives) are fewer than the impressions: refused
+    # before any of the range's feature or example partitions is replaced
+    with pytest.raises(
+        DestructiveWriteError,
+        match=r"gold\.training_examples: rows of event_date=2026-10-0[56] fall from \d+ to \d+",
+    ):
+        E.run_examples(
+            replace(cfg, ["lake.max_drop_share=0.1"]),
+            spark,
+            dt.date(2026, 10, 5),
+            dt.date(2026, 10, 6),
+            lake=lake,
+            click_only=True,
+        )
+    assert _versions(lake) == before
+    assert lake.read(C.GOLD_USER_FEATURES).where(F.col(C.AS_OF_DATE) == day).count() == users

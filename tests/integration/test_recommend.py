@@ -23,6 +23,27 @@ NEW_USER = "p_brand_new_user"
 PARAMS = CandidateParams(als_max_iter=5, als_rank=16)
 
 
+def publish(lake, cfg, recs, day, items, counts, as_of=AS_OF, force=False):
+    """``publish_recommendations`` with the config's N and shares."""
+    rc = cfg.recommend
+    return publish_recommendations(
+        lake,
+        recs,
+        day,
+        items,
+        counts,
+        as_of,
+        rc.top_n,
+        max_drop_share=rc.max_drop_share,
+        max_short_share=rc.max_short_share,
+        force=force,
+    )
+
+
+def stored(lake, day):
+    return lake.read(C.GOLD_RECOMMENDATIONS).where(F.col(C.RUN_DATE) == F.lit(day))
+
+
 @pytest.fixture(scope="module")
 def published(spark, synthetic_lake):
     """Given the synthetic lake and one user who has no events, when recommend runs for 2026-10-15."""
@@ -135,7 +156,7 @@ def test_failing_publish_check_keeps_the_last_good_lists(published, spark, damag
         expected = "shorter than N"
     counts = spark.createDataFrame([(victim, 50)], "user_id string, n_candidates long")
     with pytest.raises(PublishCheckError, match=expected):
-        publish_recommendations(lake, bad, RUN_DATE, items, counts, AS_OF, cfg.recommend.top_n)
+        publish(lake, cfg, bad, RUN_DATE, items, counts)
     assert lake.version(C.GOLD_RECOMMENDATIONS) == version
     assert (
         lake.read(C.GOLD_RECOMMENDATIONS).where(F.col(C.RUN_DATE) == F.lit(RUN_DATE)).count() == recs.count()
@@ -147,14 +168,8 @@ def test_earlier_dates_are_kept(published, spark):
     day_before = RUN_DATE - dt.timedelta(days=1)
     older = recs.withColumn(C.RUN_DATE, F.lit(day_before))
     counts = spark.createDataFrame([], "user_id string, n_candidates long")
-    publish_recommendations(
-        lake,
-        older,
-        day_before,
-        lake.read(C.SILVER_ITEMS),
-        counts,
-        AS_OF - dt.timedelta(days=1),
-        cfg.recommend.top_n,
+    publish(
+        lake, cfg, older, day_before, lake.read(C.SILVER_ITEMS), counts, as_of=AS_OF - dt.timedelta(days=1)
     )
     dates = {r[0] for r in lake.read(C.GOLD_RECOMMENDATIONS).select(C.RUN_DATE).distinct().collect()}
     # both dates are there (other tests sharing the lake may have published more dates)
@@ -162,6 +177,75 @@ def test_earlier_dates_are_kept(published, spark):
     assert (
         lake.read(C.GOLD_RECOMMENDATIONS).where(F.col(C.RUN_DATE) == F.lit(RUN_DATE)).count() == recs.count()
     )
+
+
+def test_an_empty_result_never_replaces_the_published_lists(published, spark):
+    """Issue 9 defect 1: a setting made recommend publish 0 lists, replacing the date's partition."""
+    cfg, lake, _, recs, _ = published
+    version, before = lake.version(C.GOLD_RECOMMENDATIONS), stored(lake, RUN_DATE).count()
+    assert before == recs.count() > 0
+    no_counts = spark.createDataFrame([], "user_id string, n_candidates long")
+    for force in (False, True):
+        with pytest.raises(
+            PublishCheckError, match=r"gold\.recommendations: the result is empty \(0 lists, rows\)"
+        ):
+            publish(lake, cfg, recs.limit(0), RUN_DATE, lake.read(C.SILVER_ITEMS), no_counts, force=force)
+    assert lake.version(C.GOLD_RECOMMENDATIONS) == version
+    assert stored(lake, RUN_DATE).count() == before
+
+
+def test_a_big_drop_against_the_last_publish_needs_force(published, spark):
+    cfg, lake, _, recs, _ = published
+    items = lake.read(C.SILVER_ITEMS)
+    no_counts = spark.createDataFrame([], "user_id string, n_candidates long")
+    # dates of their own, before the data: the forced publish must not touch other tests' lists
+    day, next_day = dt.date(2026, 9, 20), dt.date(2026, 9, 21)
+    full = recs.withColumn(C.RUN_DATE, F.lit(day))
+    users = sorted(r[0] for r in recs.select(C.USER_ID).distinct().collect())
+    kept = users[: len(users) * 2 // 5]  # 40% of the lists: a 60% drop
+    part = full.where(F.col(C.USER_ID).isin(kept))
+    assert publish(lake, cfg, full, day, items, no_counts)["committed"]
+    version, n_full, n_part = lake.version(C.GOLD_RECOMMENDATIONS), full.count(), part.count()
+    # republishing the date: compared with the lists already published for it
+    with pytest.raises(
+        PublishCheckError,
+        match=rf"lists fall from {len(users)} to {len(kept)} \(-60%\) against the lists already published "
+        r"for 2026-09-20, more than recommend\.max_drop_share=0\.5; pass --force",
+    ):
+        publish(lake, cfg, part, day, items, no_counts)
+    # a new date: compared with the most recent earlier publish
+    with pytest.raises(
+        PublishCheckError,
+        match=rf"rows fall from {n_full} to {n_part} .* the last published lists \(2026-09-20\)",
+    ):
+        publish(lake, cfg, part.withColumn(C.RUN_DATE, F.lit(next_day)), next_day, items, no_counts)
+    assert lake.version(C.GOLD_RECOMMENDATIONS) == version
+    assert stored(lake, day).count() == n_full and stored(lake, next_day).count() == 0
+    # --force: the smaller lists are published
+    res = publish(lake, cfg, part, day, items, no_counts, force=True)
+    assert res["committed"] and res["previous"]["lists"] == len(users) and res["counts"]["lists"] == len(kept)
+    assert stored(lake, day).count() == n_part
+
+
+def test_too_many_short_lists_are_refused(published, spark):
+    """Lists shorter than N for more than recommend.max_short_share of the users, even where the
+    candidates did not allow more (the per-user check only knows a shortfall against candidates)."""
+    cfg, lake, _, recs, _ = published
+    n = cfg.recommend.top_n
+    version, before = lake.version(C.GOLD_RECOMMENDATIONS), stored(lake, RUN_DATE).count()
+    users = sorted(r[0] for r in recs.select(C.USER_ID).distinct().collect())
+    short_users = users[: len(users) // 10]  # 10% of the lists lose their last item
+    bad = recs.where(~(F.col(C.USER_ID).isin(short_users) & (F.col(C.RANK) == n)))
+    counts = spark.createDataFrame([(u, n - 1) for u in short_users], "user_id string, n_candidates long")
+    with pytest.raises(
+        PublishCheckError,
+        match=rf"{len(short_users)} of {len(users)} users \([\d.]+%\) have a list shorter than N={n}, "
+        r"more than recommend\.max_short_share=0\.05",
+    ) as err:
+        publish(lake, cfg, bad, RUN_DATE, lake.read(C.SILVER_ITEMS), counts)
+    assert "although enough candidates existed" not in str(err.value)
+    assert lake.version(C.GOLD_RECOMMENDATIONS) == version
+    assert stored(lake, RUN_DATE).count() == before
 
 
 @pytest.mark.skipif(

@@ -38,6 +38,7 @@ from recpipe import quality
 from recpipe.config import Config
 from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import read_items
+from recpipe.guard import guard_partition_replace
 from recpipe.lake import Lake, Txn, open_lake
 
 log = logging.getLogger(__name__)
@@ -444,10 +445,26 @@ def write_features(
     as_of_dates: list[dt.date],
     run_id: str,
     txn: Txn | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Validate, then overwrite the ``as_of_date`` partitions of both feature tables."""
+    """Validate, then overwrite the ``as_of_date`` partitions of both feature tables.
+
+    Neither table is written when either result is empty or would shrink a stored partition by
+    more than ``lake.max_drop_share`` (unless ``force``): :func:`recpipe.guard.guard_partition_replace`.
+    """
     out: dict[str, Any] = {"quality": {}, "commits": {}}
     parts = {C.AS_OF_DATE: sorted(set(as_of_dates))}
+    for table, df in ((C.GOLD_ITEM_FEATURES, item_df), (C.GOLD_USER_FEATURES, user_df)):
+        guard_partition_replace(
+            lake,
+            table,
+            df,
+            C.AS_OF_DATE,
+            parts[C.AS_OF_DATE],
+            max_drop_share=cfg.lake.max_drop_share,
+            setting="lake.max_drop_share",
+            force=force,
+        )
     wins, clicks_only = cfg.features.windows_days, is_clicks_only(cfg)
     for table, df, checks in (
         (C.GOLD_ITEM_FEATURES, item_df, item_feature_checks(wins, clicks_only)),
@@ -467,12 +484,17 @@ def write_features(
 
 
 def run_features(
-    cfg: Config, spark: SparkSession, as_of: dt.date, lake: Lake | None = None
+    cfg: Config,
+    spark: SparkSession,
+    as_of: dt.date,
+    lake: Lake | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Write the ``as_of`` partition of ``gold.item_features`` and ``gold.user_features``.
 
     Idempotent: the commit carries a token of (date, input table versions, feature config); a
     rerun on unchanged inputs commits nothing and leaves both table versions unchanged.
+    ``force`` replaces a partition even when its row count falls beyond ``lake.max_drop_share``.
     """
     t0 = time.perf_counter()
     lake = lake or open_lake(cfg, spark)
@@ -496,7 +518,7 @@ def run_features(
         item_df = item_df.persist(StorageLevel.MEMORY_AND_DISK)
         user_df = user_df.persist(StorageLevel.MEMORY_AND_DISK)
         run_id = f"features/{as_of.isoformat()}/{uuid.uuid4().hex[:8]}"
-        summary.update(write_features(cfg, lake, item_df, user_df, [as_of], run_id, txn))
+        summary.update(write_features(cfg, lake, item_df, user_df, [as_of], run_id, txn, force=force))
         summary["items"] = item_df.count()
         summary["users"] = user_df.count()
         for df in (events, item_df, user_df):

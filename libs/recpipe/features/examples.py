@@ -46,6 +46,7 @@ from recpipe.features.spec import (
     SequenceFeature,
     VectorFeature,
 )
+from recpipe.guard import guard_partition_replace
 from recpipe.lake import Lake, Txn, open_lake
 
 log = logging.getLogger(__name__)
@@ -475,9 +476,12 @@ def run_examples(
     end: dt.date,
     lake: Lake | None = None,
     click_only: bool | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Build ``gold.training_examples`` for impressions dated ``start..end`` (inclusive).
 
+    Nothing is written when the examples are empty or an examples or feature partition would lose
+    more than ``lake.max_drop_share`` of its stored rows, unless ``force`` (:mod:`recpipe.guard`).
     Also writes the feature-table partitions of every date in the range (one pass), runs the
     quality suites and the leakage check (either failing stops the job before the examples are
     written), and writes the feature spec. ``click_only`` overrides ``data.feedback`` (``None``:
@@ -583,16 +587,33 @@ def run_examples(
     summary["quality"] = report.summary()
     if cfg.quality.fail_on_critical:
         report.raise_if_failed()
+    day_list = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    guard_partition_replace(
+        lake,
+        C.GOLD_TRAINING_EXAMPLES,
+        joined,
+        C.EVENT_DATE,
+        day_list,
+        max_drop_share=cfg.lake.max_drop_share,
+        setting="lake.max_drop_share",
+        force=force,
+    )
     feat_fp = B.inputs_fingerprint(cfg, lake, "examples", start, end)
     summary["features"] = B.write_features(
-        cfg, lake, item_df, user_df, dates, run_id, Txn(f"recpipe.features/examples/{feat_fp}", 1)
+        cfg,
+        lake,
+        item_df,
+        user_df,
+        dates,
+        run_id,
+        Txn(f"recpipe.features/examples/{feat_fp}", 1),
+        force=force,
     )
     timings["quality_features_s"] = time.perf_counter() - t0
 
     # 4. write the range's partitions, then the spec from the table's train split.
     t0 = time.perf_counter()
     out = add_text_vectors(joined, vectors, fc.text_features)
-    day_list = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     res = lake.overwrite(
         C.GOLD_TRAINING_EXAMPLES,
         out,

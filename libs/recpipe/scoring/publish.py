@@ -1,7 +1,10 @@
 """Publish the run date's lists to ``gold.recommendations`` in one atomic commit, after checks.
 
-- Checks run BEFORE the commit (:func:`check_recommendations`); any failure raises
-  :class:`PublishCheckError` and nothing is written, so the last good lists stay.
+- Checks run BEFORE the commit (:func:`check_recommendations`, :func:`degenerate_problems`);
+  any failure raises :class:`PublishCheckError` and nothing is written, so the last good lists
+  stay. Besides broken lists, a degenerate result is refused: no lists, a list or row count that
+  falls by more than ``recommend.max_drop_share`` against the last publish (unless ``force``),
+  or more than ``recommend.max_short_share`` of the users with a list shorter than N.
 - Idempotent per date: the lists' content fingerprint (every column but run_id/generated_at) is
   compared with the stored partition's; when equal the commit is skipped and the table version
   does not change. Otherwise the date's partition is replaced (``overwrite`` with ``partitions``),
@@ -18,6 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recpipe import constants as C
+from recpipe.guard import shrink_problems
 from recpipe.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -121,6 +125,81 @@ def check_recommendations(
     return problems
 
 
+def list_counts(recs: DataFrame, users: DataFrame, top_n: int) -> dict[str, int]:
+    """``lists``, ``rows``, ``users`` (with a list or in ``users``: one ``user_id`` column) and
+    ``short`` (users whose list is shorter than ``top_n``; a missing list counts as length 0)."""
+    lengths = recs.groupBy(C.USER_ID).agg(F.count("*").alias("n"))
+    row = (
+        lengths.join(users.select(C.USER_ID).distinct(), C.USER_ID, "full")
+        .agg(
+            F.count(F.col("n")).alias("lists"),
+            F.coalesce(F.sum("n"), F.lit(0)).alias("rows"),
+            F.count("*").alias("users"),
+            F.sum(F.when(F.coalesce(F.col("n"), F.lit(0)) < top_n, 1).otherwise(0)).alias("short"),
+        )
+        .first()
+    )
+    return {k: int(row[k] or 0) for k in ("lists", "rows", "users", "short")}
+
+
+def last_publish(lake: Lake, run_date: dt.date) -> tuple[str, dict[str, int]] | None:
+    """What a publish for ``run_date`` is compared with: the lists already published for that
+    date when republishing, else those of the most recent earlier run date (None: no publish)."""
+    if not lake.exists(C.GOLD_RECOMMENDATIONS):
+        return None
+    table = lake.read(C.GOLD_RECOMMENDATIONS)
+    for where, label in (
+        (F.col(C.RUN_DATE) == F.lit(run_date), f"the lists already published for {run_date}"),
+        (F.col(C.RUN_DATE) < F.lit(run_date), "the last published lists"),
+    ):
+        latest = table.where(where).agg(F.max(C.RUN_DATE)).first()[0]
+        if latest is None:
+            continue
+        row = (
+            table.where(F.col(C.RUN_DATE) == F.lit(latest))
+            .agg(F.countDistinct(C.USER_ID).alias("lists"), F.count("*").alias("rows"))
+            .first()
+        )
+        if row["rows"]:
+            return (label if latest == run_date else f"{label} ({latest})"), {
+                "lists": row["lists"],
+                "rows": row["rows"],
+            }
+    return None
+
+
+def degenerate_problems(
+    counts: dict[str, int],
+    previous: tuple[str, dict[str, int]] | None,
+    top_n: int,
+    max_drop_share: float,
+    max_short_share: float,
+    force: bool = False,
+) -> list[str]:
+    """Problems of a result that would replace good lists with an empty or degenerate one:
+    no lists; a list or row count down by more than ``max_drop_share`` against ``previous``
+    (:func:`last_publish`) unless ``force``; more than ``max_short_share`` of the users
+    (:func:`list_counts`) with a list shorter than ``top_n``."""
+    against, old = previous or ("", {})
+    new = {k: counts[k] for k in ("lists", "rows")}
+    problems = shrink_problems(
+        "gold.recommendations",
+        new,
+        old,
+        against=against,
+        max_drop_share=max_drop_share,
+        setting="recommend.max_drop_share",
+        force=force,
+    )
+    users, short = counts["users"], counts["short"]
+    if users and short / users > max_short_share:
+        problems.append(
+            f"{short} of {users} users ({short / users:.1%}) have a list shorter than N={top_n}, "
+            f"more than recommend.max_short_share={max_short_share:g}"
+        )
+    return problems
+
+
 def fingerprint(recs: DataFrame) -> str:
     """An order-insensitive fingerprint of the lists' content (run_id/generated_at excluded)."""
     cols = [F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in CONTENT_COLUMNS]
@@ -140,13 +219,23 @@ def publish_recommendations(
     candidate_counts: DataFrame,
     as_of: dt.datetime,
     top_n: int,
+    *,
+    max_drop_share: float,
+    max_short_share: float,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Check, then replace ``gold.recommendations`` for ``run_date`` in one commit (or skip when
-    the stored lists for that date are identical). Raises :class:`PublishCheckError`."""
+    the stored lists for that date are identical). Raises :class:`PublishCheckError`.
+
+    ``force`` publishes a result whose list or row count fell by more than ``max_drop_share``
+    against the last publish; it never publishes an empty or otherwise failing result."""
     other_dates = recs.where(F.col(C.RUN_DATE) != F.lit(run_date)).limit(1).count()
     if other_dates:
         raise PublishCheckError(f"recommendations hold rows of another run date than {run_date}")
     problems = check_recommendations(recs, items, candidate_counts, as_of, top_n)
+    counts = list_counts(recs, candidate_counts, top_n)
+    previous = last_publish(lake, run_date)
+    problems += degenerate_problems(counts, previous, top_n, max_drop_share, max_short_share, force)
     if problems:
         raise PublishCheckError(
             f"publish of gold.recommendations for {run_date} refused, nothing committed (the last "
@@ -176,6 +265,8 @@ def publish_recommendations(
         "committed": res.committed,
         "version": res.version,
         "fingerprint": new_fp,
+        "counts": counts,
+        "previous": previous and {"against": previous[0], **previous[1]},
         "rows_written": res.rows_written,
         "skipped_reason": res.skipped_reason,
     }

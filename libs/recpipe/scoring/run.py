@@ -74,8 +74,13 @@ def run_recommend(
     lake: Lake | None = None,
     scorer: ScorerRef | None = None,
     params: CandidateParams | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Build candidates, rank, re-rank and publish the lists of ``run_date``; returns the summary."""
+    """Build candidates, rank, re-rank and publish the lists of ``run_date``; returns the summary.
+
+    ``force`` publishes lists whose count fell by more than ``recommend.max_drop_share`` against
+    the last publish; every other publish check still applies (:mod:`recpipe.scoring.publish`).
+    """
     t_start = time.perf_counter()
     lake = lake or open_lake(cfg, spark)
     run_date = run_date or default_run_date(lake)
@@ -127,7 +132,18 @@ def run_recommend(
 
     t0 = time.perf_counter()
     items = read_items(lake)
-    pub = publish_recommendations(lake, recs, run_date, items, cand_counts, as_of, rc.top_n)
+    pub = publish_recommendations(
+        lake,
+        recs,
+        run_date,
+        items,
+        cand_counts,
+        as_of,
+        rc.top_n,
+        max_drop_share=rc.max_drop_share,
+        max_short_share=rc.max_short_share,
+        force=force,
+    )
     timings["publish_s"] = time.perf_counter() - t0
 
     reasons = {
