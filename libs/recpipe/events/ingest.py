@@ -124,7 +124,9 @@ def list_event_files(input_dir: str, fmt: str, date: dt.date | None = None) -> l
     return scan_input(input_dir, fmt, date).files
 
 
-def _no_event_files(input_dir: str, fmt: str, date: dt.date | None, batch: BatchFiles) -> IngestError:
+def no_event_files_error(input_dir: str, fmt: str, date: dt.date | None, batch: BatchFiles) -> IngestError:
+    """The error for a batch folder without event files: the formats looked for, the files found
+    and the ``ingest.format`` that reads them (for planners that scan a folder before ingest)."""
     where = f"{input_dir}" + (f" for {date}" if date else "")
     msg = f"no event files under {where}: ingest.format={fmt} reads {', '.join(FORMAT_EXTENSIONS[fmt])}"
     if not batch.not_read:
@@ -138,7 +140,7 @@ def _no_event_files(input_dir: str, fmt: str, date: dt.date | None, batch: Batch
     return IngestError(msg)
 
 
-def _check_not_read(cfg: IngestConfig, batch_id: str, not_read: dict[str, str]) -> None:
+def check_not_read(cfg: IngestConfig, batch_id: str, not_read: dict[str, str]) -> None:
     """``ingest.unknown_files: fail`` -> stop the batch (before anything is written)."""
     if not_read and cfg.unknown_files == "fail":
         listed = "; ".join(f"{f} ({why})" for f, why in list(not_read.items())[:10])
@@ -283,14 +285,14 @@ def run_ingest(
     lake = lake or open_lake(cfg, spark)
     batch = scan_input(input_dir, cfg.ingest.format, date)
     if not batch.files:
-        raise _no_event_files(input_dir, cfg.ingest.format, date, batch)
+        raise no_event_files_error(input_dir, cfg.ingest.format, date, batch)
     batch_id = batch_id or default_batch_id(input_dir, batch.files)
-    _check_not_read(cfg.ingest, batch_id, batch.not_read)
+    check_not_read(cfg.ingest, batch_id, batch.not_read)
     if cfg.ingest.format == "csv":
         _set_aside(batch, probe_gzip_files(spark, cfg, batch.files))
-        _check_not_read(cfg.ingest, batch_id, batch.not_read)
+        check_not_read(cfg.ingest, batch_id, batch.not_read)
         if not batch.files:
-            raise _no_event_files(input_dir, cfg.ingest.format, date, batch)
+            raise no_event_files_error(input_dir, cfg.ingest.format, date, batch)
     files = batch.files
     run_id = f"ingest-{batch_id}-{uuid.uuid4().hex[:8]}"
     key = cfg.pseudonym_key()
@@ -318,7 +320,7 @@ def run_ingest(
         _set_aside(batch, {r[0]: r[1] for r in no_records})
         if cfg.ingest.unknown_files == "fail":
             classified_all.unpersist()
-            _check_not_read(cfg.ingest, batch_id, batch.not_read)
+            check_not_read(cfg.ingest, batch_id, batch.not_read)
     classified = classified_all.where(~is_file_row)
     reason_counts = {
         r[C.REASON]: r["n"] for r in classified.groupBy(C.REASON).agg(F.count("*").alias("n")).collect()
