@@ -84,12 +84,16 @@ def test_items_derived_from_events_first_seen_unknown_category(spark):
         ev(1, "u", "A", "click", ts(5, 9)),
         ev(2, "u", "A", "click", ts(3, 9)),
         ev(3, "u", "B", "click", ts(4, 7)),
+        ev(4, "u", "A", "click", ts(1, 9), hist=True),  # pre-log history: not "first seen"
+        ev(5, "u", "H", "click", ts(1, 9), hist=True),  # only in the history: not in the catalog
     ]
     from tests.unit.test_features import EVENTS_SCHEMA
 
     events = spark.createDataFrame(rows, EVENTS_SCHEMA).withColumn(C.INGESTED_AT, F.lit(ts(6)))
     items = derive_items(events)
-    assert items.schema == C.SILVER_ITEMS_SCHEMA
+    assert [(f.name, f.dataType) for f in items.schema] == [
+        (f.name, f.dataType) for f in C.SILVER_ITEMS_SCHEMA
+    ]
     got = items.select(C.ITEM_ID, "published_ts", "category", "status", "title")
     expected = spark.createDataFrame(
         [("A", ts(3, 9), "unknown", "active", None), ("B", ts(4, 7), "unknown", "active", None)],
