@@ -58,8 +58,9 @@ class PinnedLake(Lake):
         partition_by: list[str] | None = None,
         partitions: dict[str, list[Any]] | None = None,
         txn: Txn | None = None,
+        replace_schema: bool = False,
     ) -> CommitResult:
-        return self.inner.overwrite(table, df, partition_by, partitions, txn)
+        return self.inner.overwrite(table, df, partition_by, partitions, txn, replace_schema=replace_schema)
 
     def insert_new(
         self,
