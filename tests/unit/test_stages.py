@@ -66,3 +66,38 @@ def test_fingerprint_follows_the_stage_config_keys_inputs_and_plan():
     assert fp != fingerprint(stage, base, {"as_of": "2026-10-13"}, pins)
     # a key the stage does not declare does not change it
     assert fp == fingerprint(stage, ctx(recommend={"top_n": 3}), stage.plan(base, None), pins)
+
+
+def landing(tmp_path, days):
+    for day in days:
+        folder = tmp_path / "raw" / "events" / day
+        folder.mkdir(parents=True)
+        (folder / "00.jsonl").write_text('{"event_id": "e"}\n')
+    return tmp_path / "raw"
+
+
+def test_ingest_plans_one_batch_per_day_folder_before_the_run_date(tmp_path):
+    raw = landing(tmp_path, ["2026-10-10", "2026-10-11", "2026-10-12"])
+    c = StageContext(make_config("/tmp/lake", raw), None, None, D, DAILY)
+    plan = get("ingest").plan(c, None)
+    assert [b["date"] for b in plan["batches"]] == ["2026-10-10", "2026-10-11"]
+    ids = [b["batch_id"] for b in plan["batches"]]
+    assert len(set(ids)) == 2 and ids == [b["batch_id"] for b in get("ingest").plan(c, None)["batches"]]
+    # a folder whose files change is a new batch
+    (raw / "events" / "2026-10-11" / "01.jsonl").write_text('{"event_id": "late"}\n')
+    again = get("ingest").plan(c, None)["batches"]
+    assert again[0]["batch_id"] == ids[0] and again[1]["batch_id"] != ids[1]
+
+
+def test_ingest_plans_the_whole_folder_for_a_backtest_an_explicit_batch_or_no_day_folders(tmp_path):
+    raw = landing(tmp_path, ["2026-10-10", "2026-10-12"])
+    cfg = make_config("/tmp/lake", raw)
+    whole = get("ingest").plan(StageContext(cfg, None, None, D, BACKTEST), None)["batches"]
+    assert len(whole) == 1 and whole[0]["date"] is None
+    explicit = StageContext(cfg, None, None, D, DAILY, {"batch_id": "b7"})
+    assert get("ingest").plan(explicit, None)["batches"] == [{"date": None, "batch_id": "b7"}]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "log.jsonl").write_text('{"event_id": "e"}\n')
+    plan = get("ingest").plan(StageContext(make_config("/tmp/lake", flat), None, None, D, DAILY), None)
+    assert len(plan["batches"]) == 1 and plan["batches"][0]["date"] is None
