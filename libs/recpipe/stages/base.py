@@ -84,8 +84,6 @@ class Stage(abc.ABC):
     config_keys: ClassVar[tuple[str, ...]] = ()
     # Body summary keys recorded as the attempt's key counts.
     count_keys: ClassVar[tuple[str, ...]] = ()
-    # What the plan means for run date D, for `--help`, the README and the status command.
-    describe: ClassVar[str] = ""
 
     @abc.abstractmethod
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:

@@ -46,7 +46,6 @@ class Ingest(Stage):
     outputs = (C.BRONZE_EVENTS_RAW, C.BRONZE_QUARANTINE, *SILVER)
     config_keys = ("ingest",)
     count_keys = ("batches", "batches_done_before")
-    describe = "the landing folder's day folders dated before D not yet ingested (one batch each)"
 
     def default_date(self, cfg: Config, lake: Lake) -> dt.date:
         """Today (UTC): every complete day folder of the landing folder."""
@@ -128,7 +127,6 @@ class Features(Stage):
     outputs = FEATURES
     config_keys = ("features", "data")
     count_keys = ("items", "users")
-    describe = "feature partitions as of D (events before D 00:00 UTC)"
 
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
         return {"as_of": ctx.run_date.isoformat()}
@@ -145,7 +143,6 @@ class Examples(Stage):
     outputs = (*FEATURES, C.GOLD_TRAINING_EXAMPLES)
     config_keys = ("features", "examples", "quality", "data", "train.seed")
     count_keys = ("examples", "rows_written")
-    describe = "training examples of the impressions in [D - examples.window_days, D - 1]"
 
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
         from recpipe.features.examples import default_range
@@ -182,7 +179,6 @@ class Train(Stage):
     outputs = (C.MODEL_REGISTRY,)
     config_keys = ("train", "features.ctr_prior_strength")
     count_keys = ("workers", "steps", "epochs_run", "examples_version")
-    describe = "trains on the examples every train.every_days days; other days keep the current model"
 
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
         version = ctx.options.get("examples_version")
@@ -232,7 +228,6 @@ class Recommend(Stage):
     outputs = (C.GOLD_CANDIDATES, C.GOLD_RECOMMENDATIONS)
     config_keys = ("recommend", "features", "data")
     count_keys = ("users", "lists", "slots")
-    describe = "candidates, ranking, re-ranking and the published lists of D"
 
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
         return {"run_date": ctx.run_date.isoformat(), "users": ctx.options.get("users")}
@@ -256,7 +251,6 @@ class Evaluate(Stage):
     outputs = (OPS_EVALUATIONS,)
     config_keys = ("evaluate", "features.ctr_prior_strength", "data")
     count_keys = ("users_with_lists", "users_with_clicks")
-    describe = "the lists published on D - evaluate.horizon_days against the clicks since"
 
     def default_date(self, cfg: Config, lake: Lake) -> dt.date:
         """The run date whose evaluation covers the latest published lists."""
