@@ -441,7 +441,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: empty key")
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except (yaml.YAMLError, ValueError):
+        # e.g. 2026-13-01 looks like a YAML date but is none: keep the text, the key's check names it.
+        value = raw.strip()
     return key.split("."), value
 
 
