@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from recpipe import constants as C
 from recpipe.candidates import sources as S
 from recpipe.config import Config
+from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import has_text, read_items
 from recpipe.lake import CommitResult, Lake
 
@@ -213,8 +214,11 @@ def build_candidates(
     cands = S.apply_budget(filtered.join(target_ids, C.USER_ID, "left_semi"), budget, p.shares)
 
     pop = S.trending(inter_allowed, as_of, half, 10**9).select(C.ITEM_ID, F.col("score").alias("popularity"))
+    # Exposure behind the "uncertain" exploration pool: impressions, or for a click-only source
+    # (no impressions logged) its clicks, so that not every item counts as unexplored.
+    exposure = "click" if is_clicks_only(with_feedback(cfg, lake)) else "impression"
     impressions = (
-        events.where(F.col(C.EVENT_TYPE) == "impression")
+        events.where(F.col(C.EVENT_TYPE) == exposure)
         .groupBy(C.ITEM_ID)
         .agg(F.count("*").alias("impressions"))
     )
