@@ -54,9 +54,7 @@ def test_click_only_suites_pass_on_click_only_features_and_catch_impressions(spa
     assert not report.success
     # the impressions suite fails on the old CTR (clicks over the prior) of the same data
     old = B.item_features(events, items_df(spark), [D], [1, 28], 20.0)
-    old_report = quality.validate(
-        B.validation_frame(old), "t", B.item_feature_checks([1, 28]), "t", None
-    )
+    old_report = quality.validate(B.validation_frame(old), "t", B.item_feature_checks([1, 28]), "t", None)
     assert not old_report.success
 
 
