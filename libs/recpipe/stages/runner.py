@@ -68,7 +68,12 @@ def run_days(
     for day in dates:
         ctx = StageContext(cfg, spark, lake, day, mode, {}, rerun)
         for stage in stages:
-            results.append(execute(stage, ctx, daily.STAGES))
+            try:
+                results.append(execute(stage, ctx, daily.STAGES))
+            finally:
+                # One application runs many stages and days: cached frames a body left behind
+                # must not pile up on the driver (a 3-day backfill ran out of a 1 GB heap).
+                spark.catalog.clearCache()
     return results
 
 
