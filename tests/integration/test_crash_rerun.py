@@ -116,8 +116,9 @@ class World:
 
         self.base = base
         self.raw = base / "raw"
-        # one day of logs, the day before the run date: ingest has one batch (a day folder)
-        generate(self.raw, events=1500, seed=5, start=RUN_DATE - dt.timedelta(days=1), days=1)
+        # two days of logs before the run date: ingest has two batches (day folders); examples need
+        # the second (features as of the first day are empty: no events before it)
+        generate(self.raw, events=1500, seed=5, start=RUN_DATE - dt.timedelta(days=2), days=2)
         self.conf = base / "conf.yaml"
         self.conf.write_text(CONF.format(lake=base / "unused", raw=self.raw))
         self.points: dict[str, list[tuple[str, int, str]]] = {}
@@ -128,6 +129,7 @@ class World:
         while self.done < i:
             stage = STAGES[self.done]
             before, after = self.base / f"lake-{self.done}", self.base / f"lake-{self.done + 1}"
+            shutil.rmtree(after, ignore_errors=True)  # left by a failed earlier attempt
             if before.exists():
                 shutil.copytree(before, after)
             log_file = self.base / f"points-{stage}.log"
