@@ -325,3 +325,23 @@ def test_a_click_log_without_event_type_fails_with_the_reason_and_a_constant_map
     got = lake.read(C.SILVER_EVENTS).select(*expected.columns)
     assertDataFrameEqual(got, expected)
     assert sorted(r.status for r in lake.read(C.OPS_RUNS).collect()) == ["failed", "ok"]
+
+
+def test_the_ingest_command_fails_on_a_folder_without_event_files(spark, tmp_path, capsys):
+    """Through the stage planner (the CLI/daily path), not only run_ingest: exit 2, one line."""
+    # given: a landing folder holding only CSV logs, read with the default jsonl format
+    day = tmp_path / "raw" / "events" / "2026-10-02"
+    day.mkdir(parents=True)
+    (day / "11.csv").write_text("user_id,item_id\nU1,N1\n")
+    argv = ["ingest", "--input", str(tmp_path / "raw"), "--set", f"lake.root={tmp_path / 'lake'}"]
+    # when
+    rc = main([*argv, "--date", "2026-10-05"])
+    # then
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2
+    assert "no event files under" in err and "--set ingest.format=csv reads .csv" in err
+    # and a stray file outside the day folders stops a folder that has event files too
+    (day / "10.jsonl").write_text('{"user_id": "U1", "item_id": "N1", "event_type": "click", "ts": 1}\n')
+    rc = main([*argv, "--date", "2026-10-05"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "11.csv" in err and "ingest.unknown_files=skip" in err

@@ -52,11 +52,23 @@ class Ingest(Stage):
         return dt.datetime.now(dt.UTC).date()
 
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
-        from recpipe.events.ingest import default_batch_id, list_event_files
+        from recpipe.events.ingest import (
+            check_not_read,
+            default_batch_id,
+            no_event_files_error,
+            scan_input,
+        )
 
         opts, cfg = ctx.options, ctx.cfg
         input_dir = opts.get("input") or cfg.data.raw_dir
-        files = list_event_files(input_dir, cfg.ingest.format)
+        # The whole landing folder is accounted for before any day is planned: a folder without
+        # event files is an error (not a skip), and files ingest would not read (other formats,
+        # empty, outside events/) stop the run under ingest.unknown_files=fail.
+        scanned = scan_input(input_dir, cfg.ingest.format)
+        if not scanned.files:
+            raise no_event_files_error(input_dir, cfg.ingest.format, None, scanned)
+        check_not_read(cfg.ingest, f"landing folder {input_dir}", scanned.not_read)
+        files = scanned.files
         by_day: dict[str, list[str]] = {}
         for f in files:
             try:
