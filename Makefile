@@ -5,7 +5,7 @@ CONF ?= conf/local.yaml
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYSPARK_PYTHON := $(abspath $(PY))
 
-.PHONY: setup demo test test-fast bench lint clean package airflow-venv docker-image
+.PHONY: setup demo test test-e2e test-fast bench lint clean package airflow-venv docker-image
 
 setup:
 	@bash deploy/setup-env.sh $(VENV)
@@ -13,8 +13,12 @@ setup:
 demo: setup
 	$(VENV)/bin/recpipe run --conf $(CONF)
 
+# The suite (under 45 min on 2 cores). The Airflow end-to-end run (12 spark-submits) is test-e2e.
 test: setup
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -m "not e2e" $(PYTEST_ARGS)
+
+test-e2e: setup
+	$(PY) -m pytest tests -m e2e $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest tests -m unit $(PYTEST_ARGS)

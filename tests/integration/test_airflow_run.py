@@ -40,7 +40,7 @@ from pyspark.sql import functions as F
 
 from tests.integration.test_airflow_dag import airflow_python  # noqa: F401  (fixture)
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "deploy" / "airflow" / "dags"
