@@ -58,8 +58,12 @@ def _check_value(value: Any, checks: dict[str, Any], key: str, file: str) -> Non
         for i, v in enumerate(value):
             _check_value(v, checks, f"{key}[{i}]", file)
         return
-    bounds = {"ge": (">=", lambda a, b: a >= b), "gt": (">", lambda a, b: a > b),
-              "le": ("<=", lambda a, b: a <= b), "lt": ("<", lambda a, b: a < b)}
+    bounds = {
+        "ge": (">=", lambda a, b: a >= b),
+        "gt": (">", lambda a, b: a > b),
+        "le": ("<=", lambda a, b: a <= b),
+        "lt": ("<", lambda a, b: a < b),
+    }
     for name, (sym, ok) in bounds.items():
         bound = checks.get(name)
         if bound is not None and isinstance(value, (int, float)) and not ok(value, bound):
@@ -426,8 +430,10 @@ def _build(cls: type, data: dict, prefix: str, file: str) -> Any:
             raise ConfigError(f"{file}: missing required key '{key}'")
         checks = f.metadata.get("checks")
         if checks:
-            value = kwargs[name] if name in kwargs else (
-                f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            value = (
+                kwargs[name]
+                if name in kwargs
+                else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
             )
             _check_value(value, checks, key, file)
     return cls(**kwargs)
