@@ -33,6 +33,9 @@ def spark(tmp_path_factory):
         .appName("recpipe-tests")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.default.parallelism", "2")
+        # The full suite runs backfills, crash reruns and the click-only MIND run in one session:
+        # 1 GB of driver heap ran out there (every later test then errored).
+        .config("spark.driver.memory", "4g")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.local.dir", str(tmp / "local"))

@@ -519,7 +519,10 @@ def run_train(
         verbose=0,
     )
     r0 = next(r for r in results if r["rank"] == 0)
-    clicks_only = is_clicks_only(with_feedback(cfg, lake))
+    # Training needs only the examples; without silver.events (an examples-only lake) an `auto`
+    # source kind cannot be detected and the baselines are computed as for logged impressions.
+    detectable = cfg.data.feedback != "auto" or lake.exists("silver.events")
+    clicks_only = is_clicks_only(with_feedback(cfg, lake)) if detectable else False
     base = _baselines(
         path, version, spec.label, cfg.features.ctr_prior_strength, cfg.data.raw_dir, clicks_only
     )

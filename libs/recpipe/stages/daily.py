@@ -192,6 +192,12 @@ class Train(Stage):
     config_keys = ("train", "features.ctr_prior_strength")
     count_keys = ("workers", "steps", "epochs_run", "examples_version")
 
+    def default_date(self, cfg: Config, lake: Lake) -> dt.date:
+        """The day after the latest event; today (UTC) on a lake that holds only examples."""
+        if not lake.exists(C.SILVER_EVENTS):
+            return dt.datetime.now(dt.UTC).date()
+        return super().default_date(cfg, lake)
+
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
         version = ctx.options.get("examples_version")
         return {
