@@ -24,11 +24,13 @@ setup(
         "pandas>=2.2,<3",
         "pyyaml>=6",
         "great-expectations>=1.24,<1.25",
+        # The stages' HTML reports (recpipe.reports) embed matplotlib figures.
+        "matplotlib>=3.8",
     ],
     extras_require={
         # Horovod must be built against the installed TensorFlow: see `make setup` / stack.md.
         "train": ["tensorflow-cpu==2.17.1", "tf-keras==2.17.0", "horovod==0.28.1"],
-        "eval": ["scikit-learn>=1.4", "matplotlib>=3.8"],
+        "eval": ["scikit-learn>=1.4"],
         "dev": [
             "pytest>=8",
             "ruff>=0.6",

@@ -346,6 +346,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only list the files")
     p.set_defaults(func=cmd_vacuum)
 
+    p = sub.add_parser(
+        "report",
+        help="list the HTML/JSON reports of evaluate, train and ingest; --render rebuilds the pages",
+        description=REPORT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument(
+        "--date",
+        type=_date,
+        help="only the reports of this run date, YYYY-MM-DD (evaluation: the lists' date; train: "
+        "daily run ids start with the date; ingest: the batch's day folder)",
+    )
+    p.add_argument(
+        "--render",
+        action="store_true",
+        help="re-render every listed page from its JSON (after an upgrade, or when a page is missing)",
+    )
+    p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
+    p.set_defaults(func=cmd_report)
+
     from recpipe.pipeline import add_run_parser
 
     add_run_parser(sub, _common, _date)
@@ -367,6 +388,45 @@ def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
     if not args.json:
         print(format_status(report), file=sys.stderr)
     return report
+
+
+REPORT_DESCRIPTION = """List the reports in the reports folder (evaluate.report_dir, default
+<paths.artifacts>/reports = <lake.root>/_artifacts/reports) and optionally rebuild their pages.
+
+Each report is a JSON file and a self-contained HTML page beside it (figures embedded, no server,
+no network): open the .html in any browser.
+  evaluation-<date>.json/.html  `recpipe evaluate`: ranker AUC, NDCG/recall/hit rate/MRR by policy
+                                and user segment, coverage/diversity/novelty, slots per reason,
+                                expected clicks (synthetic data) and off-policy estimates
+  train-<run id>.json/.html     `recpipe train`: loss, validation AUC/logloss per epoch, samples/s,
+                                test AUC against the popularity and oracle baselines
+  ingest-<batch id>.json/.html  `recpipe ingest`: records accepted/duplicate/quarantined/late, by
+                                quarantine reason and by file
+
+The pages are rendered from the JSON alone: --render rebuilds them (a page that fails is listed
+with its error; exit 0). Prints one JSON line: {"job": "report", "reports": [...], ...}.
+
+examples:
+  recpipe report                         # list every report, newest name last
+  recpipe report --date 2026-10-12       # that run date's reports
+  recpipe report --render                # rebuild every HTML page from its JSON
+"""
+
+
+def cmd_report(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.reports.store import list_and_render
+
+    cfg = _load(args)
+    date = args.date.isoformat() if args.date else None
+    out = list_and_render(cfg.artifacts_dir("reports"), date, args.render)
+    if not args.json:
+        if not out["reports"]:
+            print(f"no reports in {out['folder']}" + (f" for {date}" if date else ""), file=sys.stderr)
+        for r in out["reports"]:
+            page = r["html"] or "(no page: recpipe report --render)"
+            err = f"  ERROR {r['error']}" if "error" in r else ""
+            print(f"{r['kind']:<10}  {r['date'] or '-':<10}  {page}{err}", file=sys.stderr)
+    return out
 
 
 def cmd_forget(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,0 +1,225 @@
+"""Matplotlib figures of the report dicts, shared by the HTML pages and the notebooks.
+
+Figures are built with :class:`matplotlib.figure.Figure` (no pyplot state, no display needed);
+each function returns ``[(title, figure), ...]`` and skips what the report does not hold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+POLICY_COLORS = {"published": "tab:blue", "popularity": "tab:orange", "als": "tab:green"}
+SPREAD_METRICS = ("catalog_coverage", "intra_list_diversity", "novelty_bits")
+
+
+def accuracy_metrics(k: int) -> list[str]:
+    return [f"ndcg@{k}", f"recall@{k}", f"hit_rate@{k}", "mrr"]
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _grouped_bars(ax, groups: list[str], series: dict[str, list[float | None]], title: str) -> None:
+    """One bar group per ``groups`` entry, one bar per series (None -> no bar)."""
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        ys = [0.0 if v is None else v for v in values]
+        ax.bar(xs, ys, width, label=name, color=POLICY_COLORS.get(name))
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def ranker_auc_figure(ranker: dict[str, Any]) -> Figure | None:
+    aucs = {k: _num(ranker.get(k)) for k in ("auc", "popularity_auc")}
+    aucs = {("model" if k == "auc" else "popularity"): v for k, v in aucs.items() if v is not None}
+    if not aucs:
+        return None
+    fig = Figure(figsize=(6, 2))
+    ax = fig.subplots()
+    ax.barh(list(aucs), list(aucs.values()), color=["tab:blue", "tab:orange"][: len(aucs)])
+    ax.set_xlim(0.4, 1.0)
+    ax.axvline(0.5, color="grey", ls="--")
+    ax.set_title("test AUC: model vs. popularity", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def top_n_figure(rows: list[dict[str, Any]], k: int) -> Figure | None:
+    """NDCG / recall / hit rate / MRR at k by segment (groups) and policy (bars)."""
+    if not rows:
+        return None
+    segments = list(dict.fromkeys(r["segment"] for r in rows))
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    by = {(r["policy"], r["segment"]): r for r in rows}
+    metrics = accuracy_metrics(k)
+    fig = Figure(figsize=(14, 3.4))
+    axes = fig.subplots(1, len(metrics))
+    for ax, m in zip(axes, metrics, strict=True):
+        series = {p: [_num(by.get((p, s), {}).get(m)) for s in segments] for p in policies}
+        _grouped_bars(ax, segments, series, m)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def spread_figure(rows: list[dict[str, Any]]) -> Figure | None:
+    """Catalog coverage, intra-list diversity and novelty of each policy (all users)."""
+    allseg = [r for r in rows if r["segment"] == "all"]
+    if not allseg:
+        return None
+    fig = Figure(figsize=(12, 3))
+    axes = fig.subplots(1, len(SPREAD_METRICS))
+    for ax, m in zip(axes, SPREAD_METRICS, strict=True):
+        names = [r["policy"] for r in allseg]
+        ax.bar(
+            names,
+            [_num(r.get(m)) or 0.0 for r in allseg],
+            color=[POLICY_COLORS.get(n, "tab:grey") for n in names],
+        )
+        ax.set_title(m, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def reasons_figure(reasons: dict[str, int]) -> Figure | None:
+    """Published slots per reason (candidate source / re-ranking rule)."""
+    if not reasons:
+        return None
+    items = sorted(reasons.items(), key=lambda kv: kv[1])
+    fig = Figure(figsize=(7, 0.6 + 0.35 * len(items)))
+    ax = fig.subplots()
+    ax.barh([str(k) for k, _ in items], [v for _, v in items], color="tab:blue")
+    ax.set_title("slots per reason", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def expected_clicks_figure(tc: dict[str, Any]) -> Figure | None:
+    """Expected clicks per list under the generator's true click model (synthetic data)."""
+    vals = {p: _num(tc.get(f"{p}_expected_clicks_per_list")) for p in ("published", "popularity", "als_only")}
+    vals = {p: v for p, v in vals.items() if v is not None}
+    if not vals:
+        return None
+    fig = Figure(figsize=(6, 2.4))
+    ax = fig.subplots()
+    colors = [POLICY_COLORS.get(p.removesuffix("_only"), "tab:grey") for p in vals]
+    ax.bar(list(vals), list(vals.values()), color=colors)
+    ax.set_title("expected clicks per list (true click model)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def evaluation_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
+    """The figures of ``notebooks/evaluation_report.ipynb``, from an evaluation report dict."""
+    rows = report.get("top_n") or []
+    figs = [
+        ("Ranker AUC", ranker_auc_figure(report.get("ranker") or {})),
+        ("Top-N accuracy by policy and segment", top_n_figure(rows, int(report.get("k", 10)))),
+        ("Coverage, diversity, novelty", spread_figure(rows)),
+        ("Slots per reason", reasons_figure(report.get("reasons") or {})),
+        ("Expected clicks per list", expected_clicks_figure(report.get("true_click_model") or {})),
+    ]
+    return [(t, f) for t, f in figs if f is not None]
+
+
+def train_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
+    """Training curves per epoch (loss, validation AUC against the baselines, logloss, throughput)."""
+    hist = report.get("history") or []
+    out: list[tuple[str, Figure]] = []
+    if hist:
+        epochs = [h["epoch"] for h in hist]
+        fig = Figure(figsize=(14, 3.2))
+        ax_loss, ax_auc, ax_ll = fig.subplots(1, 3)
+        ax_loss.plot(epochs, [_num(h.get("train_loss")) for h in hist], marker="o")
+        ax_loss.set_title("train loss", fontsize=10)
+        ax_auc.plot(epochs, [_num(h.get("val_auc")) for h in hist], marker="o", label="model (val)")
+        for key, color in (("popularity_auc", "tab:orange"), ("oracle_auc", "tab:green")):
+            if _num(report.get(key)) is not None:
+                ax_auc.axhline(report[key], color=color, ls="--", label=f"{key} (test)")
+        ax_auc.set_title("validation AUC", fontsize=10)
+        ax_auc.legend(fontsize=8)
+        ax_ll.plot(epochs, [_num(h.get("val_logloss")) for h in hist], marker="o", color="tab:red")
+        ax_ll.set_title("validation logloss", fontsize=10)
+        for ax in (ax_loss, ax_auc, ax_ll):
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        out.append(("Training curves", fig))
+    by_rank = report.get("samples_per_s_by_rank") or []
+    if hist or by_rank:
+        fig = Figure(figsize=(12, 3))
+        axes = fig.subplots(1, 2 if by_rank and hist else 1)
+        axes = list(axes) if hasattr(axes, "__len__") else [axes]
+        if hist:
+            axes[0].bar([h["epoch"] for h in hist], [_num(h.get("samples_per_s")) or 0.0 for h in hist])
+            axes[0].set_title("samples/s per epoch (all ranks; epoch 1 includes tracing)", fontsize=10)
+            axes[0].set_xlabel("epoch")
+            axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+        if by_rank:
+            ax = axes[-1]
+            ax.bar([f"rank {i}" for i in range(len(by_rank))], by_rank, color="tab:purple")
+            ax.set_title("samples/s per rank (whole run)", fontsize=10)
+        fig.tight_layout()
+        out.append(("Throughput", fig))
+    base = {
+        k: _num(report.get(k)) for k in ("test_auc", "popularity_auc", "oracle_auc") if _num(report.get(k))
+    }
+    if base:
+        fig = Figure(figsize=(6, 2.2))
+        ax = fig.subplots()
+        ax.barh(list(base), list(base.values()), color=["tab:blue", "tab:orange", "tab:green"][: len(base)])
+        ax.set_xlim(0.4, 1.0)
+        ax.axvline(0.5, color="grey", ls="--")
+        ax.set_title("test AUC: model vs. baselines", fontsize=10)
+        fig.tight_layout()
+        out.append(("Model vs. baselines", fig))
+    return out
+
+
+def ingest_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
+    """Outcome of a batch's records, quarantine reasons and records per file."""
+    out: list[tuple[str, Figure]] = []
+    outcome = {k: _num(report.get(k)) for k in ("accepted", "duplicates", "quarantined", "late_events")}
+    outcome = {k: v for k, v in outcome.items() if v is not None}
+    if outcome:
+        fig = Figure(figsize=(7, 2.4))
+        ax = fig.subplots()
+        ax.barh(list(outcome), list(outcome.values()), color="tab:blue")
+        ax.set_title(f"records of the batch ({report.get('input_records', '?')} read)", fontsize=10)
+        fig.tight_layout()
+        out.append(("Records", fig))
+    reasons = report.get("quarantined_by_reason") or {}
+    if reasons:
+        items = sorted(reasons.items(), key=lambda kv: kv[1])
+        fig = Figure(figsize=(7, 0.6 + 0.35 * len(items)))
+        ax = fig.subplots()
+        ax.barh([k for k, _ in items], [v for _, v in items], color="tab:red")
+        ax.set_title("quarantined records by reason", fontsize=10)
+        fig.tight_layout()
+        out.append(("Quarantine reasons", fig))
+    files = report.get("records_by_file") or []
+    if files:
+        shown = files[:60]
+        fig = Figure(figsize=(12, max(2.0, 0.8 + 0.22 * len(shown))))
+        ax = fig.subplots()
+        names = [f["file"] for f in shown][::-1]
+        acc = [f.get("accepted") or 0 for f in shown][::-1]
+        quar = [f.get("quarantined") or 0 for f in shown][::-1]
+        ax.barh(names, acc, color="tab:blue", label="accepted")
+        ax.barh(names, quar, left=acc, color="tab:red", label="quarantined")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.legend(fontsize=8)
+        more = f" (first {len(shown)} of {len(files)})" if len(files) > len(shown) else ""
+        ax.set_title(f"records per file{more}", fontsize=10)
+        fig.tight_layout()
+        out.append(("Records per file", fig))
+    return out

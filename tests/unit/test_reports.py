@@ -1,0 +1,270 @@
+"""HTML reports: each page renders from a small hand-made report dict, self-contained, with valid
+PNG figures and its tables; `recpipe report` lists and re-renders; a rendering error never raises."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from recpipe.reports import html, store
+
+pytestmark = pytest.mark.unit
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+IMG = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
+
+
+def evaluation_report() -> dict:
+    k = 10
+    rows = []
+    for p, base in (("published", 0.30), ("popularity", 0.20), ("als", 0.25)):
+        for s, f in (("all", 1.0), ("cold", 0.5), ("warm", 1.2)):
+            rows.append(
+                {
+                    "policy": p,
+                    "segment": s,
+                    "k": k,
+                    f"ndcg@{k}": base * f,
+                    f"recall@{k}": base * f * 1.1,
+                    f"hit_rate@{k}": min(1.0, base * f * 2),
+                    "mrr": base * f * 0.8,
+                    "catalog_coverage": base,
+                    "intra_list_diversity": 0.5 + base,
+                    "novelty_bits": 8 + base,
+                    "users_evaluated": 120,
+                }
+            )
+    return {
+        "job": "evaluate",
+        "run_id": "evaluate-2026-10-12-abcd1234",
+        "run_date": "2026-10-12",
+        "truth_window": ["2026-10-12", "2026-10-19"],
+        "k": k,
+        "users_with_lists": 500,
+        "users_with_clicks": 120,
+        "ranker": {"test_examples": 900, "popularity_auc": 0.62, "auc": 0.71, "logloss": 0.41},
+        "top_n": rows,
+        "item_segments": {
+            "cold_items": {"clicked_pairs": 10, f"recall@{k}": 0.1},
+            "warm_items": {"clicked_pairs": 90, f"recall@{k}": 0.3},
+        },
+        "off_policy": {
+            "impressions": 1000,
+            "observed_ctr": 0.05,
+            "ips": {
+                "estimator": "ips",
+                "value": 0.05,
+                "ci_low": 0.04,
+                "ci_high": 0.06,
+                "n": 1000,
+                "effective_sample_size": 1000.0,
+            },
+            "snips": {
+                "estimator": "snips",
+                "value": 0.05,
+                "ci_low": 0.04,
+                "ci_high": 0.06,
+                "n": 1000,
+                "effective_sample_size": 1000.0,
+            },
+            "ips_ci_contains_observed": True,
+        },
+        "true_click_model": {
+            "users": 480,
+            "published_expected_clicks_per_list": 0.9,
+            "popularity_expected_clicks_per_list": 0.6,
+            "als_only_expected_clicks_per_list": 0.7,
+        },
+        "reasons": {"als": 3000, "popular": 1500, "cold_start": 400},
+    }
+
+
+def train_report() -> dict:
+    hist = [
+        {
+            "epoch": e,
+            "steps": 40 * e,
+            "train_loss": 0.6 - 0.05 * e,
+            "val_auc": 0.6 + 0.02 * e,
+            "val_logloss": 0.5 - 0.01 * e,
+            "samples_per_s": 9000.0 + 500 * e,
+            "epoch_s": 3.0,
+        }
+        for e in (1, 2, 3)
+    ]
+    return {
+        "job": "train",
+        "run_id": "2026-10-12-v7",
+        "model": "dcn",
+        "workers": 2,
+        "examples_version": 7,
+        "val_auc": 0.66,
+        "val_logloss": 0.47,
+        "test_auc": 0.65,
+        "test_logloss": 0.48,
+        "popularity_auc": 0.6,
+        "oracle_auc": 0.8,
+        "oracle_source": "p_click_true",
+        "steps": 120,
+        "epochs_run": 3,
+        "samples_per_s": 9800.0,
+        "history": hist,
+        "samples_per_s_by_rank": [4900.0, 4850.0],
+    }
+
+
+def ingest_report() -> dict:
+    return {
+        "job": "ingest",
+        "batch_id": "raw-0123456789ab",
+        "run_id": "ingest-raw-0123456789ab-1",
+        "input_records": 1100,
+        "accepted": 1000,
+        "duplicates": 40,
+        "quarantined": 60,
+        "quarantined_by_reason": {"bad_json": 20, "missing_user_id": 30, "unknown_event_type": 10},
+        "late_events": 12,
+        "files": 2,
+        "files_not_read": {},
+        "quality": {"success": True},
+        "timings_s": {"read_parse_s": 1.2},
+        "day": "2026-10-01",
+        "records_by_file": [
+            {
+                "file": "events/2026-10-01/00.jsonl",
+                "records": 600,
+                "accepted": 560,
+                "quarantined": 30,
+                "late_events": 5,
+            },
+            {
+                "file": "events/2026-10-01/01.jsonl",
+                "records": 500,
+                "accepted": 440,
+                "quarantined": 30,
+                "late_events": 7,
+            },
+        ],
+    }
+
+
+def pngs(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in IMG.findall(page)]
+
+
+def assert_self_contained(page: str, min_images: int) -> None:
+    assert page.startswith("<!DOCTYPE html>")
+    # no external reference of any kind: no http(s) URL, no script, no link/stylesheet
+    assert not re.search(r"(src|href)=\"(?!data:)", page)
+    assert "<script" not in page and "<link" not in page and "http" not in page
+    images = pngs(page)
+    assert len(images) >= min_images
+    assert len(images) == page.count("<img ")
+    for png in images:
+        assert png.startswith(PNG_MAGIC) and len(png) > 5_000
+        width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+        assert width > 200 and height > 100
+
+
+def test_evaluation_page_has_the_notebook_figures_and_the_tables():
+    page = html.evaluation_page(evaluation_report())
+    # ranker AUC, top-N by policy/segment, coverage/diversity/novelty, slots per reason, expected clicks
+    assert_self_contained(page, min_images=5)
+    for caption in (
+        "Ranker AUC",
+        "Top-N accuracy by policy and segment",
+        "Coverage, diversity, novelty",
+        "Slots per reason",
+        "Expected clicks per list",
+    ):
+        assert f"<figcaption>{caption}</figcaption>" in page
+    assert page.count("<table>") >= 6
+    assert "<td>0.9000</td>" in page  # expected clicks per list of the published lists
+    assert '<td class="l">snips</td>' in page and "ips_ci_contains_observed" in page
+    assert "<th>ndcg@10</th>" in page
+
+
+def test_evaluation_page_says_why_a_part_was_skipped():
+    rep = evaluation_report()
+    rep["true_click_model"] = {"skipped": "data.source is 'raw': no true click model"}
+    rep["off_policy"] = {"skipped": "no logged impressions with propensities in the window"}
+    rep["ranker"] = {"skipped": "gold.training_examples does not exist"}
+    page = html.evaluation_page(rep)
+    assert_self_contained(page, min_images=3)
+    assert "data.source is &#x27;raw&#x27;: no true click model" in page
+    assert "no logged impressions with propensities" in page
+
+
+def test_train_page_has_curves_throughput_and_baselines():
+    page = html.train_page(train_report())
+    assert_self_contained(page, min_images=3)
+    assert "<figcaption>Training curves</figcaption>" in page
+    assert "<th>val_auc</th>" in page and "oracle_auc" in page
+    # an old run without history still renders (baselines only)
+    rep = train_report()
+    del rep["history"], rep["samples_per_s_by_rank"]
+    old = html.train_page(rep)
+    assert "no epoch history recorded" in old
+    assert_self_contained(old, min_images=1)
+
+
+def test_ingest_page_counts_by_reason_and_file():
+    page = html.ingest_page(ingest_report())
+    assert_self_contained(page, min_images=3)
+    assert "missing_user_id" in page and "events/2026-10-01/01.jsonl" in page
+    assert "<td>440</td>" in page
+
+
+def test_report_command_lists_and_rerenders_from_the_json(tmp_path):
+    folder = str(tmp_path / "reports")
+    store.write_report(folder, "evaluation-2026-10-12.json", evaluation_report())
+    store.write_report(folder, "train-2026-10-12-v7.json", train_report())
+    store.write_report(folder, "ingest-raw-0123456789ab.json", ingest_report())
+    store.write_report(folder, "evaluation-2026-10-13.json", {"job": "evaluate", "top_n": "broken"})
+    (tmp_path / "reports" / "notes.json").write_text("{}")  # not a report: not listed
+
+    listed = store.list_and_render(folder)
+    assert [r["kind"] for r in listed["reports"]] == ["evaluation", "evaluation", "ingest", "train"]
+    assert all(r["html"] is None for r in listed["reports"])
+
+    out = store.list_and_render(folder, render=True)
+    assert (out["rendered"], out["errors"]) == (3, 1)
+    broken = [r for r in out["reports"] if "error" in r]
+    assert [r["name"] for r in broken] == ["evaluation-2026-10-13"]
+    for r in out["reports"]:
+        if "error" not in r:
+            assert_self_contained((tmp_path / "reports" / f"{r['name']}.html").read_text(), 1)
+
+    day = store.list_and_render(folder, date="2026-10-12")
+    assert {r["name"] for r in day["reports"]} == {"evaluation-2026-10-12", "train-2026-10-12-v7"}
+    assert store.list_and_render(folder, date="2026-10-01")["reports"][0]["kind"] == "ingest"
+
+
+def test_cli_report_prints_one_json_line(tmp_path, capsys):
+    from recpipe.cli import build_parser, main
+
+    conf = Path(__file__).resolve().parents[2] / "conf" / "local.yaml"
+    store.write_report(str(tmp_path / "r"), "evaluation-2026-10-12.json", evaluation_report())
+    args = ["--conf", str(conf), "--set", f"evaluate.report_dir={tmp_path / 'r'}"]
+    assert main(["report", *args, "--render"]) == 0
+    out = capsys.readouterr()
+    line = json.loads(out.out.strip().splitlines()[-1])
+    assert line["job"] == "report" and line["rendered"] == 1
+    assert line["reports"][0]["html"].endswith("evaluation-2026-10-12.html")
+    assert "evaluation" in out.err  # the table on stderr
+    helptext = build_parser()._subparsers._group_actions[0].choices["report"].format_help()
+    assert "--render" in helptext and "train-<run id>" in helptext
+
+
+def test_a_rendering_error_is_one_warning_not_a_failure(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="recpipe.reports.store"):
+        path = store.write_json_and_html(str(tmp_path), "evaluation-x", "evaluation", {"top_n": 3})
+    assert path is None
+    assert (tmp_path / "evaluation-x.json").exists()
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    assert "HTML page not written" in caplog.text
