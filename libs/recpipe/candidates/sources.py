@@ -51,7 +51,14 @@ def _cand(df: DataFrame, source: str, score: Column, detail: Column) -> DataFram
 
 
 def top_k(df: DataFrame, by: list[str], order: list[Column], k: int) -> DataFrame:
-    """The first ``k`` rows per ``by`` group in ``order`` (ties broken by the order columns)."""
+    """The first ``k`` rows per ``by`` group in ``order`` (ties broken by the order columns).
+
+    Without groups (``by`` empty) the global top ``k`` is a distributed ``orderBy().limit()``
+    (each task keeps its own top ``k``), not a window without partitions, which would pull
+    every row into one task.
+    """
+    if not by:
+        return df.orderBy(*order).limit(k)
     w = Window.partitionBy(*by).orderBy(*order)
     return df.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") <= k).drop("_rn")
 
@@ -152,13 +159,13 @@ def trending(
     for col in by:
         agg = agg.where(F.col(col).isNotNull())
     agg = agg.groupBy(*by, C.ITEM_ID).agg(F.sum(w).alias("raw"))
-    g = Window.partitionBy(*by) if by else Window.partitionBy(F.lit(1))
-    out = top_k(agg, by or [F.lit(1)], [F.desc("raw"), F.asc(C.ITEM_ID)], k)
-    return out.select(
-        *by,
-        C.ITEM_ID,
-        F.round(F.col("raw") / F.max("raw").over(g), SCORE_DECIMALS).alias("score"),
-    )
+    out = top_k(agg, by, [F.desc("raw"), F.asc(C.ITEM_ID)], k)
+    if by:
+        best = F.max("raw").over(Window.partitionBy(*by))
+    else:  # the global top k is small: its best row joined to every row
+        out = out.crossJoin(out.agg(F.max("raw").alias("_best")))
+        best = F.col("_best")
+    return out.select(*by, C.ITEM_ID, F.round(F.col("raw") / best, SCORE_DECIMALS).alias("score"))
 
 
 def trending_candidates(
@@ -359,7 +366,7 @@ def fresh_candidates(
     fresh = allowed.where(F.col("published_ts").isNotNull() & (age >= 0) & (age <= window_hours)).select(
         C.ITEM_ID, "category", (1.0 - age / (window_hours + 1.0)).alias("recency")
     )
-    newest = top_k(fresh, [F.lit(1)], [F.desc("recency"), F.asc(C.ITEM_ID)], k)
+    newest = top_k(fresh, [], [F.desc("recency"), F.asc(C.ITEM_ID)], k)
     g = _cand(
         users.select(C.USER_ID).crossJoin(newest.select(C.ITEM_ID, "recency")),
         C.REASON_FRESH,

@@ -58,9 +58,13 @@ def _indexed(lists: DataFrame, truth: DataFrame) -> DataFrame:
         lists.select(F.explode("items").alias("i"))
         .union(truth.select(F.explode("relevant").alias("i")))
         .distinct()
-        .withColumn("ix", F.dense_rank().over(Window.orderBy("i")).cast("double"))
     )
-    mapping = ids.agg(F.map_from_entries(F.collect_list(F.struct("i", "ix"))).alias("m"))
+    # The map is one row anyway: index = 1-based position in the sorted distinct ids (what
+    # dense_rank over all rows gave, without a window that pulls every row into one task).
+    sorted_ids = ids.agg(F.array_sort(F.collect_list("i")).alias("ids"))
+    mapping = sorted_ids.select(
+        F.map_from_arrays("ids", F.transform("ids", lambda _, n: (n + 1).cast("double"))).alias("m")
+    )
     joined = lists.join(truth, C.USER_ID, "inner").crossJoin(mapping)
     return joined.select(
         C.USER_ID,
