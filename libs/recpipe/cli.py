@@ -42,7 +42,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set lake.root=/tmp/lake (repeatable)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    loud.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="warnings and errors only, no Spark progress bar (the JSON line is printed as always)",
+    )
 
 
 def _force(p: argparse.ArgumentParser, what: str) -> None:
@@ -446,16 +453,46 @@ def cmd_vacuum(args: argparse.Namespace) -> dict[str, Any]:
     return {"job": "vacuum", "retention_hours": hours, "dry_run": args.dry_run, "files_removed": removed}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+class _Py4jResend(logging.Filter):
+    """py4j logs a command it resent on a fresh connection (a pooled connection to the JVM found
+    closed: Horovod starts its Spark job from a new thread at every training start) through the
+    root logger, at INFO with two tracebacks. The command succeeded: nothing unless ``--verbose``,
+    then one line."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or f"{os.sep}py4j{os.sep}" not in record.pathname:
+            return True
+        if not self.verbose:
+            return False
+        reason = record.exc_info[1] if record.exc_info else None
+        record.msg, record.args = f"py4j: {record.getMessage()} ({reason}); resent", ()
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """Python logging for ``-v``/``-q``; ``--quiet`` also turns the Spark progress bar off."""
+    quiet = getattr(args, "quiet", False)
+    level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     for noisy in ("py4j", "great_expectations", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_Py4jResend(args.verbose))
+    if quiet and hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, "spark.show_progress=false"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
     t0 = time.perf_counter()
     try:
         faults.enter(args.command)  # RECPIPE_FAULT=<command>:<point> crash tests
