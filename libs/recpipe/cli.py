@@ -414,7 +414,7 @@ The pages are rendered from the JSON alone: --render rebuilds them (a page that 
 with its error; exit 0). Prints one JSON line: {"job": "report", "reports": [...], ...}.
 
 examples:
-  recpipe report                         # list every report, newest name last
+  recpipe report                         # list every report (by kind, then name)
   recpipe report --date 2026-10-12       # that run date's reports
   recpipe report --render                # rebuild every HTML page from its JSON
 """

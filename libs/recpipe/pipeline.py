@@ -110,6 +110,7 @@ def _compact(res: StageResult) -> dict[str, Any]:
             ranker=s["ranker"],
             true_click_model=s.get("true_click_model", {}),
             report_path=s["report_path"],
+            report_html=s.get("report_html"),
         )
     else:
         out.update({k: s[k] for k in SHOWN.get(res.stage, ()) if k in s})
@@ -163,6 +164,13 @@ def run_pipeline(
         for res in results:
             days.setdefault(res.run_date.isoformat(), {})[res.stage] = _compact(res)
         summary["days"] = days
+        # The page a person opens after a run: the last evaluation's HTML report.
+        pages = [
+            d["evaluate"]["report_html"] for d in days.values() if d.get("evaluate", {}).get("report_html")
+        ]
+        if pages:
+            summary["report_html"] = pages[-1]
+            log.info("evaluation report: %s", summary["report_html"])
         from recpipe.lake import open_lake
         from recpipe.tables import describe_tables
 
@@ -213,6 +221,8 @@ def print_summary(summary: dict[str, Any]) -> None:
                 file=out,
             )
         print(f"  report: {ev['report_path']}", file=out)
+    if summary.get("report_html"):
+        print(f"  open in a browser: {summary['report_html']}", file=out)
     print("  `recpipe status` lists every stage attempt with its reason", file=out)
 
 

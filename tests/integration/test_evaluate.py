@@ -114,3 +114,16 @@ def test_evaluation_report_notebook_runs(report):
     _lake, rep = report
     nb = execute("evaluation_report.ipynb", {"RECPIPE_REPORT": rep["report_path"]})
     assert images(nb) >= 3
+
+
+def test_evaluation_html_report_renders_in_a_browser(report, tmp_path):
+    from tests.browser import assert_renders_in_browser
+    from tests.unit.test_reports import assert_self_contained
+
+    _lake, rep = report
+    page = Path(rep["report_html"])
+    # beside the JSON, self-contained, and rendered from the JSON alone
+    assert page.parent == Path(rep["report_path"]).parent and page.name == f"evaluation-{RUN_DATE}.html"
+    assert_self_contained(page.read_text(), min_images=3)
+    imgs = assert_renders_in_browser(page, tmp_path, min_images=3)
+    assert {"Top-N accuracy by policy and segment", "Slots per reason"} <= {i["alt"] for i in imgs}

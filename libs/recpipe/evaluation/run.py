@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 import uuid
@@ -22,6 +21,7 @@ from recpipe.evaluation import ope
 from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import read_items
 from recpipe.lake import Lake, Txn, open_lake
+from recpipe.reports.store import publish, write_report
 
 log = logging.getLogger(__name__)
 
@@ -209,29 +209,17 @@ def run_evaluate(
             r["reason"]: r["n"] for r in recs.groupBy("reason").agg(F.count("*").alias("n")).collect()
         },
     }
-    path = write_report(cfg.artifacts_dir("reports"), f"evaluation-{date}.json", report)
+    folder = cfg.artifacts_dir("reports")
+    path = write_report(folder, f"evaluation-{date}.json", report)
+    # The page is rendered from the JSON's dict alone (`recpipe report --render` rebuilds it).
+    report_html = publish(folder, f"evaluation-{date}", "evaluation", report)
     _store(lake, report, date)
     for cached in (truth, users, segments, popularity, allowed):
         cached.unpersist()
     report["report_path"] = path
+    report["report_html"] = report_html
     report["duration_s"] = round(time.perf_counter() - t0, 2)
     return report
-
-
-def write_report(folder: str, name: str, report: dict[str, Any]) -> str:
-    """Write ``report`` as JSON to ``folder/name`` (local path or object-store URI); its path."""
-    import pyarrow.fs as pafs
-
-    if "://" in folder:
-        fs, base = pafs.FileSystem.from_uri(folder)
-        shown = folder.rstrip("/")
-    else:
-        fs, base = pafs.LocalFileSystem(), str(Path(folder).resolve())
-        shown = base
-    fs.create_dir(base, recursive=True)
-    with fs.open_output_stream(f"{base}/{name}") as fh:
-        fh.write(json.dumps(report, indent=2, default=str).encode())
-    return f"{shown}/{name}"
 
 
 def _store(lake: Lake, report: dict[str, Any], date: dt.date) -> None:

@@ -21,7 +21,7 @@ h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.6em;border
 .meta{color:#555;margin:0}table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
 td.l,th.l{text-align:left}figure{margin:.8em 0}img{max-width:100%;height:auto}
-figcaption{color:#555;font-size:.9em}.note{color:#666;font-style:italic}
+figcaption{color:#555;font-size:.9em}.note{color:#666;font-style:italic}.t{overflow-x:auto}
 """
 
 
@@ -68,7 +68,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, 
         "<tr>" + "".join(f"<td{cls(i)}>{fmt(r.get(c))}</td>" for i, c in enumerate(cols)) + "</tr>"
         for r in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="t"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def kv_table(d: dict[str, Any]) -> str:
