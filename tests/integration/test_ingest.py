@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
@@ -38,6 +39,28 @@ def test_counts_reconcile_exactly_with_the_generator(synthetic_lake):
     assert lake.row_count(C.SILVER_EVENTS) == manifest["clean_events"]
     assert lake.row_count(C.BRONZE_EVENTS_RAW) == manifest["lines_total"]
     assert lake.row_count(C.BRONZE_QUARANTINE) == sum(manifest["quarantined"].values())
+
+
+def test_the_batch_report_counts_by_reason_and_file_beside_its_page(synthetic_lake):
+    from recpipe.reports.store import list_and_render
+
+    cfg, lake, raw, manifest = synthetic_lake
+    folder = Path(cfg.artifacts_dir("reports"))
+    rep = json.loads((folder / "ingest-synthetic-test.json").read_text())
+    assert rep["quarantined_by_reason"] == {k: v for k, v in manifest["quarantined"].items() if v}
+    files = rep["records_by_file"]
+    # one row per event file, named relative to the landing folder, summing to the batch's counts
+    assert len(files) == rep["files"] and all(f["file"].startswith("events/") for f in files)
+    assert sum(f["records"] for f in files) == rep["input_records"]
+    assert sum(f["accepted"] for f in files) == rep["accepted"]
+    assert sum(f["quarantined"] for f in files) == rep["quarantined"]
+    assert sum(f["late_events"] for f in files) == rep["late_events"] == manifest["late_events"]
+    page = (folder / "ingest-synthetic-test.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "events/" in page
+    listed = list_and_render(str(folder))["reports"]
+    assert [r["html"] for r in listed if r["kind"] == "ingest"] == [
+        str(folder / "ingest-synthetic-test.html")
+    ]
 
 
 def test_silver_events_is_a_delta_table_with_unique_ids_and_pseudonymized_users(synthetic_lake):

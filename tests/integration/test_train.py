@@ -74,6 +74,13 @@ def test_two_ranks_train_identical_weights_export_and_register(spark, examples_l
     assert meta["examples_version"] == lake.version("gold.training_examples")
     assert meta["metrics"]["test_auc"] == pytest.approx(s["test_auc"])
     assert set(meta["hashing"]) == {"user_id", "item_id"}
+    # the report: summary, per-epoch history and samples/s per rank, and its page beside it
+    page = Path(s["report_html"])
+    assert page.name == "train-two-ranks.html" and page.parent == Path(cfg.artifacts_dir("reports"))
+    rep = json.loads(page.with_suffix(".json").read_text())
+    assert [h["epoch"] for h in rep["history"]] == list(range(1, TWO_RANK_EPOCHS + 1))
+    assert len(rep["samples_per_s_by_rank"]) == 2 and min(rep["samples_per_s_by_rank"]) > 0
+    assert rep["test_auc"] == s["test_auc"] and page.read_text().count("data:image/png;base64,") == 3
     # and the registry has it as the current model, which the scorer can load
     assert s["status"] == "current" and s["model_version"] == "m00001"
     rows = lake.read(MODEL_REGISTRY).collect()

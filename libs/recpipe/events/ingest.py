@@ -322,9 +322,11 @@ def run_ingest(
             classified_all.unpersist()
             check_not_read(cfg.ingest, batch_id, batch.not_read)
     classified = classified_all.where(~is_file_row)
-    reason_counts = {
-        r[C.REASON]: r["n"] for r in classified.groupBy(C.REASON).agg(F.count("*").alias("n")).collect()
-    }
+    # One small aggregate by (file, reason) gives the batch's reason counts and the report's per-file rows.
+    by_file_reason = classified.groupBy(C.SOURCE_FILE, C.REASON).agg(F.count("*").alias("n")).collect()
+    reason_counts: dict[str | None, int] = {}
+    for r in by_file_reason:
+        reason_counts[r[C.REASON]] = reason_counts.get(r[C.REASON], 0) + r["n"]
     input_records = sum(reason_counts.values())
     quarantined = {k: v for k, v in reason_counts.items() if k is not None}
     timings["read_parse_s"] = time.perf_counter() - t0
@@ -379,9 +381,13 @@ def run_ingest(
     new = new.persist(StorageLevel.MEMORY_AND_DISK)
     valid_count = reason_counts.get(None, 0)
     is_late = F.date_trunc("hour", F.col(C.EVENT_TS)) < _file_hour(F.col(C.SOURCE_FILE))
-    agg = new.agg(F.count("*").alias("n"), F.sum(is_late.cast("long")).alias("late")).first()
-    accepted = int(agg["n"])
-    late = int(agg["late"] or 0) if cfg.ingest.format == "jsonl" else None
+    new_by_file = (
+        new.groupBy(C.SOURCE_FILE)
+        .agg(F.count("*").alias("n"), F.sum(is_late.cast("long")).alias("late"))
+        .collect()
+    )
+    accepted = sum(int(r["n"]) for r in new_by_file)
+    late = sum(int(r["late"] or 0) for r in new_by_file) if cfg.ingest.format == "jsonl" else None
     duplicates = valid_count - accepted
     timings["dedupe_s"] = time.perf_counter() - t0
     if duplicates < 0:
@@ -464,9 +470,52 @@ def run_ingest(
         "duration_s": round(time.perf_counter() - t_start, 3),
     }
     _record_run(lake, summary, started, status="ok" if report.success else "quality_failed")
+    by_file = records_by_file(input_dir, by_file_reason, new_by_file, cfg.ingest.format == "jsonl")
+    summary["report_html"] = write_ingest_report(cfg, summary, by_file, date)
     if cfg.quality.fail_on_critical:
         report.raise_if_failed()
     return summary
+
+
+def records_by_file(
+    input_dir: str, by_file_reason: list[Any], new_by_file: list[Any], with_late: bool
+) -> list[dict[str, Any]]:
+    """Per source file: records read, accepted (new events), quarantined, late (JSONL only)."""
+    # Spark's file names are URIs (file:///abs/...): shown relative to the input folder.
+    root = (input_dir if "://" in input_dir else str(Path(input_dir).resolve())).rstrip("/") + "/"
+    rows: dict[str, dict[str, Any]] = {}
+    late0 = 0 if with_late else None  # a file whose records are all duplicates or quarantined
+
+    def row(f: str) -> dict[str, Any]:
+        i = f.find(root)
+        name = f[i + len(root) :] if i >= 0 else f
+        return rows.setdefault(
+            f, {"file": name, "records": 0, "accepted": 0, "quarantined": 0, "late_events": late0}
+        )
+
+    for r in by_file_reason:
+        out = row(r[C.SOURCE_FILE])
+        out["records"] += int(r["n"])
+        if r[C.REASON] is not None:
+            out["quarantined"] += int(r["n"])
+    for r in new_by_file:
+        out = row(r[C.SOURCE_FILE])
+        out["accepted"] = int(r["n"])
+        if with_late:
+            out["late_events"] = int(r["late"] or 0)
+    return [rows[f] for f in sorted(rows)]
+
+
+def write_ingest_report(
+    cfg: Config, summary: dict[str, Any], by_file: list[dict[str, Any]], date: dt.date | None
+) -> str | None:
+    """``ingest-<batch id>.json`` (the summary plus per-file counts) and its page in the reports
+    folder; the page's path, or None (a report never fails the batch)."""
+    from recpipe.reports.store import safe_name, write_json_and_html
+
+    report = {**summary, "day": date.isoformat() if date else None, "records_by_file": by_file}
+    stem = f"ingest-{safe_name(summary['batch_id'])}"
+    return write_json_and_html(cfg.artifacts_dir("reports"), stem, "ingest", report)
 
 
 def _file_hour(col):

@@ -309,6 +309,8 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         "resumed_from_step": resumed_from,
         "train_rows_per_rank": train.rows,
         "real_train_rows": train.real_rows,
+        # This rank's own rate (samples_seen counts all ranks): a slow rank stands out in the report.
+        "rank_samples_per_s": samples_seen / size / max(train_s, 1e-9),
     }
     if rank == 0:
         export_dir = params["export_dir"]
@@ -566,4 +568,25 @@ def run_train(
         )
         summary.update(model_version=row["model_version"], status=row["status"], reason=row["reason"])
     summary["duration_s"] = round(time.perf_counter() - t0, 2)
+    summary["report_html"] = write_train_report(cfg, summary, r0["history"], results)
     return summary
+
+
+def write_train_report(
+    cfg: Config, summary: dict[str, Any], history: list[dict[str, Any]], results: list[dict[str, Any]]
+) -> str | None:
+    """``train-<run id>.json`` (the summary, per-epoch history, samples/s per rank) and its page
+    in the reports folder; the page's path, or None (a report never fails training)."""
+    from recpipe.reports.store import safe_name, write_json_and_html
+
+    by_rank = sorted(results, key=lambda r: r["rank"])
+    report = {
+        "job": "train",
+        **summary,
+        "history": history,
+        "samples_per_s_by_rank": [
+            round(r["rank_samples_per_s"], 1) for r in by_rank if "rank_samples_per_s" in r
+        ],
+    }
+    stem = f"train-{safe_name(summary['run_id'])}"
+    return write_json_and_html(cfg.artifacts_dir("reports"), stem, "train", report)
