@@ -60,12 +60,13 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, 
         return '<p class="note">nothing to show</p>'
     cols = list(columns or dict.fromkeys(c for r in rows for c in r))
 
-    def cls(i: int) -> str:
-        return ' class="l"' if i < left else ""
+    def cls(i: int, v: Any = None) -> str:
+        # labels and text values read left-aligned, numbers right-aligned
+        return ' class="l"' if i < left or isinstance(v, str) else ""
 
     head = "".join(f"<th{cls(i)}>{html.escape(c)}</th>" for i, c in enumerate(cols))
     body = "".join(
-        "<tr>" + "".join(f"<td{cls(i)}>{fmt(r.get(c))}</td>" for i, c in enumerate(cols)) + "</tr>"
+        "<tr>" + "".join(f"<td{cls(i, r.get(c))}>{fmt(r.get(c))}</td>" for i, c in enumerate(cols)) + "</tr>"
         for r in rows
     )
     return f'<div class="t"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
