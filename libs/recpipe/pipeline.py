@@ -169,8 +169,7 @@ def run_pipeline(
             d["evaluate"]["report_html"] for d in days.values() if d.get("evaluate", {}).get("report_html")
         ]
         if pages:
-            summary["report_html"] = pages[-1]
-            log.info("evaluation report: %s", summary["report_html"])
+            summary["report_html"] = pages[-1]  # print_summary names it last
         from recpipe.lake import open_lake
         from recpipe.tables import describe_tables
 
