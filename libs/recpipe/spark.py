@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pyspark import SparkContext
@@ -23,7 +24,9 @@ REQUIRED_CONF = {
     "spark.sql.session.timeZone": "UTC",
     # Staging folders are renamed by the driver; no _SUCCESS marker needed inside tables.
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
-    "spark.hadoop.parquet.enable.summary-metadata": "false",
+    # No _metadata/_common_metadata summary files. (parquet.enable.summary-metadata, the older
+    # name, makes ParquetOutputFormat log a deprecation warning for every write job.)
+    "spark.hadoop.parquet.summary.metadata.level": "NONE",
 }
 
 
@@ -72,6 +75,18 @@ def java_reason(exc: BaseException) -> str:
     return re.sub(r"\s*SQLSTATE: \w+$", "", lines[0]) if lines else type(exc).__name__
 
 
+LOG4J2_PROPERTIES = Path(__file__).with_name("log4j2.properties")
+
+
+def local_java_options(conf: Mapping[str, str]) -> str:
+    """``spark.driver.extraJavaOptions`` of a local session: the configured options plus
+    recpipe's log4j2 file (library noise off at the source), unless they name their own."""
+    opts = conf.get("spark.driver.extraJavaOptions", "").strip()
+    if "log4j2.configurationFile" in opts or "log4j.configurationFile" in opts:
+        return opts
+    return f"{opts} -Dlog4j2.configurationFile={LOG4J2_PROPERTIES.as_uri()}".strip()
+
+
 def build_session(cfg: Config, app_suffix: str | None = None) -> SparkSession:
     """A session named and configured from ``cfg``.
 
@@ -87,8 +102,13 @@ def build_session(cfg: Config, app_suffix: str | None = None) -> SparkSession:
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         # TensorFlow in the Python workers (scoring, Horovod ranks): warnings and errors only.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # One machine: bind to loopback (Spark warned "hostname resolves to a loopback address"
+        # and picked an outside interface for a driver nothing outside talks to).
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(cfg.spark.master)
     conf = {**cfg.spark.conf, **REQUIRED_CONF}
+    if cfg.mode == "local":
+        conf["spark.driver.extraJavaOptions"] = local_java_options(conf)
     conf.setdefault("spark.ui.showConsoleProgress", str(cfg.spark.show_progress).lower())
     check_launch_conf(conf, cfg.source_file)
     for key, value in conf.items():

@@ -90,6 +90,9 @@ def _context():
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    # This module sets its own logger to INFO ("Created temporary directory ... for ephemeral
+    # docs site" on every validation).
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.ERROR)
     ctx = gx.get_context(mode="ephemeral")
     try:
         from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -103,9 +106,14 @@ def _context():
 def validate(
     df: DataFrame, suite_name: str, checks: list[Check], table: str, version: int | None
 ) -> QualityReport:
-    """Run ``checks`` as one Great Expectations suite on ``df``."""
+    """Run ``checks`` as one Great Expectations suite on ``df``.
+
+    ``df`` should be cached by the caller (or be a projection of a cached frame): Great
+    Expectations is told not to persist it again, which logged "Asked to cache already cached
+    data" and left a second copy in memory that it never unpersisted.
+    """
     gx, ctx = _context()
-    source = ctx.data_sources.add_spark(name="recpipe")
+    source = ctx.data_sources.add_spark(name="recpipe", persist=False)
     asset = source.add_dataframe_asset(name=suite_name)
     batch = asset.add_batch_definition_whole_dataframe("batch").get_batch(batch_parameters={"dataframe": df})
     suite = gx.ExpectationSuite(name=suite_name)
