@@ -99,10 +99,14 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
 
     rlog = logging.getLogger("recpipe.train")
-    if rank == 0:  # Horovod: only rank 0 logs progress
+    if rank == 0:  # Horovod: only rank 0 logs progress, at the driver's level (-q/-v)
         logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+            level=params.get("log_level", logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
         )
+        # TensorFlow's absl logger: "Sharding callback duration" at INFO for every checkpoint.
+        logging.getLogger("absl").setLevel(logging.WARNING)
     else:
         rlog.setLevel(logging.WARNING)
 
@@ -494,6 +498,8 @@ def run_train(
         "early_stopping_patience": tc.early_stopping_patience,
         "checkpoint_every_steps": tc.checkpoint_every_steps,
         "seed": tc.seed,
+        # Rank 0 logs at the driver's level (not a training parameter: not in TRAIN_PARAM_KEYS).
+        "log_level": logging.getLogger("recpipe").getEffectiveLevel(),
     }
     log.info(
         "training %s on %s v%s with %d Horovod ranks (run %s)",
