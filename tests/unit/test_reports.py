@@ -268,3 +268,22 @@ def test_a_rendering_error_is_one_warning_not_a_failure(tmp_path, caplog):
     assert (tmp_path / "evaluation-x.json").exists()
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
     assert "HTML page not written" in caplog.text
+
+
+def test_many_files_are_plotted_per_day_folder_and_all_listed():
+    rep = ingest_report()
+    rep["records_by_file"] = [
+        {"file": f"events/2026-10-{d:02d}/{h:02d}.jsonl", "records": 10, "accepted": 9, "quarantined": 1}
+        for d in range(1, 4)
+        for h in range(24)
+    ]
+    from recpipe.reports.plots import _per_file_or_folder
+
+    rows, what = _per_file_or_folder(rep["records_by_file"])
+    assert [(r["file"], r["accepted"], r["quarantined"]) for r in rows] == [
+        (f"events/2026-10-0{d}/", 9 * 24, 24) for d in (1, 2, 3)
+    ]
+    assert what == "folder (72 files in 3 folders)"
+    page = html.ingest_page(rep)
+    assert_self_contained(page, min_images=3)
+    assert "events/2026-10-03/23.jsonl" in page  # the table lists every file

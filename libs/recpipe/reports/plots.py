@@ -185,6 +185,28 @@ def train_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
     return out
 
 
+MAX_FILE_BARS = 40
+
+
+def _per_file_or_folder(files: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """The per-file rows, or summed per folder (a day folder of hourly files) when there are too
+    many files for one bar each."""
+    if len(files) <= MAX_FILE_BARS:
+        return files, "file"
+    by: dict[str, dict[str, Any]] = {}
+    for f in files:
+        folder = f["file"].rsplit("/", 1)[0] if "/" in f["file"] else "."
+        row = by.setdefault(folder, {"file": f"{folder}/", "accepted": 0, "quarantined": 0, "n": 0})
+        row["accepted"] += f.get("accepted") or 0
+        row["quarantined"] += f.get("quarantined") or 0
+        row["n"] += 1
+    rows = [by[k] for k in sorted(by)]
+    if len(rows) > 3 * MAX_FILE_BARS:
+        rows = rows[: 3 * MAX_FILE_BARS]
+        return rows, f"folder (first {len(rows)} of {len(by)} folders, {len(files)} files)"
+    return rows, f"folder ({len(files)} files in {len(rows)} folders)"
+
+
 def ingest_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
     """Outcome of a batch's records, quarantine reasons and records per file."""
     out: list[tuple[str, Figure]] = []
@@ -208,18 +230,17 @@ def ingest_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
         out.append(("Quarantine reasons", fig))
     files = report.get("records_by_file") or []
     if files:
-        shown = files[:60]
-        fig = Figure(figsize=(12, max(2.0, 0.8 + 0.22 * len(shown))))
+        rows, what = _per_file_or_folder(files)
+        fig = Figure(figsize=(12, max(2.0, 0.9 + 0.22 * len(rows))))
         ax = fig.subplots()
-        names = [f["file"] for f in shown][::-1]
-        acc = [f.get("accepted") or 0 for f in shown][::-1]
-        quar = [f.get("quarantined") or 0 for f in shown][::-1]
+        names = [r["file"] for r in rows][::-1]
+        acc = [r.get("accepted") or 0 for r in rows][::-1]
+        quar = [r.get("quarantined") or 0 for r in rows][::-1]
         ax.barh(names, acc, color="tab:blue", label="accepted")
         ax.barh(names, quar, left=acc, color="tab:red", label="quarantined")
         ax.tick_params(axis="y", labelsize=7)
-        ax.legend(fontsize=8)
-        more = f" (first {len(shown)} of {len(files)})" if len(files) > len(shown) else ""
-        ax.set_title(f"records per file{more}", fontsize=10)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title(f"records per {what}", fontsize=10)
         fig.tight_layout()
         out.append(("Records per file", fig))
     return out
