@@ -13,7 +13,8 @@ setup:
 demo: setup
 	$(VENV)/bin/recpipe run --conf $(CONF)
 
-# The suite (under 45 min on 2 cores). The Airflow end-to-end run (12 spark-submits) is test-e2e.
+# The suite (under 45 min on 2 cores). The Airflow end-to-end run (12 spark-submits) and the
+# demo-log noise count (`recpipe run` on 20k events) are test-e2e.
 test: setup
 	$(PY) -m pytest tests -m "not e2e" $(PYTEST_ARGS)
 
