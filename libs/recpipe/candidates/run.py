@@ -213,7 +213,7 @@ def build_candidates(
     filtered = S.filter_candidates(union, allowed, S.consumed(events))
     cands = S.apply_budget(filtered.join(target_ids, C.USER_ID, "left_semi"), budget, p.shares)
 
-    pop = S.trending(inter_allowed, as_of, half, 10**9).select(C.ITEM_ID, F.col("score").alias("popularity"))
+    pop = S.trending(inter_allowed, as_of, half, None).select(C.ITEM_ID, F.col("score").alias("popularity"))
     # Exposure behind the "uncertain" exploration pool: impressions, or for a click-only source
     # (no impressions logged) its clicks, so that not every item counts as unexplored.
     exposure = "click" if is_clicks_only(with_feedback(cfg, lake)) else "impression"

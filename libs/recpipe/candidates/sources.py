@@ -147,7 +147,7 @@ def recent_items(
 
 # -- trending ----------------------------------------------------------------------------------
 def trending(
-    inter: DataFrame, as_of: dt.datetime, half_life_hours: float, k: int, by: list[str] | None = None
+    inter: DataFrame, as_of: dt.datetime, half_life_hours: float, k: int | None, by: list[str] | None = None
 ) -> DataFrame:
     """(by..., item_id, score, trend_rank): exponentially time-decayed feedback, top ``k`` per group.
 
@@ -159,10 +159,12 @@ def trending(
     for col in by:
         agg = agg.where(F.col(col).isNotNull())
     agg = agg.groupBy(*by, C.ITEM_ID).agg(F.sum(w).alias("raw"))
-    out = top_k(agg, by, [F.desc("raw"), F.asc(C.ITEM_ID)], k)
+    # k=None: every item (a global orderBy().limit(10**9) allocates its top-k buffer up front:
+    # 2 * 10^9 slots, a Java heap OutOfMemoryError)
+    out = agg if k is None else top_k(agg, by, [F.desc("raw"), F.asc(C.ITEM_ID)], k)
     if by:
         best = F.max("raw").over(Window.partitionBy(*by))
-    else:  # the global top k is small: its best row joined to every row
+    else:  # the one best value of all rows, joined to every row (a one-row broadcast)
         out = out.crossJoin(out.agg(F.max("raw").alias("_best")))
         best = F.col("_best")
     return out.select(*by, C.ITEM_ID, F.round(F.col("raw") / best, SCORE_DECIMALS).alias("score"))

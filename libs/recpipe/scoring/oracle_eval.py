@@ -75,7 +75,7 @@ def evaluate_lists(
     allowed = S.allowed_items(lake.read(C.SILVER_ITEMS), as_of, cfg.recommend.max_item_age_days)
     consumed = S.consumed(events)
     inter = S.interactions(events).cache()
-    pop = S.trending(inter.join(allowed.select(C.ITEM_ID), C.ITEM_ID), as_of, 24.0, 10**9)
+    pop = S.trending(inter.join(allowed.select(C.ITEM_ID), C.ITEM_ID), as_of, 24.0, None)
     pop_lists = _top_n(users.crossJoin(pop).join(consumed, [C.USER_ID, C.ITEM_ID], "left_anti"), "score", n)
     als = S.als_candidates(inter, users, 5 * n, max_iter=als_max_iter, seed=cfg.recommend.seed)
     als = S.filter_candidates(als, allowed, consumed)
