@@ -244,8 +244,12 @@ class ExamplesConfig:
     # the same day (`popularity`: by click count, `uniform`: equally). Validation and test always
     # use uniform negatives, so the reported AUCs mean the same for every scheme.
     negative_sampling: Literal["popularity", "uniform"] = "uniform"
-    # Daily runs (recpipe.stages): run date D builds the examples of [D - window_days, D - 1].
+    # Daily runs (recpipe.stages): run date D builds the examples of [D - window_days, D - 1]; the
+    # split moves with D: the window's last test_days days are test, the validation_days before
+    # them validation, the rest train (validation_start/test_start fix the split of a backtest).
     window_days: int = checked(14, ge=1)
+    validation_days: int = checked(1, ge=1)
+    test_days: int = checked(1, ge=1)
 
 
 @dataclass(frozen=True)
@@ -519,6 +523,12 @@ def _cross_checks(cfg: Config, file: str) -> None:
         raise ConfigError(
             f"{file}: key 'examples.validation_start' ({ex.validation_start}) must be before "
             f"'examples.test_start' ({ex.test_start})"
+        )
+    if ex.window_days <= ex.validation_days + ex.test_days:
+        raise ConfigError(
+            f"{file}: key 'examples.window_days' ({ex.window_days}) must exceed "
+            f"'examples.validation_days' + 'examples.test_days' ({ex.validation_days} + "
+            f"{ex.test_days}): a daily window needs days left to train on"
         )
     if cfg.train.warmup_epochs > cfg.train.epochs:
         raise ConfigError(

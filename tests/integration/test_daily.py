@@ -35,7 +35,8 @@ def backfill(spark, tmp_path_factory):
     cfg = make_config(
         base / "lake",
         raw,
-        examples={"window_days": 3, "validation_start": "2026-10-02", "test_start": "2026-10-03"},
+        # no validation_start/test_start: a daily window's split moves with the run date
+        examples={"window_days": 3},
         train={"every_days": 7, "epochs": 1, "num_proc": 1, "batch_size": 256},
         evaluate={"horizon_days": 1},
     )
@@ -69,6 +70,16 @@ def test_every_stage_of_every_day_ran_or_was_skipped_with_a_reason(backfill):
         "2026-10-04",
         "2026-10-05",
     ]
+
+
+def test_the_examples_split_moves_with_the_run_date(backfill):
+    _cfg, lake, _first, _second, _versions, _rows = backfill
+    # the last day's window [10-03, 10-05]: train, validation, test (the configured backtest split
+    # of 10-11/10-13 would have made every example "train" and left no validation day)
+    rows = lake.read(C.GOLD_TRAINING_EXAMPLES).groupBy(C.EVENT_DATE, C.SPLIT).count().collect()
+    split = {r[C.EVENT_DATE]: r[C.SPLIT] for r in rows}
+    assert len(split) == len(rows)  # one split per date
+    assert [split[dt.date(2026, 10, d)] for d in (3, 4, 5)] == ["train", "validation", "test"]
 
 
 def test_each_day_ingests_the_day_folders_before_it_once(backfill):

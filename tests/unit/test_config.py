@@ -88,6 +88,7 @@ def test_missing_file_is_a_clear_error(tmp_path):
         ("ingest.min_event_ts=yesterday", r"key 'ingest\.min_event_ts' must be an ISO timestamp"),
         ("examples.test_start=2026-13-01", r"key 'examples\.test_start' must be an ISO date"),
         ("examples.test_start=2026-10-01", r"key 'examples\.validation_start' \(2026-10-11\) must be before"),
+        ("examples.window_days=2", r"key 'examples\.window_days' \(2\) must exceed"),
     ],
 )
 def test_values_are_range_checked_at_load(override, message):

@@ -45,7 +45,17 @@ def test_the_daily_order_and_where_each_input_comes_from():
 def test_date_plans_relative_to_the_run_date():
     c = ctx(examples={"window_days": 5}, evaluate={"horizon_days": 3})
     assert get("features").plan(c, None) == {"as_of": "2026-10-12"}
-    assert get("examples").plan(c, None) == {"start": "2026-10-07", "end": "2026-10-11", "click_only": None}
+    assert get("examples").plan(c, None) == {
+        "start": "2026-10-07",
+        "end": "2026-10-11",
+        "click_only": None,
+        # the split moves with D (fixed dates would leave a day weeks later nothing to train on)
+        "validation_start": "2026-10-10",
+        "test_start": "2026-10-11",
+    }
+    # a backtest keeps the configured split
+    bt = StageContext(c.cfg, None, None, D, BACKTEST, {"start": D, "end": D})
+    assert "test_start" not in get("examples").plan(bt, None)
     assert get("evaluate").plan(c, None) == {"lists_date": "2026-10-09"}
     assert get("recommend").plan(c, None)["run_date"] == "2026-10-12"
     # explicit options of a single-stage command replace the plan's parts

@@ -6,7 +6,9 @@ ingest     the landing folder's day folders ``events/YYYY-MM-DD/`` dated before 
            batch once; a landing folder without day folders is one batch. Backtest: the whole
            folder as one batch.
 features   ``gold.item_features`` / ``gold.user_features`` as of D (events before D 00:00 UTC).
-examples   impressions of ``[D - examples.window_days, D - 1]``. Backtest: every event date.
+examples   impressions of ``[D - examples.window_days, D - 1]``; its last ``examples.test_days``
+           are the test split, the ``examples.validation_days`` before them validation. Backtest:
+           every event date, split at ``examples.validation_start`` / ``test_start``.
 train      every ``train.every_days`` days: trains when no model was trained for the
            ``every_days - 1`` run dates before D; other days keep the current model (skipped).
 recommend  ``gold.recommendations`` for D.
@@ -17,6 +19,7 @@ evaluate   the lists published on ``D - evaluate.horizon_days``, against the cli
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -159,23 +162,37 @@ class Examples(Stage):
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
         from recpipe.features.examples import default_range
 
-        if ctx.mode == BACKTEST:
-            start, end = default_range(lake, None)
-        else:
-            start = ctx.run_date - dt.timedelta(days=ctx.cfg.examples.window_days)
-            end = ctx.run_date - dt.timedelta(days=1)
-        start, end = ctx.options.get("start") or start, ctx.options.get("end") or end
-        return {
+        start, end = ctx.options.get("start"), ctx.options.get("end")
+        if ctx.mode == BACKTEST and not (start and end):
+            first, last = default_range(lake, None)
+            start, end = start or first, end or last
+        elif ctx.mode != BACKTEST:
+            start = start or ctx.run_date - dt.timedelta(days=ctx.cfg.examples.window_days)
+            end = end or ctx.run_date - dt.timedelta(days=1)
+        plan = {
             "start": start.isoformat(),
             "end": end.isoformat(),
             "click_only": True if ctx.options.get("click_only") else None,
         }
+        if ctx.mode != BACKTEST and not (ctx.options.get("start") or ctx.options.get("end")):
+            # The split moves with the run date (an explicit --start/--end keeps the configured
+            # validation_start/test_start): fixed dates would put every example of a day
+            # weeks after them into "test" and leave nothing to train on.
+            ec = ctx.cfg.examples
+            test_start = end - dt.timedelta(days=ec.test_days - 1)
+            plan["validation_start"] = (test_start - dt.timedelta(days=ec.validation_days)).isoformat()
+            plan["test_start"] = test_start.isoformat()
+        return plan
 
     def body(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> dict[str, Any]:
         from recpipe.features.examples import run_examples
 
+        cfg = ctx.cfg
+        if plan.get("test_start"):
+            split = {k: plan[k] for k in ("validation_start", "test_start")}
+            cfg = dataclasses.replace(cfg, examples=dataclasses.replace(cfg.examples, **split))
         return run_examples(
-            ctx.cfg,
+            cfg,
             ctx.spark,
             dt.date.fromisoformat(plan["start"]),
             dt.date.fromisoformat(plan["end"]),
