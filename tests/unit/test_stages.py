@@ -9,7 +9,7 @@ import pytest
 from recpipe import constants as C
 from recpipe.stages.base import BACKTEST, DAILY, StageContext, parse_run_date
 from recpipe.stages.contract import fingerprint, producers
-from recpipe.stages.daily import STAGE_NAMES, STAGES, get
+from recpipe.stages.daily import STAGE_NAMES, STAGES, daily_split, get
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.unit
@@ -63,6 +63,17 @@ def test_date_plans_relative_to_the_run_date():
     assert get("examples").plan(opts, None)["start"] == "2026-10-01"
     # a backtest evaluates the lists of its own run date
     assert get("evaluate").plan(ctx(BACKTEST), None) == {"lists_date": "2026-10-12"}
+
+
+def test_the_daily_split_holds_out_the_last_days_once_there_is_history_to_train_on():
+    d = dt.date
+    # 5 days of events: train 10-07..09, validation 10-10, test 10-11
+    assert daily_split(d(2026, 10, 7), d(2026, 10, 11), 1, 1) == (d(2026, 10, 10), d(2026, 10, 11))
+    assert daily_split(d(2026, 10, 7), d(2026, 10, 11), 2, 1) == (d(2026, 10, 9), d(2026, 10, 11))
+    # a new lake with two days of events: everything trains (split dates after the window)
+    assert daily_split(d(2026, 10, 10), d(2026, 10, 11), 1, 1) == (d(2026, 10, 12), d(2026, 10, 13))
+    # three days: one day left to train on
+    assert daily_split(d(2026, 10, 9), d(2026, 10, 11), 1, 1) == (d(2026, 10, 10), d(2026, 10, 11))
 
 
 def test_fingerprint_follows_the_stage_config_keys_inputs_and_plan():

@@ -152,6 +152,19 @@ class Features(Stage):
         return run_features(ctx.cfg, ctx.spark, ctx.run_date, lake=lake, **_force(ctx))
 
 
+def daily_split(
+    first: dt.date, end: dt.date, validation_days: int, test_days: int
+) -> tuple[dt.date, dt.date]:
+    """(validation_start, test_start) of a daily window whose events span ``[first, end]``: its
+    last ``test_days`` test, the ``validation_days`` before them validation. A history too short
+    to hold out both and still train (the first days of a new lake) is all train: the split
+    dates fall after ``end`` until the lake holds more days."""
+    if (end - first).days + 1 <= validation_days + test_days:
+        return end + dt.timedelta(days=1), end + dt.timedelta(days=2)
+    test_start = end - dt.timedelta(days=test_days - 1)
+    return test_start - dt.timedelta(days=validation_days), test_start
+
+
 class Examples(Stage):
     name = "examples"
     inputs = SILVER
@@ -178,10 +191,15 @@ class Examples(Stage):
             # The split moves with the run date (an explicit --start/--end keeps the configured
             # validation_start/test_start): fixed dates would put every example of a day
             # weeks after them into "test" and leave nothing to train on.
+            first = start
+            if lake is not None and lake.exists(C.SILVER_EVENTS):
+                try:
+                    first = max(start, default_range(lake, None)[0])
+                except ValueError:  # no events yet: the examples body says so
+                    pass
             ec = ctx.cfg.examples
-            test_start = end - dt.timedelta(days=ec.test_days - 1)
-            plan["validation_start"] = (test_start - dt.timedelta(days=ec.validation_days)).isoformat()
-            plan["test_start"] = test_start.isoformat()
+            v, t = daily_split(first, end, ec.validation_days, ec.test_days)
+            plan["validation_start"], plan["test_start"] = v.isoformat(), t.isoformat()
         return plan
 
     def body(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> dict[str, Any]:
