@@ -34,8 +34,15 @@ def spark(tmp_path_factory):
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.default.parallelism", "2")
         # The full suite runs backfills, crash reruns and the click-only MIND run in one session:
-        # 1 GB of driver heap ran out there (every later test then errored).
-        .config("spark.driver.memory", "4g")
+        # 1 GB, then 4 GB of driver heap ran out there (recommend's broadcasts failed in
+        # test_recommend after 20 minutes of earlier tests; it passed alone).
+        .config("spark.driver.memory", "6g")
+        # One session runs ~300 tests: keep the status store small (SQL plan metrics of every
+        # execution piled up to ~700k objects) so the heap is left to broadcasts and caches.
+        .config("spark.sql.ui.retainedExecutions", "20")
+        .config("spark.ui.retainedJobs", "50")
+        .config("spark.ui.retainedStages", "50")
+        .config("spark.ui.retainedTasks", "2000")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.local.dir", str(tmp / "local"))
@@ -50,6 +57,18 @@ def spark(tmp_path_factory):
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_cached_frames():
+    """Frames a module's tests or fixtures cached are dropped when the module ends: the shared
+    session must not carry every module's caches into the next one."""
+    yield
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.catalog.clearCache()
 
 
 def make_config(lake_root, raw_dir, **sections):
