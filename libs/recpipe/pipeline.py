@@ -68,7 +68,6 @@ SHOWN = {
     "examples": ("start", "end", "examples", "table_split_counts"),
     "train": (
         "model_version",
-        "status",
         "workers",
         "val_auc",
         "test_auc",
@@ -114,6 +113,10 @@ def _compact(res: StageResult) -> dict[str, Any]:
         )
     else:
         out.update({k: s[k] for k in SHOWN.get(res.stage, ()) if k in s})
+        if res.stage == "train" and "status" in s:
+            # train's summary "status" is its model's registry status (current/rejected); the
+            # entry's "status" stays the attempt's (ok/skipped/failed)
+            out["model_status"] = s["status"]
     return out
 
 
@@ -200,7 +203,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     tr = last.get("train", {})
     if tr.get("status") == "ok":
         print(
-            f"  model {tr.get('model_version')} ({tr.get('status')}, {tr.get('workers')} workers): test AUC "
+            f"  model {tr.get('model_version')} ({tr.get('model_status')}, {tr.get('workers')} workers): test AUC "
             f"{_f(tr.get('test_auc'))} | popularity {_f(tr.get('popularity_auc'))} | oracle "
             f"{_f(tr.get('oracle_auc'))}",
             file=out,

@@ -114,5 +114,5 @@ def test_demo_run_stderr_is_free_of_noise(tmp_path):
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"mode", "run_dates", "generate", "days", "tables", "elapsed_s"} <= set(summary)
     day = summary["days"][summary["run_dates"][-1]]
-    # (train's entry shows its model's registry status, "current", in place of the attempt's)
     assert not [s for s in day if day[s]["status"] in ("failed", "skipped")], day
+    assert day["train"]["status"] == "ok" and day["train"]["model_status"] == "current", day["train"]

@@ -122,3 +122,20 @@ def test_ingest_plans_the_whole_folder_for_a_backtest_an_explicit_batch_or_no_da
     (flat / "log.jsonl").write_text('{"event_id": "e"}\n')
     plan = get("ingest").plan(StageContext(make_config("/tmp/lake", flat), None, None, D, DAILY), None)
     assert len(plan["batches"]) == 1 and plan["batches"][0]["date"] is None
+
+
+def test_run_summary_keeps_the_attempt_status_of_train_apart_from_its_model_status(capsys):
+    from recpipe.pipeline import _compact, print_summary
+    from recpipe.stages.base import StageResult
+
+    res = StageResult(
+        "train", D, DAILY, "r1", "ok", None, 3.0, "fp", {}, {"steps": 10}, {}, {},
+        {"status": "current", "model_version": "m00001", "workers": 2, "test_auc": 0.8},
+    )  # fmt: skip
+    entry = _compact(res)
+    assert entry["status"] == "ok" and entry["model_status"] == "current"
+    # the summary's model line is printed for a trained day and names the registry status
+    print_summary(
+        {"mode": DAILY, "duration_s": 3.0, "days": {str(D): {"train": entry}}, "run_dates": [str(D)]}
+    )
+    assert "model m00001 (current, 2 workers): test AUC" in capsys.readouterr().err
