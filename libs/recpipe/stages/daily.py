@@ -175,19 +175,20 @@ class Examples(Stage):
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
         from recpipe.features.examples import default_range
 
-        start, end = ctx.options.get("start"), ctx.options.get("end")
-        if ctx.mode == BACKTEST and not (start and end):
-            first, last = default_range(lake, None)
-            start, end = start or first, end or last
-        elif ctx.mode != BACKTEST:
-            start = start or ctx.run_date - dt.timedelta(days=ctx.cfg.examples.window_days)
-            end = end or ctx.run_date - dt.timedelta(days=1)
+        given = ctx.options.get("start"), ctx.options.get("end")
+        daily = ctx.mode != BACKTEST
+        if daily:
+            window = ctx.run_date - dt.timedelta(days=ctx.cfg.examples.window_days)
+            start, end = window, ctx.run_date - dt.timedelta(days=1)
+        else:  # every event date (not read when both ends are given)
+            start, end = (None, None) if all(given) else default_range(lake, None)
+        start, end = given[0] or start, given[1] or end
         plan = {
             "start": start.isoformat(),
             "end": end.isoformat(),
             "click_only": True if ctx.options.get("click_only") else None,
         }
-        if ctx.mode != BACKTEST and not (ctx.options.get("start") or ctx.options.get("end")):
+        if daily and not any(given):
             # The split moves with the run date (an explicit --start/--end keeps the configured
             # validation_start/test_start): fixed dates would put every example of a day
             # weeks after them into "test" and leave nothing to train on.
