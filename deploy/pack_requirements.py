@@ -17,6 +17,11 @@ from importlib import metadata
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+# Requirement names another installed distribution provides: tf-keras requires `tensorflow`, which
+# `tensorflow-cpu` (a requirement of recpipe[train]) provides; deploy/setup-env.sh installs
+# tf-keras without dependencies so that the full (CUDA) package is not installed over it.
+PROVIDED_BY = {"tensorflow": "tensorflow-cpu"}
+
 
 def closure(root: str, extras: set[str], exclude: set[str]) -> dict[str, str]:
     """``{canonical name: version}`` of ``root`` (with ``extras``) and everything it requires."""
@@ -32,6 +37,9 @@ def closure(root: str, extras: set[str], exclude: set[str]) -> dict[str, str]:
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
+            if key in PROVIDED_BY:
+                todo.append((PROVIDED_BY[key], wanted))
+                continue
             raise SystemExit(
                 f"pack_requirements: {name} is required but not installed in {sys.prefix}"
             ) from None

@@ -106,7 +106,10 @@ def build_candidates(
     cached: list[DataFrame] = []
 
     def keep(df: DataFrame) -> DataFrame:
+        # Filled here, before the sources read it: several broadcast builds filling one lazy
+        # cache at once compute the same blocks twice ("Block rdd_... already exists").
         df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        df.count()
         cached.append(df)
         return df
 
@@ -194,7 +197,10 @@ def build_candidates(
     fresh = S.fresh_candidates(allowed, target, affinity, as_of, rc.fresh_window_hours, k_of(C.REASON_FRESH))
 
     # Each source is materialized on its own: smaller plans (fewer concurrent broadcasts on the
-    # driver) and per-source counts/timings for the summary.
+    # driver) and per-source counts/timings for the summary. A local checkpoint, not a cache: a
+    # cached frame keeps its whole lineage, and the union's tasks carried all five sources' plans
+    # (a 1-1.7 MB task binary, Spark's "Broadcasting large task binary" warning). The blocks go
+    # when the frames are garbage collected (Spark's ContextCleaner).
     per_source: dict[str, DataFrame] = {}
     for name, df in (
         (C.REASON_TRENDING, trend),
@@ -207,7 +213,7 @@ def build_candidates(
             source_stats[name] = {"rows": 0, "skipped": skipped[name]}
             continue
         t0 = time.perf_counter()
-        per_source[name] = keep(df)
+        per_source[name] = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
         source_stats[name] = {"rows": per_source[name].count(), "s": round(time.perf_counter() - t0, 2)}
     union = functools.reduce(DataFrame.unionByName, per_source.values())
     filtered = S.filter_candidates(union, allowed, S.consumed(events))
