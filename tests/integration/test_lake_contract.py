@@ -230,3 +230,20 @@ def test_two_threads_appending_at_once_both_land(spark, tmp_path):
         t.join()
     assert errors == []
     assert DeltaRsLake(spark, root).read("silver.t").count() == 4
+
+
+def test_overwrite_may_add_columns_when_asked(spark, lake):
+    """A new feature column: the rewritten partition has it, the others read it as null; a
+    missing column is still refused, and without ``add_columns`` so is the new one."""
+    lake.append("silver.t", spark.createDataFrame(rows(("a", D1, 1), ("b", D2, 2)), SCHEMA), ["event_date"])
+    wider = spark.createDataFrame(rows(("z", D1, 9)), SCHEMA).withColumn("x", F.lit(0.5))
+    with pytest.raises(SchemaMismatchError, match="unexpected columns"):
+        lake.overwrite("silver.t", wider, partitions={"event_date": [D1]})
+    narrower = spark.createDataFrame(rows(("z", D1, 9)), SCHEMA).drop("n")
+    with pytest.raises(SchemaMismatchError, match="missing columns"):
+        lake.overwrite("silver.t", narrower, partitions={"event_date": [D1]}, add_columns=True)
+    assert lake.version("silver.t") == 0
+    lake.overwrite("silver.t", wider, partitions={"event_date": [D1]}, add_columns=True)
+    assert lake.schema("silver.t").fieldNames() == ["id", "event_date", "ts", "n", "x"]
+    got = {r["id"]: r["x"] for r in lake.read("silver.t").collect()}
+    assert got == {"z": 0.5, "b": None}

@@ -137,6 +137,26 @@ def test_shard_ranges_are_disjoint_covering_and_balanced():
             assert target == max(sizes) and target - min(sizes) <= 1
 
 
+@pytest.mark.parametrize("partition_by", [["day"], None])
+def test_files_written_before_a_column_was_added_read_it_as_null(tmp_path, partition_by):
+    from deltalake import write_deltalake
+
+    df = synthetic_examples(rows=60, seed=3)[["user_id", "item_id", "label", "split"]]
+    df["day"] = np.repeat(["d1", "d2"], [30, 30])
+    path = str(tmp_path / "ex")
+    write_deltalake(path, df.iloc[:30], partition_by=partition_by)
+    newer = df.iloc[30:].assign(item_trend=np.arange(30, dtype=float))
+    write_deltalake(path, newer, partition_by=partition_by, mode="append", schema_mode="merge")
+    got = read_split(path, None, "train", ["item_id", "item_trend"])
+    trend = got["item_trend"].to_pylist()
+    old_train = int((df.iloc[:30].split == "train").sum())
+    assert got.num_rows == int((df.split == "train").sum())
+    assert trend.count(None) == old_train
+    assert sorted(t for t in trend if t is not None) == sorted(
+        newer.loc[newer.split == "train", "item_trend"].tolist()
+    )
+
+
 @pytest.mark.parametrize("partition_by", [["split"], ["day"], None])
 def test_row_shards_of_a_delta_snapshot(tmp_path, partition_by):
     from deltalake import write_deltalake

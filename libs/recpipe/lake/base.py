@@ -82,12 +82,19 @@ def table_parts(name: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def check_schema(table: str, table_schema: StructType, data_schema: StructType) -> None:
-    """Refuse data whose columns or types differ from the table's (no silent coercion)."""
+def check_schema(
+    table: str, table_schema: StructType, data_schema: StructType, add_columns: bool = False
+) -> None:
+    """Refuse data whose columns or types differ from the table's (no silent coercion).
+
+    ``add_columns``: columns the table does not have yet are allowed (they are added to the
+    table's schema; the rows already stored read them as null). Missing columns and changed
+    types are still refused.
+    """
     have = {f.name: f.dataType for f in table_schema.fields}
     got = {f.name: f.dataType for f in data_schema.fields}
     missing = [c for c in have if c not in got]
-    extra = [c for c in got if c not in have]
+    extra = [] if add_columns else [c for c in got if c not in have]
     problems = []
     if missing:
         problems.append(f"missing columns {missing}")
@@ -168,10 +175,13 @@ class Lake(abc.ABC):
         partitions: dict[str, list[Any]] | None = None,
         txn: Txn | None = None,
         replace_schema: bool = False,
+        add_columns: bool = False,
     ) -> CommitResult:
         """Replace the whole table, or only the partitions whose values are given.
 
         ``replace_schema``: the data's schema becomes the table's (whole-table overwrite only).
+        ``add_columns``: the data may have columns the table lacks (a new feature): they are
+        added to the schema and read as null in the partitions not rewritten.
         """
 
     @abc.abstractmethod

@@ -264,6 +264,7 @@ class DeltaRsLake(Lake):
         removes_fn: Callable[[DeltaTable], tuple[list[RemoveAction], int]] | None = None,
         blind: bool = False,
         replace_schema: bool = False,
+        add_columns: bool = False,
     ) -> CommitResult:
         """Optimistic commit: compute from a snapshot, write, commit; on a conflict, redo."""
         attempts = self.commit_retries + 1
@@ -284,7 +285,7 @@ class DeltaRsLake(Lake):
             if df is None and not removes:
                 return CommitResult(table, dt.version() if dt else None, False, skipped_reason="no change")
             if dt is not None and df is not None and not replace_schema:
-                check_schema(table, self.schema(table), df.schema)
+                check_schema(table, self.schema(table), df.schema, add_columns=add_columns)
             pcols = list(partition_by or [])
             if dt is not None:
                 table_pcols = list(dt.metadata().partition_columns)
@@ -368,7 +369,7 @@ class DeltaRsLake(Lake):
         return self._commit(table, lambda dt: df, partition_by, txn, "append", blind=True)
 
     def overwrite(
-        self, table, df, partition_by=None, partitions=None, txn=None, replace_schema=False
+        self, table, df, partition_by=None, partitions=None, txn=None, replace_schema=False, add_columns=False
     ) -> CommitResult:
         if replace_schema and partitions:
             raise LakeError(f"overwrite of {table}: a new schema replaces the whole table, not partitions")
@@ -408,6 +409,7 @@ class DeltaRsLake(Lake):
             mode="overwrite",
             partition_filters=filters,
             replace_schema=replace_schema,
+            add_columns=add_columns,
         )
 
     def _existing_keys(self, dt: DeltaTable, table: str, df: DataFrame, keys: list[str]) -> DataFrame:

@@ -88,11 +88,16 @@ class DeltaSparkLake(Lake):
         return self._result(table)
 
     def overwrite(
-        self, table, df, partition_by=None, partitions=None, txn=None, replace_schema=False
+        self, table, df, partition_by=None, partitions=None, txn=None, replace_schema=False, add_columns=False
     ) -> CommitResult:
         if (done := self._done(table, txn)) is not None:
             return done
         w = self._writer(table, df, "overwrite", partition_by, txn)
+        if add_columns and not replace_schema:
+            # Delta's own schema evolution, bounded by ours: new columns only.
+            if self.exists(table):
+                check_schema(table, self.schema(table), df.schema, add_columns=True)
+            w = w.option("mergeSchema", "true")
         if replace_schema:
             if partitions:
                 raise LakeError(

@@ -120,11 +120,18 @@ def shard_range(total: int, rank: int, size: int) -> tuple[int, int]:
 def _read_file(uri: str, columns: list[str] | None, split: str, mixed: bool) -> pa.Table:
     fs, path = _fs(uri)
     with fs.open_input_file(path) as fh:
-        if not mixed:
-            return pq.read_table(fh, columns=columns)
-        cols = None if columns is None else list(dict.fromkeys([*columns, SPLIT]))
+        names = set(pq.read_schema(fh).names)
+        fh.seek(0)
+        # A file written before a feature column was added to the table (lake add_columns) lacks
+        # it: the column reads as null there, as Delta readers see it (the inputs fill nulls).
+        absent = [] if columns is None else [c for c in columns if c not in names]
+        present = None if columns is None else [c for c in columns if c in names]
+        cols = present if not mixed or present is None else list(dict.fromkeys([*present, SPLIT]))
         t = pq.read_table(fh, columns=cols)
-    t = t.filter(pc.equal(t.column(SPLIT), split))
+    if mixed:
+        t = t.filter(pc.equal(t.column(SPLIT), split))
+    for c in absent:
+        t = t.append_column(c, pa.nulls(t.num_rows, pa.float64()))
     return t if columns is None else t.select(columns)
 
 

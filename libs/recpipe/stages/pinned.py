@@ -59,8 +59,11 @@ class PinnedLake(Lake):
         partitions: dict[str, list[Any]] | None = None,
         txn: Txn | None = None,
         replace_schema: bool = False,
+        add_columns: bool = False,
     ) -> CommitResult:
-        return self.inner.overwrite(table, df, partition_by, partitions, txn, replace_schema=replace_schema)
+        return self.inner.overwrite(
+            table, df, partition_by, partitions, txn, replace_schema=replace_schema, add_columns=add_columns
+        )
 
     def insert_new(
         self,
