@@ -227,6 +227,10 @@ class FeaturesConfig:
     ctr_prior_strength: float = checked(20.0, ge=0)
     last_k_items: int = checked(10, ge=1)
     text_features: int = checked(256, ge=1)
+    # Half-life of the items' time-decayed click count: the model's item_trend feature and the
+    # trending candidate source. A day suits the synthetic default; a news click log, where an
+    # article's clicks fade within hours, wants an hour or two (README, "Real data").
+    trend_half_life_hours: float = checked(24.0, gt=0)
 
 
 @dataclass(frozen=True)

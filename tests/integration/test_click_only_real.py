@@ -88,8 +88,9 @@ def click_log_config(base: Path, **overrides):
         # backtest: train on Nov 9-12, validate on Nov 13, lists for Nov 14 against its clicks
         examples={"validation_start": "2019-11-13", "test_start": str(RUN_DATE)},
         # no text: the item text vector is all zeros, keep it small (the test session has the
-        # default 1 GiB driver heap; 256-dim vectors on every candidate ran out of it)
-        features={"text_features": 8},
+        # default 1 GiB driver heap; 256-dim vectors on every candidate ran out of it). News
+        # clicks fade within hours: a 1-hour half-life for item_trend and the trending source.
+        features={"text_features": 8, "trend_half_life_hours": 1.0},
         train={"epochs": 3, "num_proc": 2},
         recommend={"candidates_per_user": 50},
         evaluate={"horizon_days": 1},
@@ -145,6 +146,12 @@ def test_click_log_mapped_by_config_runs_every_stage_with_gates_on(mind_clicks_r
     feats = lake.read(C.GOLD_ITEM_FEATURES)
     row = feats.agg(F.max("item_ctr_1d"), F.max("item_impressions_28d"), F.max("item_clicks_1d")).first()
     assert 0 < row[0] <= 1 and row[1] == 0 and row[2] > 1
+    # recency-aware popularity (1-hour half-life): well below the day's click counts
+    trend = feats.where(F.col(C.AS_OF_DATE) == F.lit(RUN_DATE)).agg(
+        F.max("item_trend"), F.max("item_clicks_1d")
+    )
+    top_trend, top_clicks = trend.first()
+    assert 0 < top_trend < top_clicks
     # lists published for the run date, none from the content source (no text)
     recs = lake.read(C.GOLD_RECOMMENDATIONS).where(F.col(C.RUN_DATE) == F.lit(RUN_DATE))
     assert recs.select(C.USER_ID).distinct().count() > 1000
@@ -162,10 +169,14 @@ def test_published_lists_beat_popularity_on_next_day_clicks(mind_clicks_run):
     pub, pop, als = (m[(p, "ndcg@10")] for p in ("published", "popularity", "als"))
     hits = {p: m[(p, "hit_rate@10")] for p in ("published", "popularity", "als")}
     print(f"next-day NDCG@10: published {pub:.4f} popularity {pop:.4f} ALS {als:.4f}; HitRate@10 {hits}")
-    assert m[("published", "users_evaluated")] > 800
-    # measured 2026-12-02 over 935 users, three runs: published NDCG@10 0.0020 (this test),
-    # 0.0038 and 0.0046 (256-dim text vector; popularity-weighted train negatives), HitRate@10
-    # 0.006-0.016; popularity 0.0 and ALS 0.0005 (0.001) every time. Most of the day's clicks go
-    # to articles first seen that day, which no list can hold. Run-to-run noise (6 vs 13 hits)
-    # is larger than the lead over ALS in the worst run, so only "beats both" is asserted.
-    assert pub > max(pop, als)
+    users = m[("published", "users_evaluated")]
+    assert users > 800
+    # Measured 2026-12-02 over 935 users with the 1-hour item_trend / trending half-life, three
+    # runs: published NDCG@10 0.0063 / 0.0076 (popularity-weighted train negatives, this config,
+    # 21 / 20 hits) and 0.0053 (uniform negatives, 16 hits); popularity 0.0 and ALS 0.0005
+    # (1 hit) every time. Run-to-run spread of the published NDCG: 0.0023; the lead over the best
+    # baseline 0.0048-0.0071. Before item_trend (24-hour trending, no trend feature): 0.0020-0.0046.
+    lead = pub - max(pop, als)
+    assert lead > 0.003, (pub, pop, als)
+    hit_lead = round(hits["published"] * users) - round(max(hits["popularity"], hits["als"]) * users)
+    assert hit_lead >= 10, hits

@@ -130,6 +130,29 @@ def test_ctr_prior_math(spark):
     assertDataFrameEqual(got, expected)
 
 
+def test_item_trend_is_clicks_decayed_by_their_age(spark):
+    # given: A clicked 1 h, 3 h and 50 h before D's cut-off (D 00:00), plus an impression, a
+    # history click and a click at the cut-off itself (none of those counted); B never clicked
+    cut = dt.datetime(2026, 10, 10)
+    rows = [
+        ev(1, "u1", "A", "click", cut - dt.timedelta(hours=1)),
+        ev(2, "u2", "A", "click", cut - dt.timedelta(hours=3)),
+        ev(3, "u3", "A", "click", cut - dt.timedelta(hours=50)),
+        ev(4, "u3", "A", "impression", cut - dt.timedelta(hours=2)),
+        ev(5, "u4", "A", "click", cut - dt.timedelta(hours=2), hist=True),
+        ev(6, "u5", "A", "click", cut),
+        ev(7, "u3", "B", "impression", cut - dt.timedelta(hours=1)),
+    ]
+    # when: a 2-hour half-life
+    out = B.item_features(
+        events_df(spark, rows), items_df(spark), [D], [1, 7], 0.0, trend_half_life_hours=2.0
+    )
+    # then: each click weighs 2^(-age / 2 h)
+    got = {r[C.ITEM_ID]: r[B.ITEM_TREND] for r in out.select(C.ITEM_ID, B.ITEM_TREND).collect()}
+    assert got["A"] == pytest.approx(0.5**0.5 + 0.5**1.5 + 0.5**25, abs=1e-6)
+    assert got["B"] == 0.0 and got["N"] == 0.0
+
+
 def test_item_age_and_text_vector(spark):
     out = B.item_features(
         events_df(spark, [ev(1, "u", "A", "impression", ts(5))]),

@@ -32,7 +32,6 @@ class CandidateParams:
     """Knobs of the sources that are not (yet) configuration."""
 
     active_days: int = 28
-    trending_half_life_hours: float = 24.0
     covisit_neighbours: int = 20
     content_neighbours: int = 20
     content_min_cosine: float = 0.05
@@ -149,7 +148,7 @@ def build_candidates(
     # trending (only allowed items can trend)
     inter_allowed = inter.join(allowed.select(C.ITEM_ID, "category"), C.ITEM_ID)
     k_tr = k_of(C.REASON_TRENDING)
-    half = p.trending_half_life_hours
+    half = cfg.features.trend_half_life_hours
     global_trend = S.trending(inter_allowed, as_of, half, k_tr)
     country_trend = S.trending(inter_allowed, as_of, half, k_tr, by=[C.COUNTRY])
     category_trend = S.trending(inter_allowed, as_of, half, k_tr, by=["category"])

@@ -49,6 +49,8 @@ CATEGORY = "category"
 SUBCATEGORY = "subcategory"
 AGE_HOURS = "age_hours"
 TEXT_VEC = "text_vec"
+# The item's clicks before the cut-off, each weighted 2^(-age / features.trend_half_life_hours).
+ITEM_TREND = "item_trend"
 CATEGORY_CLICK_SHARE = "category_click_share"
 HOURS_SINCE_LAST_EVENT = "hours_since_last_event"
 HOURS_SINCE_LAST_CLICK = "hours_since_last_click"
@@ -139,8 +141,13 @@ def item_features(
     prior_strength: float,
     vectors: DataFrame | None = None,
     clicks_only: bool = False,
+    trend_half_life_hours: float = 24.0,
 ) -> DataFrame:
     """Item features for every date in ``as_of_dates`` (``events`` from :func:`prepare_events`).
+
+    ``item_trend``: the item's clicks before the cut-off, each weighted by
+    ``2^(-age_hours / trend_half_life_hours)`` (over the longest window): recency-aware
+    popularity, what carries a news log where an article's clicks fade within hours.
 
     ``item_ctr_{w}d = (clicks + m p) / (impressions + m)``: a Beta(m p, m (1 - p)) prior with
     ``m = prior_strength`` and ``p`` the global CTR of the same window and date. A click-only
@@ -150,9 +157,15 @@ def item_features(
     wins = sorted(windows)
     cols = item_window_cols(wins)
     counted = events.where(~F.col(C.IS_HISTORY) & F.col(C.EVENT_TYPE).isin("impression", "click"))
+    is_click = F.col(C.EVENT_TYPE) == "click"
+    half = float(trend_half_life_hours)
+    # Per day: each click decayed to the day's end; per as-of date: each day's sum decayed by the
+    # whole days from that end to the cut-off (lag - 1), so a click of age a weighs 2^(-a/half).
+    to_day_end = _hours_between(cutoff_ts(F.date_add(F.col(DAY), 1)), F.col(C.EVENT_TS))
     daily = counted.groupBy(C.ITEM_ID, DAY).agg(
         F.sum((F.col(C.EVENT_TYPE) == "impression").cast("long")).alias("_imps"),
-        F.sum((F.col(C.EVENT_TYPE) == "click").cast("long")).alias("_clicks"),
+        F.sum(is_click.cast("long")).alias("_clicks"),
+        F.sum(F.when(is_click, F.pow(F.lit(0.5), to_day_end / half)).otherwise(0.0)).alias("_trend"),
         F.max(C.EVENT_TS).alias(C.FEATURE_TS),
     )
     lag = F.col("_lag")
@@ -168,6 +181,7 @@ def item_features(
                 F.sum(F.when(lag <= w, F.col("_clicks")).otherwise(0)).alias(c)
                 for w, c in zip(wins, cols["clicks"])
             ],
+            F.sum(F.col("_trend") * F.pow(F.lit(0.5), (lag - 1) * 24.0 / half)).alias(ITEM_TREND),
             F.max(C.FEATURE_TS).alias(C.FEATURE_TS),
         )
     )
@@ -176,7 +190,7 @@ def item_features(
         C.AS_OF_DATE, F.explode(dates)
     )
     out = catalog.join(agg, [C.ITEM_ID, C.AS_OF_DATE], "full")
-    out = out.fillna(0, subset=cols["impressions"] + cols["clicks"])
+    out = out.fillna(0, subset=cols["impressions"] + cols["clicks"]).fillna(0.0, subset=[ITEM_TREND])
     # Global CTR per date and window: the prior mean.
     glob = agg.groupBy(C.AS_OF_DATE).agg(
         *[
@@ -202,6 +216,7 @@ def item_features(
         *cols["impressions"],
         *cols["clicks"],
         *[c.cast("double") for c in ctr],
+        F.round(ITEM_TREND, 6).alias(ITEM_TREND),
         _hours_between(cutoff_ts(F.col(C.AS_OF_DATE)), F.col("published_ts")).alias(AGE_HOURS),
         C.FEATURE_TS,
         C.AS_OF_DATE,
@@ -329,12 +344,13 @@ def item_feature_checks(windows: list[int], clicks_only: bool = False) -> list[q
     ]
     checks += [
         quality.Check("ExpectColumnValuesToBeBetween", {"column": c, "min_value": 0})
-        for c in cols["impressions"] + cols["clicks"]
+        for c in cols["impressions"] + cols["clicks"] + [ITEM_TREND]
     ]
     checks += [
         quality.Check("ExpectColumnValuesToBeBetween", {"column": c, "min_value": 0, "max_value": 1})
         for c in cols["ctr"]
     ]
+    checks.append(quality.Check("ExpectColumnValuesToNotBeNull", {"column": ITEM_TREND}))
     if clicks_only:
         checks += [
             quality.Check("ExpectColumnValuesToBeBetween", {"column": c, "min_value": 0, "max_value": 0})
@@ -432,6 +448,7 @@ def build_feature_frames(
         fc.ctr_prior_strength,
         vectors,
         clicks_only=is_clicks_only(cfg),
+        trend_half_life_hours=fc.trend_half_life_hours,
     )
     user_df = user_features(events, items, as_of_dates, fc.windows_days, fc.last_k_items)
     return item_df, user_df
@@ -478,7 +495,11 @@ def write_features(
         out["quality"][table] = report.summary()
         if cfg.quality.fail_on_critical:
             report.raise_if_failed()
-        res = lake.overwrite(table, df, partition_by=[C.AS_OF_DATE], partitions=parts, txn=txn)
+        # add_columns: a lake whose feature tables predate a feature column (item_trend) gets it
+        # in the dates rewritten from now on; older dates read it as null (the model input is 0).
+        res = lake.overwrite(
+            table, df, partition_by=[C.AS_OF_DATE], partitions=parts, txn=txn, add_columns=True
+        )
         out["commits"][table] = res.to_dict()
     return out
 

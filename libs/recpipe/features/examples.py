@@ -70,6 +70,7 @@ def dense_columns(windows: list[int]) -> list[str]:
         *ic["impressions"],
         *ic["clicks"],
         *ic["ctr"],
+        B.ITEM_TREND,
         *uc["impressions"],
         *uc["clicks"],
         *uc["reads"],
@@ -86,7 +87,7 @@ def dense_transforms(windows: list[int]) -> dict[str, str]:
     wins = sorted(windows)
     ic, uc = B.item_window_cols(wins), B.user_window_cols(wins)
     logged = set(ic["impressions"] + ic["clicks"] + uc["impressions"] + uc["clicks"] + uc["reads"])
-    logged |= {USER_HOURS_SINCE_LAST_EVENT, USER_HOURS_SINCE_LAST_CLICK}
+    logged |= {B.ITEM_TREND, USER_HOURS_SINCE_LAST_EVENT, USER_HOURS_SINCE_LAST_CLICK}
     return {c: ("log1p" if c in logged else "none") for c in dense_columns(windows)}
 
 
@@ -235,6 +236,7 @@ def raw_feature_types(windows: list[int]) -> dict[str, str]:
     return {
         **{c: "long" for c in counts},
         **{c: "double" for c in ic["ctr"]},
+        B.ITEM_TREND: "double",
         B.CATEGORY: "string",
         B.SUBCATEGORY: "string",
         C.DEVICE: "string",
@@ -270,7 +272,7 @@ def model_input_columns(windows: list[int], age_offset_hours: Column) -> dict[st
     for c, t in types.items():
         if t == "long":
             out[c] = F.coalesce(F.col(c), F.lit(0)).cast("long")
-        elif c in B.item_window_cols(wins)["ctr"]:
+        elif c in B.item_window_cols(wins)["ctr"] or c == B.ITEM_TREND:
             out[c] = F.coalesce(F.col(c), F.lit(0.0))
     out[ITEM_AGE_HOURS] = F.greatest(
         F.coalesce(F.col(B.AGE_HOURS) + age_offset_hours, F.lit(0.0)), F.lit(0.0)
@@ -303,6 +305,7 @@ def join_point_in_time(
         *ic["impressions"],
         *ic["clicks"],
         *ic["ctr"],
+        B.ITEM_TREND,
         B.AGE_HOURS,
         F.col(C.FEATURE_TS).alias("_item_fts"),
     )
@@ -620,6 +623,7 @@ def run_examples(
         partition_by=[C.EVENT_DATE],
         partitions={C.EVENT_DATE: day_list},
         txn=txn,
+        add_columns=True,  # an older table without a newer feature column (item_trend)
     )
     timings["write_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
