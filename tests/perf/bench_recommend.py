@@ -1,5 +1,5 @@
-"""Recommend benchmark: candidates per user, scored candidates/s and end-to-end time for 10^4 and
-10^5 users on local[2] (no timed assertions).
+"""Recommend benchmark: end-to-end time, cost per user, scored candidates/s, peak memory and the
+content-neighbour build for 10^4 and 10^5 users over 10^4 items on local[2] (no timed assertions).
 
 The users are synthesized straight into silver.events / silver.items (numpy, ~``events_per_user``
 events each: impressions, clicks, reads in short sessions, category-driven tastes), which skips
@@ -116,45 +116,65 @@ def synthesize(
     return n
 
 
-def bench(out_dir: Path, sizes: tuple[int, ...] = (10_000, 100_000)) -> dict:
+def bench(
+    out_dir: Path,
+    sizes: tuple[int, ...] = (10_000, 100_000),
+    items: tuple[int, ...] = (10_000,),
+) -> dict:
+    """One run per (users, items) case; ``runs`` keeps the shape later runs are compared with:
+    users, items, ranker, total_s, scored_candidates_per_s, per_user_ms, peak_rss_gib."""
     from recpipe.lake import open_lake
     from recpipe.scoring.run import run_recommend
     from recpipe.spark import build_session
+    from tests.perf.common import PeakMemory
 
-    results = []
-    for n_users in sizes:
-        work = Path(out_dir) / f"recommend-{n_users}"
-        shutil.rmtree(work, ignore_errors=True)
-        cfg = _config(work)
-        spark = build_session(cfg, "bench-recommend")
-        lake = open_lake(cfg, spark)
-        t0 = time.perf_counter()
-        n_events = synthesize(spark, lake, n_users)
-        synth_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        s = run_recommend(cfg, spark, RUN_DATE, lake=lake)
-        total = time.perf_counter() - t0
-        results.append(
-            {
-                "users": s["users"],
-                "events": n_events,
-                "synthesize_s": round(synth_s, 1),
-                "end_to_end_s": round(total, 1),
-                "candidates_per_user": s["mean_candidates_per_user"],
-                "scored_candidates": s["scored_candidates"],
-                "scored_candidates_per_s": round(
-                    s["scored_candidates"] / max(1e-9, s["timings_s"]["score_s"]), 0
-                ),
-                "timings_s": s["timings_s"],
-                "reason_share": s["reason_share"],
-                "ranker": s["ranker"],
-            }
-        )
-        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    return {"bench": "recommend", "master": "local[2]", "results": results}
+    runs = []
+    for n_items in items:
+        for n_users in sizes:
+            work = Path(out_dir) / f"recommend-{n_users}x{n_items}"
+            shutil.rmtree(work, ignore_errors=True)
+            cfg = _config(work)
+            spark = build_session(cfg, "bench-recommend")
+            lake = open_lake(cfg, spark)
+            t0 = time.perf_counter()
+            n_events = synthesize(spark, lake, n_users, n_items=n_items)
+            synth_s = time.perf_counter() - t0
+            with PeakMemory() as mem:
+                t0 = time.perf_counter()
+                s = run_recommend(cfg, spark, RUN_DATE, lake=lake)
+                total = time.perf_counter() - t0
+            sources = s["candidate_sources"]
+            runs.append(
+                {
+                    "users": s["users"],
+                    "items": n_items,
+                    "ranker": s["ranker"],
+                    "events": n_events,
+                    "total_s": round(total, 1),
+                    "per_user_ms": round(1e3 * total / max(1, s["users"]), 3),
+                    "scored_candidates": s["scored_candidates"],
+                    "scored_candidates_per_s": round(
+                        s["scored_candidates"] / max(1e-9, s["timings_s"]["score_s"]), 0
+                    ),
+                    "peak_rss_gib": round(mem.peak / 2**30, 2),
+                    "content_neighbours_s": sources.get("similar_content", {}).get("s"),
+                    "candidates_per_user": s["mean_candidates_per_user"],
+                    "synthesize_s": round(synth_s, 1),
+                    "timings_s": s["timings_s"],
+                    "candidate_sources": sources,
+                    "reason_share": s["reason_share"],
+                }
+            )
+            print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    return {"bench": "recommend", "master": "local[2]", "runs": runs}
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/bench-recommend")
-    sizes = tuple(int(x) for x in sys.argv[2:]) or (10_000, 100_000)
-    print(json.dumps(bench(out, sizes), indent=2))
+    import argparse
+
+    ap = argparse.ArgumentParser(description="recommend benchmark: one JSON object with a list `runs`")
+    ap.add_argument("out", nargs="?", default="/tmp/bench-recommend", help="work folder")
+    ap.add_argument("--users", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--items", type=int, nargs="+", default=[10_000])
+    a = ap.parse_args()
+    print(json.dumps(bench(Path(a.out), tuple(a.users), tuple(a.items)), indent=2))

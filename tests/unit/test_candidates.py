@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import random
 
 import pytest
+from pyspark.ml.linalg import Vectors
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -126,6 +129,54 @@ def test_content_similarity_surfaces_items_nobody_clicked(spark, items):
     nb = S.content_neighbours(vectors, allowed.where("item_id = 'a'").select(C.ITEM_ID), allowed, k=2)
     got = [r.neighbour_id for r in nb.orderBy(F.desc("sim")).collect()]
     assert got[0] in {"new", "b"} and "new" in got  # sports items, "new" has no events at all
+
+
+def _cosine_reference(vecs: dict, triggers: list, targets: list, k: int, min_cosine: float) -> dict:
+    """Plain-Python exact top-k cosine (float64), ties by neighbour id: the reference."""
+    unit = {}
+    for i, v in vecs.items():
+        n = math.sqrt(sum(x * x for x in v))
+        if n > 0:
+            unit[i] = [x / n for x in v]
+    out = {}
+    for q in triggers:
+        if q not in unit:
+            continue
+        scored = [
+            (round(sum(a * b for a, b in zip(unit[q], unit[t])), 6), t)
+            for t in targets
+            if t in unit and t != q
+        ]
+        scored = sorted((s for s in scored if s[0] >= min_cosine), key=lambda st: (-st[0], st[1]))
+        if scored:
+            out[q] = scored[:k]
+    return out
+
+
+@pytest.mark.parametrize("block_cells", [1 << 24, 7])
+def test_content_neighbours_are_the_exact_top_k_cosine(spark, block_cells):
+    rng = random.Random(5)
+    vecs = {f"i{j:03d}": [rng.gauss(0, 1) for _ in range(6)] for j in range(40)}
+    vecs["i900"] = list(vecs["i007"])  # exact twins: a tie, broken by id
+    vecs["i901"] = [2 * x for x in vecs["i007"]]  # same direction, longer
+    vecs["zero"] = [0.0] * 6  # no text: never a neighbour, never a trigger result
+    frame = spark.createDataFrame([(i, Vectors.dense(v)) for i, v in vecs.items()], ["item_id", "features"])
+    triggers = ["i007", "i003", "i011", "zero", "missing"]
+    targets = [i for i in vecs if i not in ("i011", "i020")]  # i011 triggers but is no target
+    ids = lambda xs: spark.createDataFrame([(x,) for x in xs], "item_id string")  # noqa: E731
+    got = S.content_neighbours(
+        frame, ids(triggers), ids(targets), k=4, min_cosine=0.1, block_cells=block_cells
+    )
+    by_trigger: dict = {}
+    for r in got.collect():
+        by_trigger.setdefault(r.item_id, []).append((round(r.sim, 6), r.neighbour_id))
+    want = _cosine_reference(vecs, triggers, targets, k=4, min_cosine=0.1)
+    assert set(by_trigger) == set(want) == {"i007", "i003", "i011"}
+    for q, rows in want.items():
+        mine = sorted(by_trigger[q], key=lambda st: (-st[0], st[1]))
+        assert [t for _, t in mine] == [t for _, t in rows], q
+        assert [s for s, _ in mine] == pytest.approx([s for s, _ in rows], abs=2e-6), q
+    assert [t for _, t in sorted(by_trigger["i007"], key=lambda st: (-st[0], st[1]))][:2] == ["i900", "i901"]
 
 
 def test_fresh_candidates_cover_users_without_history(spark, items):

@@ -184,7 +184,6 @@ def build_candidates(
             allowed.select(C.ITEM_ID),
             p.content_neighbours,
             min_cosine=p.content_min_cosine,
-            seed=rc.seed,
         )
         k_content = k_of(C.REASON_SIMILAR_CONTENT)
         content = S.neighbour_candidates(recent, neigh, C.REASON_SIMILAR_CONTENT, k_content)

@@ -20,11 +20,16 @@ Because G_k is never in P_k, a greedy slot has p = 1 - eps (or 1 when the pool i
 explored slot has p = eps / |P_k|; both are in (0, 1]. The probability of the whole list is the
 product over slots. The draws come from a generator seeded by hash(seed, user, run date), so a
 rerun gives the same lists.
+
+:func:`rerank_user` is the plain reference, one user at a time; :func:`rerank_frame` is the
+kernel the job runs: the same policy and the same draws over a batch of many users (sorted once,
+categories as integer codes, numpy per slot). A test keeps the two identical.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,5 +130,97 @@ def rerank_groups(params: RerankParams, run_date: str):
         rng = user_rng(params.seed, str(pdf[C.USER_ID].iloc[0]), run_date)
         out = rerank_user(pdf, params, rng)
         return out.astype({C.RANK: "int32", C.SCORE: "float64", C.PROPENSITY: "float64"})
+
+    return fn
+
+
+def rerank_frame(pdf: pd.DataFrame, params: RerankParams, run_date: str) -> pd.DataFrame:
+    """Many users' candidates (the :func:`rerank_user` columns, one row per user and item) ->
+    their top-N rows (``OUT_COLUMNS``), each user's draws from :func:`user_rng` as in
+    :func:`rerank_user`, whose lists and propensities this reproduces exactly."""
+    if pdf.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _OUT_DTYPES.items()})
+    users = pdf[C.USER_ID].astype(str).to_numpy()
+    items = pdf[C.ITEM_ID].astype(str).to_numpy()
+    score = pdf[C.SCORE].astype(float).to_numpy()
+    adj = score * (1.0 + params.fresh_boost * pdf["freshness"].astype(float).to_numpy())
+    order = np.lexsort((items, -adj, users))  # per user: adjusted score desc, item id asc
+    users, items, score = users[order], items[order], score[order]
+    cats = pd.factorize(pdf["category"].fillna("").to_numpy()[order])[0]
+    fresh = pdf["is_fresh"].fillna(False).to_numpy(bool)[order]
+    explorable = fresh | (pdf["impressions"].fillna(0).to_numpy()[order] < params.uncertain_impressions)
+    reasons = pdf[C.REASON].to_numpy(object)[order]
+    details = pdf[C.REASON_DETAIL].to_numpy(object)[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    n_cats = int(cats.max()) + 1 if len(cats) else 0
+    eps = float(params.explore_share)
+    out: dict[str, list] = {c: [] for c in OUT_COLUMNS}
+    for lo, hi in zip(starts, ends):
+        rng = user_rng(params.seed, users[lo], run_date)
+        cat = cats[lo:hi]
+        expl = explorable[lo:hi]
+        shown = np.zeros(hi - lo, dtype=bool)
+        per_cat = np.zeros(n_cats, dtype=np.int64)
+        for slot in range(1, min(params.top_n, hi - lo) + 1):
+            free = ~shown
+            eligible = np.flatnonzero(free & (per_cat[cat] < params.max_per_category))
+            if len(eligible) == 0:
+                eligible = np.flatnonzero(free)  # relax the cap rather than return a short list
+            rest = eligible[1:]
+            pool = rest[expl[rest]][: params.pool_size]
+            e = eps if len(pool) else 0.0
+            u = rng.random()
+            j_pick = int(rng.integers(len(pool))) if len(pool) else 0
+            if u < e:
+                i = int(pool[j_pick])
+                prop = e / len(pool)
+                kind = "fresh" if fresh[lo + i] else "uncertain"
+                reason = C.REASON_EXPLORE
+                detail = f"{kind}; via {reasons[lo + i]}:{details[lo + i]}"
+            else:
+                i = int(eligible[0])
+                prop = 1.0 - e
+                reason, detail = reasons[lo + i], details[lo + i]
+            shown[i] = True
+            per_cat[cat[i]] += 1
+            for c, v in zip(
+                OUT_COLUMNS, (users[lo], slot, items[lo + i], score[lo + i], prop, reason, detail)
+            ):
+                out[c].append(v)
+    return pd.DataFrame(out).astype(_OUT_DTYPES)
+
+
+_OUT_DTYPES = {
+    C.USER_ID: "object",
+    C.RANK: "int32",
+    C.ITEM_ID: "object",
+    C.SCORE: "float64",
+    C.PROPENSITY: "float64",
+    C.REASON: "object",
+    C.REASON_DETAIL: "object",
+}
+
+
+def rerank_partitions(params: RerankParams, run_date: str):
+    """A ``mapInPandas`` function over partitions sorted by user (every user's rows in one
+    partition, contiguous): re-ranks whole Arrow batches with :func:`rerank_frame`, carrying a
+    user whose rows continue into the next batch."""
+
+    def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        pending = None
+        for pdf in batches:
+            if pending is not None:
+                pdf = pd.concat([pending, pdf], ignore_index=True)
+            if pdf.empty:
+                continue
+            last = pdf[C.USER_ID].iloc[-1]
+            tail = (pdf[C.USER_ID] == last).to_numpy()
+            pending = pdf[tail]
+            done = pdf[~tail]
+            if not done.empty:
+                yield rerank_frame(done, params, run_date)
+        if pending is not None and not pending.empty:
+            yield rerank_frame(pending, params, run_date)
 
     return fn

@@ -30,7 +30,7 @@ from recpipe.events.items import read_items
 from recpipe.lake import Lake, open_lake
 from recpipe.scoring.publish import publish_recommendations
 from recpipe.scoring.rank import attach_model_features, ranking_frame, score_candidates
-from recpipe.scoring.rerank import OUT_DDL, RerankParams, rerank_groups
+from recpipe.scoring.rerank import OUT_DDL, RerankParams, rerank_partitions
 from recpipe.scoring.scorers import ScorerRef, resolve_scorer
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,14 @@ def default_run_date(lake: Lake) -> dt.date:
 
 
 def rerank(scored: DataFrame, params: RerankParams, run_date: dt.date) -> DataFrame:
-    """Per-user re-ranking (``groupBy(user_id).applyInPandas``) -> user_id, rank, item_id, score,
-    propensity, reason, reason_detail."""
+    """Re-ranking of every user's candidates -> user_id, rank, item_id, score, propensity, reason,
+    reason_detail: one shuffle by user, then whole Arrow batches of users per call
+    (:func:`recpipe.scoring.rerank.rerank_partitions`), not one pandas call per user."""
     return (
         scored.select(*RERANK_COLUMNS)
-        .groupBy(C.USER_ID)
-        .applyInPandas(rerank_groups(params, run_date.isoformat()), OUT_DDL)
+        .repartition(C.USER_ID)
+        .sortWithinPartitions(C.USER_ID)
+        .mapInPandas(rerank_partitions(params, run_date.isoformat()), OUT_DDL)
     )
 
 
