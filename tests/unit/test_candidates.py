@@ -200,3 +200,34 @@ def test_budget_keeps_best_of_each_source_in_proportion(spark):
     items = {r.item_id for r in kept.collect()}
     assert items == {"x0", "x1", "x2", "y0", "y1", "y2"}
     assert kept.where("item_id = 'x0'").count() == 2
+
+
+def test_filter_and_budget_kernel_equals_the_join_and_window_reference(spark, items):
+    """Given 30 users' candidates from overlapping sources (tied scores, items that are not
+    allowed, items the user consumed), the one-shuffle kernel keeps exactly the rows the
+    reference (filter_candidates, then apply_budget) keeps."""
+    rng = random.Random(2)
+    pool = ["a", "b", "c", "new", "blocked", "expired", "old", "future"] + [f"z{i}" for i in range(30)]
+    extra = spark.createDataFrame(
+        [(f"z{i}", "t", "x", "sports", ts(14), None, "active") for i in range(30)], ITEM_DDL
+    )
+    allowed = S.allowed_items(items.unionByName(extra), AS_OF, 14)
+    srcs = ["als", "co_visit", "trending", "fresh", "other"]
+    rows = {
+        (f"user:{u}", rng.choice(pool), rng.choice(srcs)): (round(rng.random(), 1), f"d{u}")
+        for u in range(30)
+        for _ in range(rng.randint(1, 40))
+    }
+    cands = spark.createDataFrame(
+        [(u, i, s, sc, d) for (u, i, s), (sc, d) in rows.items()],
+        "user_id string, item_id string, source string, source_score double, detail string",
+    )
+    consumed = spark.createDataFrame(
+        [(f"user:{u}", rng.choice(pool)) for u in range(30) for _ in range(5)] + [("nobody", "a")],
+        "user_id string, item_id string",
+    ).distinct()
+    shares = {"als": 0.4, "co_visit": 0.3, "trending": 0.2, "fresh": 0.1}
+    want = S.apply_budget(S.filter_candidates(cands, allowed, consumed), budget=7, shares=shares)
+    got = S.filter_and_budget(cands, allowed, consumed, budget=7, shares=shares)
+    assert want.count() > 100
+    assertDataFrameEqual(got, want)

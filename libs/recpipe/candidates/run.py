@@ -214,8 +214,8 @@ def build_candidates(
         per_source[name] = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
         source_stats[name] = {"rows": per_source[name].count(), "s": round(time.perf_counter() - t0, 2)}
     union = functools.reduce(DataFrame.unionByName, per_source.values())
-    filtered = S.filter_candidates(union, allowed, S.consumed(events))
-    cands = S.apply_budget(filtered.join(target_ids, C.USER_ID, "left_semi"), budget, p.shares)
+    # Every source starts from the target users, so no other user appears here.
+    cands = S.filter_and_budget(union, allowed, S.consumed(events), budget, p.shares)
 
     pop = S.trending(inter_allowed, as_of, half, None).select(C.ITEM_ID, F.col("score").alias("popularity"))
     # Exposure behind the "uncertain" exploration pool: impressions, or for a click-only source

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from recpipe import constants as C
+from recpipe.batches import whole_groups
 
 OUT_COLUMNS = [C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE, C.PROPENSITY, C.REASON, C.REASON_DETAIL]
 OUT_DDL = (
@@ -208,19 +209,7 @@ def rerank_partitions(params: RerankParams, run_date: str):
     user whose rows continue into the next batch."""
 
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        pending = None
-        for pdf in batches:
-            if pending is not None:
-                pdf = pd.concat([pending, pdf], ignore_index=True)
-            if pdf.empty:
-                continue
-            last = pdf[C.USER_ID].iloc[-1]
-            tail = (pdf[C.USER_ID] == last).to_numpy()
-            pending = pdf[tail]
-            done = pdf[~tail]
-            if not done.empty:
-                yield rerank_frame(done, params, run_date)
-        if pending is not None and not pending.empty:
-            yield rerank_frame(pending, params, run_date)
+        for pdf in whole_groups(batches, C.USER_ID):
+            yield rerank_frame(pdf, params, run_date)
 
     return fn
