@@ -231,3 +231,51 @@ def test_filter_and_budget_kernel_equals_the_join_and_window_reference(spark, it
     got = S.filter_and_budget(cands, allowed, consumed, budget=7, shares=shares)
     assert want.count() > 100
     assertDataFrameEqual(got, want)
+
+
+def test_als_candidates_are_spark_als_top_k_over_allowed_items_only(spark):
+    """Given clicks of 40 users on 25 items, the ALS source returns, per user, the top items by
+    Spark ML's own factors (``recommendForUserSubset`` over every item, the reference) among
+    the allowed items only, with the same scores."""
+    from pyspark.ml.feature import StringIndexer
+    from pyspark.ml.recommendation import ALS
+
+    rng = random.Random(4)
+    events = spark.createDataFrame(
+        [
+            ev(f"u{u:02d}", f"it{rng.randrange(25):02d}", "click", ts(14, rng.randrange(24)))
+            for u in range(40)
+            for _ in range(6)
+        ],
+        EV_DDL,
+    )
+    inter = S.interactions(events)
+    allowed = spark.createDataFrame([(f"it{i:02d}",) for i in range(0, 25, 2)], "item_id string")
+    users = spark.createDataFrame([(f"u{u:02d}",) for u in range(0, 40, 3)] + [("stranger",)], "user_id string")
+    got = S.als_candidates(inter, users, k=4, rank=4, max_iter=5, allowed=allowed)
+
+    conf = inter.groupBy(C.USER_ID, C.ITEM_ID).agg(F.sum("weight").cast("float").alias("conf"))
+    um = StringIndexer(inputCol=C.USER_ID, outputCol="u", stringOrderType="alphabetAsc").fit(conf)
+    im = StringIndexer(inputCol=C.ITEM_ID, outputCol="i", stringOrderType="alphabetAsc").fit(conf)
+    train = im.transform(um.transform(conf)).select(F.col("u").cast("int"), F.col("i").cast("int"), "conf")
+    als = ALS(userCol="u", itemCol="i", ratingCol="conf", implicitPrefs=True, rank=4, maxIter=5)
+    model = als.setRegParam(0.05).setAlpha(10.0).setSeed(11).setNonnegative(False).fit(train)
+    recs = model.recommendForUserSubset(train.select("u").distinct(), 25).collect()
+    ok = {r.item_id for r in allowed.collect()}
+    want = {}
+    for r in recs:
+        user = um.labelsArray[0][r.u]
+        if user in {f"u{u:02d}" for u in range(0, 40, 3)}:
+            ranked = sorted(
+                ((round(x.rating, 6), im.labelsArray[0][x.i]) for x in r.recommendations),
+                key=lambda si: (-si[0], si[1]),
+            )
+            want[user] = [(i, s) for s, i in ranked if i in ok][:4]
+    mine: dict = {}
+    for r in got.orderBy(C.USER_ID, F.desc(C.SOURCE_SCORE), C.ITEM_ID).collect():
+        mine.setdefault(r.user_id, []).append((r.item_id, r.source_score))
+        assert r.source == C.REASON_ALS
+    assert set(mine) == set(want) and len(want) == 14  # the stranger has no factors
+    for user, rows in want.items():
+        assert [i for i, _ in mine[user]] == [i for i, _ in rows], user
+        assert [s for _, s in mine[user]] == pytest.approx([s for _, s in rows], abs=1e-4), user

@@ -160,7 +160,7 @@ def build_candidates(
     cov = S.top_k(cov, [C.ITEM_ID], [F.desc("sim"), F.asc("neighbour_id")], p.covisit_neighbours)
     covisit = S.neighbour_candidates(recent, cov, C.REASON_CO_VISIT, k_of(C.REASON_CO_VISIT))
 
-    # ALS (asks for twice its share: consumed/expired items are filtered afterwards)
+    # ALS over the allowed items (asks for twice its share: consumed items are filtered afterwards)
     als = S.als_candidates(
         inter,
         target_ids,
@@ -170,6 +170,7 @@ def build_candidates(
         reg_param=p.als_reg,
         alpha=p.als_alpha,
         seed=rc.seed,
+        allowed=allowed,
     )
 
     # content similarity: the user's recent items -> similar allowed items (clicked or not);

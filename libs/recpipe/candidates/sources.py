@@ -19,7 +19,6 @@ from pyspark.ml.feature import (
     HashingTF,
     Normalizer,
     RegexTokenizer,
-    StringIndexer,
 )
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.recommendation import ALS
@@ -251,6 +250,13 @@ def neighbour_candidates(recent: DataFrame, neighbours: DataFrame, source: str, 
 
 
 # -- ALS ---------------------------------------------------------------------------------------
+def _index(df: DataFrame, col: str, out: str) -> DataFrame:
+    """(col, out): a dense int id per distinct value of ``col`` in ascending order (the order
+    Spark ML's StringIndexer ``alphabetAsc`` gives), as a table to join, not driver lists."""
+    ids = df.select(col).distinct().orderBy(col)
+    return ids.rdd.zipWithIndex().map(lambda r: (r[0][0], int(r[1]))).toDF(f"{col} string, {out} int")
+
+
 def als_candidates(
     inter: DataFrame,
     users: DataFrame,
@@ -260,16 +266,20 @@ def als_candidates(
     reg_param: float = 0.05,
     alpha: float = 10.0,
     seed: int = 11,
+    allowed: DataFrame | None = None,
+    block_cells: int = 1 << 24,
 ) -> DataFrame:
-    """Implicit-feedback ALS (Spark ML): top ``k`` items for each of ``users`` seen in training."""
+    """Implicit-feedback ALS (Spark ML): top ``k`` items for each of ``users`` seen in training,
+    among the ``allowed`` items (item_id frame) when given.
+
+    Scoring is exact and never leaves the allowed items: their factors (n x rank floats) are
+    broadcast and each Arrow batch of users is scored with one matrix product and a top-k cut
+    in numpy (:func:`top_k_dot`), instead of ``recommendForUserSubset`` over every item.
+    """
     conf = inter.groupBy(C.USER_ID, C.ITEM_ID).agg(F.sum("weight").cast("float").alias("conf"))
-    ui = StringIndexer(inputCol=C.USER_ID, outputCol="u", handleInvalid="skip", stringOrderType="alphabetAsc")
-    ii = StringIndexer(inputCol=C.ITEM_ID, outputCol="i", stringOrderType="alphabetAsc")
-    u_model = ui.fit(conf)
-    i_model = ii.fit(conf)
-    train = i_model.transform(u_model.transform(conf)).select(
-        F.col("u").cast("int").alias("u"), F.col("i").cast("int").alias("i"), "conf"
-    )
+    u_map = _index(conf, C.USER_ID, "u")
+    i_map = _index(conf, C.ITEM_ID, "i")
+    train = conf.join(u_map, C.USER_ID).join(i_map, C.ITEM_ID).select("u", "i", "conf")
     als = ALS(
         userCol="u",
         itemCol="i",
@@ -285,17 +295,34 @@ def als_candidates(
     )
     model = als.fit(train)
     spark = inter.sparkSession
-    u_labels = spark.createDataFrame(
-        [(i, lab) for i, lab in enumerate(u_model.labelsArray[0])], "u int, user_id string"
+    item_f = model.itemFactors.join(i_map.withColumnRenamed("i", "id"), "id")
+    if allowed is not None:
+        item_f = item_f.join(allowed.select(C.ITEM_ID), C.ITEM_ID, "left_semi")
+    tbl = item_f.select(C.ITEM_ID, "features").orderBy(C.ITEM_ID).toArrow()
+    names = (C.USER_ID, C.ITEM_ID, "rating")
+    out_schema = ", ".join(f"{n} {t}" for n, t in zip(names, ("string", "string", "double")))
+    if tbl.num_rows == 0:
+        return _cand(spark.createDataFrame([], out_schema), C.REASON_ALS, F.lit(0.0), F.lit(""))
+    t_ids = np.asarray(tbl.column(C.ITEM_ID).to_pylist(), dtype=str)
+    shared = spark.sparkContext.broadcast((t_ids, _rows(tbl.column("features"))))
+    rows_per_block = max(1, block_cells // len(t_ids))
+
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        ids, mat = shared.value
+        for batch in batches:
+            q_ids = np.asarray(batch.column(C.USER_ID).to_pylist(), dtype=str)
+            q_mat = _rows(batch.column("features"))
+            for lo in range(0, len(q_ids), rows_per_block):
+                hi = lo + rows_per_block
+                yield top_k_dot(q_ids[lo:hi], q_mat[lo:hi], ids, mat, k, exclude_same_id=False, names=names)
+
+    user_f = (
+        model.userFactors.join(u_map.withColumnRenamed("u", "id"), "id")
+        .join(users.select(C.USER_ID).distinct(), C.USER_ID, "left_semi")
+        .select(C.USER_ID, "features")
     )
-    i_labels = spark.createDataFrame(
-        [(i, lab) for i, lab in enumerate(i_model.labelsArray[0])], "i int, item_id string"
-    )
-    subset = users.select(C.USER_ID).distinct().join(u_labels, C.USER_ID).select("u")
-    recs = model.recommendForUserSubset(subset, k).select("u", F.explode("recommendations").alias("r"))
-    recs = recs.select("u", F.col("r.i").alias("i"), F.col("r.rating").alias("rating"))
-    out = recs.join(F.broadcast(u_labels), "u").join(F.broadcast(i_labels), "i")
-    return _cand(out, C.REASON_ALS, F.col("rating"), F.lit("users with similar history"))
+    recs = user_f.mapInArrow(score, out_schema)
+    return _cand(recs, C.REASON_ALS, F.col("rating"), F.lit("users with similar history"))
 
 
 # -- content similarity ------------------------------------------------------------------------
@@ -319,33 +346,40 @@ def feature_table_vectors(item_features: DataFrame, column: str) -> DataFrame:
     return Normalizer(inputCol="raw", outputCol="features", p=2.0).transform(v).select(C.ITEM_ID, "features")
 
 
-def _unit_rows(col) -> np.ndarray:
-    """An Arrow list<float> column -> float32 matrix with L2-normalized rows (zero rows stay zero)."""
+def _rows(col) -> np.ndarray:
+    """An Arrow list<float> column (equal lengths) -> float32 matrix, one row per value."""
     flat = col.combine_chunks() if hasattr(col, "combine_chunks") else col
     n = len(flat)
-    if n == 0:
-        return np.zeros((0, 0), dtype=np.float32)
     values = np.asarray(flat.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
-    mat = values.reshape(n, -1) if values.size else np.zeros((n, 0), dtype=np.float32)
+    return values.reshape(n, -1) if n and values.size else np.zeros((n, 0), dtype=np.float32)
+
+
+def _unit_rows(col) -> np.ndarray:
+    """:func:`_rows` with L2-normalized rows (zero rows stay zero)."""
+    mat = _rows(col)
     norm = np.linalg.norm(mat, axis=1, keepdims=True)
     return np.divide(mat, norm, out=np.zeros_like(mat), where=norm > 0)
 
 
-def top_k_cosine(
+def top_k_dot(
     q_ids: np.ndarray,
     q_mat: np.ndarray,
     t_ids: np.ndarray,
     t_mat: np.ndarray,
     k: int,
-    min_cosine: float,
+    min_score: float = -np.inf,
+    exclude_same_id: bool = True,
+    names: tuple[str, str, str] = (C.ITEM_ID, "neighbour_id", "sim"),
 ) -> pa.RecordBatch:
-    """For each query row, the ``k`` target rows of highest cosine (rounded to
+    """For each query row, the ``k`` target rows of highest dot product (rounded to
     :data:`SCORE_DECIMALS`; ties by target id, ``t_ids`` sorted ascending), at least
-    ``min_cosine``, never the query's own id. Rows are unit vectors (cosine = dot product)."""
+    ``min_score``; a target with the query's own id is skipped when ``exclude_same_id``.
+    Unit rows make the dot product the cosine."""
     sims = q_mat @ t_mat.T
-    pos = np.minimum(np.searchsorted(t_ids, q_ids), len(t_ids) - 1)
-    own = np.flatnonzero(t_ids[pos] == q_ids)
-    sims[own, pos[own]] = -np.inf
+    if exclude_same_id and len(t_ids):
+        pos = np.minimum(np.searchsorted(t_ids, q_ids), len(t_ids) - 1)
+        own = np.flatnonzero(t_ids[pos] == q_ids)
+        sims[own, pos[own]] = -np.inf
     kk = min(k, sims.shape[1])
     q_out, t_out, s_out = q_ids[:0], t_ids[:0], np.zeros(0)
     if kk > 0 and len(q_ids):
@@ -353,18 +387,18 @@ def top_k_cosine(
         # contender, so ties after rounding are resolved by id below, not by argpartition.
         kth = np.partition(sims, sims.shape[1] - kk, axis=1)[:, sims.shape[1] - kk][:, None]
         step = 10.0**-SCORE_DECIMALS
-        rows, cols = np.nonzero(sims >= np.maximum(kth, min_cosine) - step)
+        rows, cols = np.nonzero((sims >= np.maximum(kth, min_score) - step) & np.isfinite(sims))
         vals = np.round(sims[rows, cols].astype(np.float64), SCORE_DECIMALS)
-        ok = vals >= min_cosine
+        ok = vals >= min_score
         rows, cols, vals = rows[ok], cols[ok], vals[ok]
-        order = np.lexsort((cols, -vals, rows))  # by row, sim desc, target id asc
+        order = np.lexsort((cols, -vals, rows))  # by row, score desc, target id asc
         rows, cols, vals = rows[order], cols[order], vals[order]
         rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
         sel = rank < kk
         q_out, t_out, s_out = q_ids[rows[sel]], t_ids[cols[sel]], vals[sel]
     return pa.RecordBatch.from_arrays(
         [pa.array(q_out, type=pa.string()), pa.array(t_out, type=pa.string()), pa.array(s_out)],
-        names=[C.ITEM_ID, "neighbour_id", "sim"],
+        names=list(names),
     )
 
 
@@ -406,7 +440,7 @@ def content_neighbours(
             q_mat = _unit_rows(batch.column("v"))
             for lo in range(0, len(q_ids), rows_per_block):
                 hi = lo + rows_per_block
-                yield top_k_cosine(q_ids[lo:hi], q_mat[lo:hi], ids, mat, k, min_cosine)
+                yield top_k_dot(q_ids[lo:hi], q_mat[lo:hi], ids, mat, k, min_cosine)
 
     trig = vecs.join(triggers.select(C.ITEM_ID).distinct(), C.ITEM_ID, "left_semi")
     return trig.mapInArrow(search, out_schema)

@@ -176,10 +176,8 @@ def als_lists(
     inter = S.interactions(train_events)
     if inter.limit(1).count() == 0:
         return users.select(C.USER_ID, F.array().cast("array<string>").alias("items")).limit(0)
-    cands = S.als_candidates(inter, users, 3 * k, seed=seed)
+    cands = S.als_candidates(inter, users, 3 * k, seed=seed, allowed=allowed)
     seen = inter.select(C.USER_ID, C.ITEM_ID).distinct()
-    if allowed is not None:
-        cands = cands.join(allowed.select(C.ITEM_ID), C.ITEM_ID, "left_semi")
     w = Window.partitionBy(C.USER_ID).orderBy(F.desc(C.SOURCE_SCORE), C.ITEM_ID)
     rows = (
         cands.join(seen, [C.USER_ID, C.ITEM_ID], "left_anti")

@@ -77,7 +77,9 @@ def evaluate_lists(
     inter = S.interactions(events).cache()
     pop = S.trending(inter.join(allowed.select(C.ITEM_ID), C.ITEM_ID), as_of, 24.0, None)
     pop_lists = _top_n(users.crossJoin(pop).join(consumed, [C.USER_ID, C.ITEM_ID], "left_anti"), "score", n)
-    als = S.als_candidates(inter, users, 5 * n, max_iter=als_max_iter, seed=cfg.recommend.seed)
+    als = S.als_candidates(
+        inter, users, 5 * n, max_iter=als_max_iter, seed=cfg.recommend.seed, allowed=allowed.select(C.ITEM_ID)
+    )
     als = S.filter_candidates(als, allowed, consumed)
     # pad with popularity (ranked after every ALS item)
     pad = users.crossJoin(pop.select(C.ITEM_ID, (F.col("score") - 10.0).alias(C.SOURCE_SCORE)))
