@@ -35,13 +35,15 @@ def checked(
     le: float | None = None,
     lt: float | None = None,
     kind: Literal["timestamp", "date"] | None = None,
+    keys: tuple[str, ...] | None = None,
 ) -> Any:
     """A config field with a value check applied at load (to each element of a list).
 
-    ``ge/gt/le/lt`` bound a number; ``kind`` requires an ISO timestamp or date string. The check
+    ``ge/gt/le/lt`` bound a number (each value of a mapping); ``kind`` requires an ISO timestamp
+    or date string; ``keys`` lists the keys a mapping may have. The check
     lives on the field, so defaults, YAML and ``--set`` overrides are all checked the same way.
     """
-    meta = {"checks": {"ge": ge, "gt": gt, "le": le, "lt": lt, "kind": kind}}
+    meta = {"checks": {"ge": ge, "gt": gt, "le": le, "lt": lt, "kind": kind, "keys": keys}}
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -57,6 +59,13 @@ def _check_value(value: Any, checks: dict[str, Any], key: str, file: str) -> Non
     if isinstance(value, list):
         for i, v in enumerate(value):
             _check_value(v, checks, f"{key}[{i}]", file)
+        return
+    if isinstance(value, dict):
+        allowed = checks.get("keys")
+        for k, v in value.items():
+            if allowed is not None and k not in allowed:
+                raise ConfigError(f"{file}: unknown key '{key}.{k}' (allowed here: {sorted(allowed)})")
+            _check_value(v, checks, f"{key}.{k}", file)
         return
     bounds = {
         "ge": (">=", lambda a, b: a >= b),
@@ -289,6 +298,37 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CandidatesConfig:
+    """Candidate sources (owned by recpipe.candidates); see README, "Recommendations"."""
+
+    # Users with an event in these days before the run date get lists.
+    active_days: int = checked(28, ge=1)
+    covisit_neighbours: int = checked(20, ge=1)
+    content_neighbours: int = checked(20, ge=1)
+    content_min_cosine: float = checked(0.05, ge=-1, le=1)
+    als_rank: int = checked(32, ge=1)
+    als_max_iter: int = checked(10, ge=1)
+    als_reg: float = checked(0.05, ge=0)
+    als_alpha: float = checked(10.0, ge=0)
+    # Items with less exposure than this are "uncertain" (the exploration pool).
+    uncertain_impressions: int = checked(20, ge=0)
+    # Each source is asked for oversample x its share of candidates_per_user (filters follow).
+    oversample: float = checked(1.5, ge=1)
+    # Share of candidates_per_user per source; a source left out gets 0.1.
+    shares: dict[str, float] = checked(
+        factory=lambda: {
+            "co_visit": 0.25,
+            "als": 0.25,
+            "similar_content": 0.2,
+            "trending": 0.15,
+            "fresh": 0.15,
+        },
+        ge=0,
+        keys=("co_visit", "als", "similar_content", "trending", "fresh"),
+    )
+
+
+@dataclass(frozen=True)
 class RecommendConfig:
     """Candidates, ranking, re-ranking and publishing (owned by recpipe.candidates/scoring)."""
 
@@ -302,6 +342,8 @@ class RecommendConfig:
     # 0 at the end of fresh_window_hours. The model already sees the item's age; keep it small.
     fresh_boost: float = checked(0.05, ge=0)
     explore_share: float = checked(0.1, ge=0, le=1)
+    # Explored slots draw uniformly from the first this-many fresh or uncertain eligible items.
+    explore_pool_size: int = checked(20, ge=1)
     fresh_window_hours: int = checked(48, ge=1)
     max_item_age_days: int = checked(14, ge=1)
     seed: int = 11
@@ -336,6 +378,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     examples: ExamplesConfig = field(default_factory=ExamplesConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     source_file: str = "<dict>"

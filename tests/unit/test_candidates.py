@@ -251,7 +251,9 @@ def test_als_candidates_are_spark_als_top_k_over_allowed_items_only(spark):
     )
     inter = S.interactions(events)
     allowed = spark.createDataFrame([(f"it{i:02d}",) for i in range(0, 25, 2)], "item_id string")
-    users = spark.createDataFrame([(f"u{u:02d}",) for u in range(0, 40, 3)] + [("stranger",)], "user_id string")
+    users = spark.createDataFrame(
+        [(f"u{u:02d}",) for u in range(0, 40, 3)] + [("stranger",)], "user_id string"
+    )
     got = S.als_candidates(inter, users, k=4, rank=4, max_iter=5, allowed=allowed)
 
     conf = inter.groupBy(C.USER_ID, C.ITEM_ID).agg(F.sum("weight").cast("float").alias("conf"))

@@ -89,6 +89,9 @@ def test_missing_file_is_a_clear_error(tmp_path):
         ("examples.test_start=2026-13-01", r"key 'examples\.test_start' must be an ISO date"),
         ("examples.test_start=2026-10-01", r"key 'examples\.validation_start' \(2026-10-11\) must be before"),
         ("examples.window_days=2", r"key 'examples\.window_days' \(2\) must exceed"),
+        ("candidates.shares.als=-0.5", r"key 'candidates\.shares\.als' must be >= 0, got -0\.5"),
+        ("candidates.shares.alz=0.5", r"unknown key 'candidates\.shares\.alz' \(allowed here: \['als', "),
+        ("candidates.content_min_cosine=2", r"key 'candidates\.content_min_cosine' must be <= 1"),
     ],
 )
 def test_values_are_range_checked_at_load(override, message):
@@ -101,3 +104,21 @@ def test_range_checks_apply_to_yaml_values_too(tmp_path):
     p = write(tmp_path, "mode: local\nlake: {root: /x}\nrecommend: {top_n: 0}\n")
     with pytest.raises(ConfigError, match=r"c\.yaml: key 'recommend\.top_n' must be >= 1"):
         load_config(p)
+
+
+def test_candidate_settings_come_from_config(tmp_path):
+    """Issue 15: the sources' and re-ranking's settings were code-only, and RerankParams'
+    defaults (cap 3, boost 0.2) disagreed with the config's (4, 0.05)."""
+    from recpipe.candidates.run import CandidateParams
+    from recpipe.scoring.rerank import RerankParams
+
+    p = write(
+        tmp_path,
+        "mode: local\nlake: {root: /x}\ncandidates: {als_rank: 8, shares: {als: 0.5, trending: 0.5}}\n"
+        "recommend: {explore_pool_size: 7}\n",
+    )
+    cfg = load_config(p)
+    assert cfg.candidates.als_rank == 8 and cfg.candidates.shares == {"als": 0.5, "trending": 0.5}
+    assert CandidateParams() == load_config("conf/local.yaml").candidates
+    assert RerankParams.from_config(cfg.recommend, cfg.candidates.uncertain_impressions).pool_size == 7
+    assert RerankParams.from_config(load_config("conf/local.yaml").recommend) == RerankParams()

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from recpipe import constants as C
 from recpipe.candidates import sources as S
-from recpipe.config import Config
+from recpipe.config import CandidatesConfig, Config
 from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import has_text, read_items
 from recpipe.lake import CommitResult, Lake
@@ -27,22 +27,9 @@ from recpipe.lake import CommitResult, Lake
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CandidateParams:
-    """Knobs of the sources that are not (yet) configuration."""
-
-    active_days: int = 28
-    covisit_neighbours: int = 20
-    content_neighbours: int = 20
-    content_min_cosine: float = 0.05
-    als_rank: int = 32
-    als_max_iter: int = 10
-    als_reg: float = 0.05
-    als_alpha: float = 10.0
-    # Items with fewer impressions than this are "uncertain" (exploration pool).
-    uncertain_impressions: int = 20
-    oversample: float = 1.5
-    shares: dict[str, float] = field(default_factory=lambda: dict(S.DEFAULT_SOURCE_SHARES))
+# The sources' settings are the config's ``candidates`` section (tests pass smaller ALS settings:
+# ``CandidateParams(als_rank=16)``); the name stays for callers.
+CandidateParams = CandidatesConfig
 
 
 @dataclass
@@ -97,7 +84,7 @@ def build_candidates(
     (user_id[, country, device]), e.g. users who signed up but have no events yet. Users without
     history get trending (of their country when known) and fresh items.
     """
-    p = params or CandidateParams()
+    p = params or cfg.candidates
     rc = cfg.recommend
     as_of = as_of_time(run_date)
     events = S.history(lake.read(C.SILVER_EVENTS), as_of)

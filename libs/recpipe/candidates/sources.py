@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 
 from recpipe import constants as C
 from recpipe.batches import whole_groups
+from recpipe.config import CandidatesConfig
 
 CAND_COLS = [C.USER_ID, C.ITEM_ID, C.SOURCE, C.SOURCE_SCORE, C.DETAIL]
 LN2 = math.log(2.0)
@@ -486,13 +487,8 @@ def filter_candidates(cands: DataFrame, allowed: DataFrame, consumed_pairs: Data
     )
 
 
-DEFAULT_SOURCE_SHARES = {
-    C.REASON_CO_VISIT: 0.25,
-    C.REASON_ALS: 0.25,
-    C.REASON_SIMILAR_CONTENT: 0.2,
-    C.REASON_TRENDING: 0.15,
-    C.REASON_FRESH: 0.15,
-}
+# The configured default (config.CandidatesConfig.shares).
+DEFAULT_SOURCE_SHARES = CandidatesConfig().shares
 
 
 def apply_budget(cands: DataFrame, budget: int, shares: dict[str, float] | None = None) -> DataFrame:

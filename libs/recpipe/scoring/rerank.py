@@ -47,11 +47,14 @@ OUT_DDL = (
 
 @dataclass(frozen=True)
 class RerankParams:
+    """The re-ranking policy's settings: ``recommend`` (and ``candidates.uncertain_impressions``)
+    in the config (:meth:`from_config`); the defaults are the config's."""
+
     top_n: int = 10
-    max_per_category: int = 3
+    max_per_category: int = 4
     explore_share: float = 0.1
     seed: int = 11
-    fresh_boost: float = 0.2
+    fresh_boost: float = 0.05
     pool_size: int = 20
     uncertain_impressions: int = 20
 
@@ -63,6 +66,7 @@ class RerankParams:
             fresh_boost=rc.fresh_boost,
             explore_share=rc.explore_share,
             seed=rc.seed,
+            pool_size=rc.explore_pool_size,
             uncertain_impressions=uncertain_impressions,
         )
 

@@ -86,7 +86,7 @@ def run_recommend(
     t_start = time.perf_counter()
     lake = lake or open_lake(cfg, spark)
     run_date = run_date or default_run_date(lake)
-    params = params or CandidateParams()
+    params = params or cfg.candidates
     as_of = as_of_time(run_date)
     rc = cfg.recommend
     run_id = f"recommend-{run_date.isoformat()}-{uuid.uuid4().hex[:8]}"
