@@ -281,3 +281,59 @@ def test_als_candidates_are_spark_als_top_k_over_allowed_items_only(spark):
     for user, rows in want.items():
         assert [i for i, _ in mine[user]] == [i for i, _ in rows], user
         assert [s for _, s in mine[user]] == pytest.approx([s for _, s in rows], abs=1e-4), user
+
+
+def test_trending_and_fresh_applied_in_the_kernel_equal_the_spark_sources(spark, items):
+    """Given users with and without country and category affinity, trending and fresh lists
+    applied per user batch inside the budget kernel give the rows of the Spark sources
+    (trending_candidates, fresh_candidates), filtered and budgeted the same way."""
+    rng = random.Random(8)
+    extra = spark.createDataFrame(
+        [
+            (f"z{i}", "t", "x", rng.choice(["sports", "finance", None]), ts(14, i % 24), None, "active")
+            for i in range(30)
+        ],
+        ITEM_DDL,
+    )
+    allowed = S.allowed_items(items.unionByName(extra), AS_OF, 14).cache()
+    ids = [r.item_id for r in allowed.collect()]
+    events = spark.createDataFrame(
+        [
+            ev(
+                f"u{u}",
+                rng.choice(ids),
+                "click",
+                ts(14, rng.randrange(24)),
+                f"s{u}",
+                rng.choice(["US", "DE", None]),
+            )
+            for u in range(12)
+            for _ in range(rng.randint(1, 8))
+        ],
+        EV_DDL,
+    )
+    inter = S.interactions(events).join(allowed.select(C.ITEM_ID, "category"), C.ITEM_ID)
+    users = spark.createDataFrame(
+        [(f"u{u}", rng.choice(["US", "DE", None])) for u in range(14)], "user_id string, country string"
+    )
+    affinity = S.category_affinity(inter.drop("category"), items.unionByName(extra), AS_OF).cache()
+    g, c, cat = (
+        S.trending(inter, AS_OF, 24.0, 6),
+        S.trending(inter, AS_OF, 24.0, 6, by=[C.COUNTRY]),
+        S.trending(inter, AS_OF, 24.0, 6, by=["category"]),
+    )
+    others = spark.createDataFrame(
+        [(f"u{u}", rng.choice(ids), "als", round(rng.random(), 2), "x") for u in range(14) for _ in range(5)],
+        "user_id string, item_id string, source string, source_score double, detail string",
+    ).dropDuplicates([C.USER_ID, C.ITEM_ID])
+    consumed = S.consumed(events)
+    spark_sources = others.unionByName(S.trending_candidates(users, g, c, cat, affinity)).unionByName(
+        S.fresh_candidates(allowed, users, affinity, AS_OF, 48, 5)
+    )
+    want = S.apply_budget(S.filter_candidates(spark_sources, allowed, consumed), budget=12)
+    lists = S.collect_item_lists(g, c, cat, allowed, AS_OF, 48, 5)
+    got = S.filter_and_budget(
+        others, allowed, consumed, budget=12, users=users, affinity=affinity, lists=lists
+    )
+    assert want.where("source = 'trending'").count() > 20 and want.where("source = 'fresh'").count() > 20
+    assertDataFrameEqual(got, want)

@@ -139,7 +139,6 @@ def build_candidates(
     global_trend = S.trending(inter_allowed, as_of, half, k_tr)
     country_trend = S.trending(inter_allowed, as_of, half, k_tr, by=[C.COUNTRY])
     category_trend = S.trending(inter_allowed, as_of, half, k_tr, by=["category"])
-    trend = S.trending_candidates(target, global_trend, country_trend, category_trend, affinity)
 
     # co-visitation: neighbours among allowed items, applied to the user's recent items
     cov = S.covisit_neighbours(inter, p.covisit_neighbours * 3)
@@ -180,7 +179,20 @@ def build_candidates(
         skipped[C.REASON_SIMILAR_CONTENT] = "no item has a title or text"
         log.info("candidates for %s: %s skipped (%s)", run_date, C.REASON_SIMILAR_CONTENT, skipped)
 
-    fresh = S.fresh_candidates(allowed, target, affinity, as_of, rc.fresh_window_hours, k_of(C.REASON_FRESH))
+    # Trending and fresh items are the same few lists for everyone: collected here and applied
+    # to each batch of users inside the filter/budget kernel (S.filter_and_budget), not joined
+    # to every user in Spark (~200 rows per user through a shuffle).
+    t0 = time.perf_counter()
+    lists = S.collect_item_lists(
+        global_trend,
+        country_trend,
+        category_trend,
+        allowed,
+        as_of,
+        rc.fresh_window_hours,
+        k_of(C.REASON_FRESH),
+    )
+    lists_s = round(time.perf_counter() - t0, 2)
 
     # Each source is materialized on its own: smaller plans (fewer concurrent broadcasts on the
     # driver) and per-source counts/timings for the summary. A local checkpoint, not a cache: a
@@ -188,12 +200,12 @@ def build_candidates(
     # (a 1-1.7 MB task binary, Spark's "Broadcasting large task binary" warning). The blocks go
     # when the frames are garbage collected (Spark's ContextCleaner).
     per_source: dict[str, DataFrame] = {}
+    for name in (C.REASON_TRENDING, C.REASON_FRESH):
+        source_stats[name] = {"rows": None, "s": lists_s, "applied": "per user batch in the budget kernel"}
     for name, df in (
-        (C.REASON_TRENDING, trend),
         (C.REASON_CO_VISIT, covisit),
         (C.REASON_ALS, als),
         (C.REASON_SIMILAR_CONTENT, content),
-        (C.REASON_FRESH, fresh),
     ):
         if df is None:
             source_stats[name] = {"rows": 0, "skipped": skipped[name]}
@@ -203,7 +215,16 @@ def build_candidates(
         source_stats[name] = {"rows": per_source[name].count(), "s": round(time.perf_counter() - t0, 2)}
     union = functools.reduce(DataFrame.unionByName, per_source.values())
     # Every source starts from the target users, so no other user appears here.
-    cands = S.filter_and_budget(union, allowed, S.consumed(events), budget, p.shares)
+    cands = S.filter_and_budget(
+        union,
+        allowed,
+        S.consumed(events),
+        budget,
+        p.shares,
+        users=target.select(C.USER_ID, C.COUNTRY),
+        affinity=affinity,
+        lists=lists,
+    )
 
     pop = S.trending(inter_allowed, as_of, half, None).select(C.ITEM_ID, F.col("score").alias("popularity"))
     # Exposure behind the "uncertain" exploration pool: impressions, or for a click-only source

@@ -8,8 +8,10 @@ adds ``run_date``, reads the inputs and writes ``gold.candidates``. ``as_of`` is
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -529,39 +531,178 @@ def budget_frame(pdf: pd.DataFrame, budget: int, shares: dict[str, float]) -> pd
     return df.merge(keep, on=[C.USER_ID, C.ITEM_ID])[CAND_COLS]
 
 
+@dataclass(frozen=True)
+class ItemLists:
+    """The item-side lists every user's trending and fresh candidates come from: small pandas
+    frames shipped with the kernel (:func:`collect_item_lists`), not joined per user in Spark."""
+
+    global_trend: pd.DataFrame  # item_id, score
+    country_trend: pd.DataFrame  # country, item_id, score
+    category_trend: pd.DataFrame  # category, item_id, score
+    fresh: pd.DataFrame  # item_id, category, recency: every fresh allowed item
+    k_fresh: int
+
+    @property
+    def newest(self) -> pd.DataFrame:
+        f = self.fresh.sort_values(["recency", C.ITEM_ID], ascending=[False, True], kind="mergesort")
+        return f.head(self.k_fresh)[[C.ITEM_ID, "recency"]]
+
+
+def collect_item_lists(
+    global_trend: DataFrame,
+    country_trend: DataFrame,
+    category_trend: DataFrame,
+    allowed: DataFrame,
+    as_of: dt.datetime,
+    window_hours: int,
+    k_fresh: int,
+) -> ItemLists:
+    """:func:`trending` lists and the fresh items of :func:`fresh_candidates`, collected."""
+    age = _age_hours("published_ts", as_of)
+    fresh = allowed.where(F.col("published_ts").isNotNull() & (age >= 0) & (age <= window_hours)).select(
+        C.ITEM_ID, "category", (1.0 - age / (window_hours + 1.0)).alias("recency")
+    )
+    return ItemLists(
+        global_trend=global_trend.select(C.ITEM_ID, "score").toPandas(),
+        country_trend=country_trend.select(C.COUNTRY, C.ITEM_ID, "score").toPandas(),
+        category_trend=category_trend.select("category", C.ITEM_ID, "score").toPandas(),
+        fresh=fresh.toPandas(),
+        k_fresh=k_fresh,
+    )
+
+
+def _cand_frame(df: pd.DataFrame, source: str, score: pd.Series, detail: pd.Series | str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            C.USER_ID: df[C.USER_ID].to_numpy(),
+            C.ITEM_ID: df[C.ITEM_ID].to_numpy(),
+            C.SOURCE: source,
+            C.SOURCE_SCORE: np.round(np.asarray(score, dtype=np.float64), SCORE_DECIMALS),
+            C.DETAIL: detail if isinstance(detail, str) else np.asarray(detail, dtype=object),
+        }
+    )
+
+
+def _best_pairs(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`best_per_pair` in pandas: per (user, item) the best score, ties by detail."""
+    df = df.sort_values(
+        [C.USER_ID, C.ITEM_ID, C.SOURCE_SCORE, C.DETAIL],
+        ascending=[True, True, False, True],
+        kind="mergesort",
+    )
+    return df.drop_duplicates([C.USER_ID, C.ITEM_ID], keep="first")
+
+
+def trending_frame(users: pd.DataFrame, affinity: pd.DataFrame, lists: ItemLists) -> pd.DataFrame:
+    """:func:`trending_candidates` for a batch of users: ``users`` (user_id, country),
+    ``affinity`` (user_id, category, affinity)."""
+    g = users[[C.USER_ID]].merge(lists.global_trend, how="cross")
+    c = users.dropna(subset=[C.COUNTRY]).merge(lists.country_trend, on=C.COUNTRY)
+    cat = affinity.dropna(subset=["category"]).merge(lists.category_trend, on="category")
+    parts = [
+        _cand_frame(g, C.REASON_TRENDING, g["score"] * 0.8, "global"),
+        _cand_frame(c, C.REASON_TRENDING, c["score"], "country:" + c[C.COUNTRY].astype(str)),
+        _cand_frame(
+            cat, C.REASON_TRENDING, cat["score"] * cat["affinity"], "category:" + cat["category"].astype(str)
+        ),
+    ]
+    return _best_pairs(pd.concat(parts, ignore_index=True))
+
+
+def fresh_frame(users: pd.DataFrame, affinity: pd.DataFrame, lists: ItemLists) -> pd.DataFrame:
+    """:func:`fresh_candidates` for a batch of users (arguments as :func:`trending_frame`)."""
+    g = users[[C.USER_ID]].merge(lists.newest, how="cross")
+    cat = affinity.dropna(subset=["category"]).merge(lists.fresh, on="category")
+    parts = [
+        _cand_frame(g, C.REASON_FRESH, g["recency"] * 0.5, "new"),
+        _cand_frame(
+            cat,
+            C.REASON_FRESH,
+            cat["recency"] * (0.5 + cat["affinity"]),
+            "new in " + cat["category"].astype(str),
+        ),
+    ]
+    best = _best_pairs(pd.concat(parts, ignore_index=True))
+    best = best.sort_values(
+        [C.USER_ID, C.SOURCE_SCORE, C.ITEM_ID], ascending=[True, False, True], kind="mergesort"
+    )
+    return best[best.groupby(C.USER_ID, sort=False).cumcount() < lists.k_fresh]
+
+
 def filter_and_budget(
     cands: DataFrame,
     allowed: DataFrame,
     consumed_pairs: DataFrame,
     budget: int,
     shares: dict[str, float] | None = None,
+    users: DataFrame | None = None,
+    affinity: DataFrame | None = None,
+    lists: ItemLists | None = None,
 ) -> DataFrame:
     """:func:`filter_candidates` then :func:`apply_budget` in one shuffle: the candidates and the
     users' consumed pairs (as marker rows) are partitioned by user together, and each batch of
     whole users is filtered and budgeted in pandas (:func:`budget_frame`), instead of a join and
-    three windows over every candidate row."""
+    three windows over every candidate row.
+
+    With ``lists``, ``users`` (user_id, country) and ``affinity`` (user_id, category, affinity),
+    each batch also generates its users' trending and fresh candidates from the item lists
+    (:func:`trending_frame`, :func:`fresh_candidates`' :func:`fresh_frame`): the same rows as
+    those Spark sources, without ~200 rows per user crossing a shuffle.
+    """
     shares = dict(shares or DEFAULT_SOURCE_SHARES)
-    marker = "~consumed~"  # not a source name
+    consumed_mark, user_mark, affinity_mark = "~consumed~", "~user~", "~affinity~"  # not sources
     kept = cands.join(F.broadcast(allowed.select(C.ITEM_ID)), C.ITEM_ID, "left_semi").select(*CAND_COLS)
-    users = kept.select(C.USER_ID).distinct()
-    seen = consumed_pairs.join(users, C.USER_ID, "left_semi").select(
-        C.USER_ID,
-        C.ITEM_ID,
-        F.lit(marker).alias(C.SOURCE),
-        F.lit(None).cast("double").alias(C.SOURCE_SCORE),
-        F.lit(None).cast("string").alias(C.DETAIL),
+    parts = [kept]
+    if lists is not None:
+        if users is None or affinity is None:
+            raise ValueError("filter_and_budget: lists need users and affinity")
+        parts.append(
+            users.select(
+                C.USER_ID,
+                F.lit(None).cast("string").alias(C.ITEM_ID),
+                F.lit(user_mark).alias(C.SOURCE),
+                F.lit(None).cast("double").alias(C.SOURCE_SCORE),
+                F.col(C.COUNTRY).cast("string").alias(C.DETAIL),
+            )
+        )
+        parts.append(
+            affinity.select(
+                C.USER_ID,
+                F.lit(None).cast("string").alias(C.ITEM_ID),
+                F.lit(affinity_mark).alias(C.SOURCE),
+                F.col("affinity").cast("double").alias(C.SOURCE_SCORE),
+                F.col("category").cast("string").alias(C.DETAIL),
+            )
+        )
+    who = functools.reduce(DataFrame.unionByName, [p.select(C.USER_ID) for p in parts]).distinct()
+    parts.append(
+        consumed_pairs.join(who, C.USER_ID, "left_semi").select(
+            C.USER_ID,
+            C.ITEM_ID,
+            F.lit(consumed_mark).alias(C.SOURCE),
+            F.lit(None).cast("double").alias(C.SOURCE_SCORE),
+            F.lit(None).cast("string").alias(C.DETAIL),
+        )
     )
     schema = kept.schema
 
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in whole_groups(batches, C.USER_ID):
-            mark = (pdf[C.SOURCE] == marker).to_numpy()
-            done = pdf.loc[mark, [C.USER_ID, C.ITEM_ID]].drop_duplicates()
-            rows = pdf[~mark]
+            src = pdf[C.SOURCE]
+            done = pdf.loc[(src == consumed_mark).to_numpy(), [C.USER_ID, C.ITEM_ID]].drop_duplicates()
+            rows = pdf[~src.isin([consumed_mark, user_mark, affinity_mark]).to_numpy()]
+            if lists is not None:
+                u = pdf.loc[(src == user_mark).to_numpy(), [C.USER_ID, C.DETAIL]]
+                u = u.rename(columns={C.DETAIL: C.COUNTRY}).drop_duplicates(C.USER_ID)
+                a = pdf.loc[(src == affinity_mark).to_numpy(), [C.USER_ID, C.DETAIL, C.SOURCE_SCORE]]
+                a = a.rename(columns={C.DETAIL: "category", C.SOURCE_SCORE: "affinity"})
+                rows = pd.concat(
+                    [rows, trending_frame(u, a, lists), fresh_frame(u, a, lists)], ignore_index=True
+                )
             if len(done):
                 hit = rows.merge(done, on=[C.USER_ID, C.ITEM_ID], how="left", indicator=True)["_merge"]
                 rows = rows[(hit == "left_only").to_numpy()]
             yield budget_frame(rows, budget, shares)
 
-    both = kept.unionByName(seen).repartition(C.USER_ID).sortWithinPartitions(C.USER_ID)
-    return both.mapInPandas(fn, schema)
+    both = functools.reduce(DataFrame.unionByName, parts)
+    return both.repartition(C.USER_ID).sortWithinPartitions(C.USER_ID).mapInPandas(fn, schema)

@@ -98,6 +98,9 @@ def run_recommend(
     cands = read_candidates(lake, run_date).persist(StorageLevel.MEMORY_AND_DISK)
     cand_counts = cands.groupBy(C.USER_ID).agg(F.countDistinct(C.ITEM_ID).alias("n_candidates"))
     n_users = cs.users.count()
+    kept = {r[C.SOURCE]: r["count"] for r in cands.groupBy(C.SOURCE).count().collect()}
+    for name, stats in cs.source_stats.items():
+        stats["kept"] = kept.get(name, 0)  # rows in gold.candidates after filters and budget
     timings["candidates_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
