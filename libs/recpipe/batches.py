@@ -6,20 +6,32 @@ from collections.abc import Iterator
 
 import pandas as pd
 
+# Rows per frame handed to a kernel: Arrow batches hold 10,000 rows (~50 users of 200
+# candidates), and a kernel's fixed pandas cost per call then dominates.
+MIN_ROWS = 200_000
 
-def whole_groups(batches: Iterator[pd.DataFrame], key: str) -> Iterator[pd.DataFrame]:
+
+def whole_groups(
+    batches: Iterator[pd.DataFrame], key: str, min_rows: int = MIN_ROWS
+) -> Iterator[pd.DataFrame]:
     """Re-cut batches of a partition sorted by ``key`` (every key's rows in this partition,
-    contiguous) so that no key is split between two yielded frames: the last key of a batch is
-    held back and joined to the next batch."""
-    pending: pd.DataFrame | None = None
+    contiguous) into frames in which no key is split: batches are gathered until they hold
+    ``min_rows`` rows, then all but the last key's rows are yielded (the last key's are held
+    back until a later batch shows it ended)."""
+    held: list[pd.DataFrame] = []
+    n_held = 0
     for pdf in batches:
-        if pending is not None and not pending.empty:
-            pdf = pd.concat([pending, pdf], ignore_index=True)
         if pdf.empty:
             continue
-        tail = (pdf[key] == pdf[key].iloc[-1]).to_numpy()
-        pending = pdf[tail]
+        held.append(pdf)
+        n_held += len(pdf)
+        if n_held < min_rows:
+            continue
+        frame = pd.concat(held, ignore_index=True) if len(held) > 1 else held[0].reset_index(drop=True)
+        tail = (frame[key] == frame[key].iloc[-1]).to_numpy()
+        held = [frame[tail]]
+        n_held = int(tail.sum())
         if not tail.all():
-            yield pdf[~tail]
-    if pending is not None and not pending.empty:
-        yield pending
+            yield frame[~tail]
+    if n_held:
+        yield pd.concat(held, ignore_index=True) if len(held) > 1 else held[0]

@@ -337,3 +337,17 @@ def test_trending_and_fresh_applied_in_the_kernel_equal_the_spark_sources(spark,
     )
     assert want.where("source = 'trending'").count() > 20 and want.where("source = 'fresh'").count() > 20
     assertDataFrameEqual(got, want)
+
+
+def test_budget_frame_keeps_one_row_per_user_item_and_source_its_best():
+    import pandas as pd
+
+    rows = pd.DataFrame(
+        [("u", "a", "als", 0.2, "x"), ("u", "a", "als", 0.9, "y"), ("u", "a", "trending", 0.1, "z")],
+        columns=S.CAND_COLS,
+    )
+    got = S.budget_frame(rows, budget=5, shares={"als": 0.5, "trending": 0.5})
+    assert sorted(map(tuple, got.to_numpy().tolist())) == [
+        ("u", "a", "als", 0.9, "y"),
+        ("u", "a", "trending", 0.1, "z"),
+    ]
