@@ -307,24 +307,13 @@ def als_candidates(
     if tbl.num_rows == 0:
         return _cand(spark.createDataFrame([], out_schema), C.REASON_ALS, F.lit(0.0), F.lit(""))
     t_ids = np.asarray(tbl.column(C.ITEM_ID).to_pylist(), dtype=str)
-    shared = spark.sparkContext.broadcast((t_ids, _rows(tbl.column("features"))))
-    rows_per_block = max(1, block_cells // len(t_ids))
-
-    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        ids, mat = shared.value
-        for batch in batches:
-            q_ids = np.asarray(batch.column(C.USER_ID).to_pylist(), dtype=str)
-            q_mat = _rows(batch.column("features"))
-            for lo in range(0, len(q_ids), rows_per_block):
-                hi = lo + rows_per_block
-                yield top_k_dot(q_ids[lo:hi], q_mat[lo:hi], ids, mat, k, exclude_same_id=False, names=names)
-
+    t_mat = _rows(tbl.column("features"))
     user_f = (
         model.userFactors.join(u_map.withColumnRenamed("u", "id"), "id")
         .join(users.select(C.USER_ID).distinct(), C.USER_ID, "left_semi")
         .select(C.USER_ID, "features")
     )
-    recs = user_f.mapInArrow(score, out_schema)
+    recs = blocked_top_k(user_f, t_ids, t_mat, k, names, exclude_same_id=False, block_cells=block_cells)
     return _cand(recs, C.REASON_ALS, F.col("rating"), F.lit("users with similar history"))
 
 
@@ -405,6 +394,41 @@ def top_k_dot(
     )
 
 
+def blocked_top_k(
+    queries: DataFrame,
+    t_ids: np.ndarray,
+    t_mat: np.ndarray,
+    k: int,
+    names: tuple[str, str, str],
+    unit: bool = False,
+    min_score: float = -np.inf,
+    exclude_same_id: bool = True,
+    block_cells: int = 1 << 24,
+) -> DataFrame:
+    """Exact top ``k`` targets per query row by dot product (:func:`top_k_dot`): ``queries``
+    is (id, vector as array<float>), the targets' ids (sorted) and matrix are broadcast once,
+    each Arrow batch of queries is scored in blocks of at most ``block_cells`` products
+    (64 MiB of float32). ``unit`` L2-normalizes the query vectors (cosine). Returns ``names``:
+    (query id, target id, score)."""
+    spark = queries.sparkSession
+    shared = spark.sparkContext.broadcast((t_ids, t_mat))
+    rows_per_block = max(1, block_cells // max(1, len(t_ids)))
+    q_id, q_vec = queries.columns[:2]
+    to_matrix = _unit_rows if unit else _rows
+
+    def search(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        ids, mat = shared.value
+        for batch in batches:
+            q_ids = np.asarray(batch.column(q_id).to_pylist(), dtype=str)
+            q_mat = to_matrix(batch.column(q_vec))
+            for lo in range(0, len(q_ids), rows_per_block):
+                hi = lo + rows_per_block
+                yield top_k_dot(q_ids[lo:hi], q_mat[lo:hi], ids, mat, k, min_score, exclude_same_id, names)
+
+    schema = f"{names[0]} string, {names[1]} string, {names[2]} double"
+    return queries.select(q_id, q_vec).mapInArrow(search, schema)
+
+
 def content_neighbours(
     vectors: DataFrame,
     triggers: DataFrame,
@@ -433,20 +457,11 @@ def content_neighbours(
     t_ids, t_mat = t_ids[nonzero], t_mat[nonzero]
     if len(t_ids) == 0:
         return spark.createDataFrame([], out_schema)
-    shared = spark.sparkContext.broadcast((t_ids, t_mat))
-    rows_per_block = max(1, block_cells // len(t_ids))
-
-    def search(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        ids, mat = shared.value
-        for batch in batches:
-            q_ids = np.asarray(batch.column(C.ITEM_ID).to_pylist(), dtype=str)
-            q_mat = _unit_rows(batch.column("v"))
-            for lo in range(0, len(q_ids), rows_per_block):
-                hi = lo + rows_per_block
-                yield top_k_dot(q_ids[lo:hi], q_mat[lo:hi], ids, mat, k, min_cosine)
-
     trig = vecs.join(triggers.select(C.ITEM_ID).distinct(), C.ITEM_ID, "left_semi")
-    return trig.mapInArrow(search, out_schema)
+    names = (C.ITEM_ID, "neighbour_id", "sim")
+    return blocked_top_k(
+        trig, t_ids, t_mat, k, names, unit=True, min_score=min_cosine, block_cells=block_cells
+    )
 
 
 # -- fresh items -------------------------------------------------------------------------------
