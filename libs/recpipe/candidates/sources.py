@@ -186,6 +186,10 @@ def trending_candidates(
     """Trending items for every user: global, their country's, and their top categories'.
 
     ``users`` is (user_id, country); ``affinity`` is :func:`category_affinity`.
+
+
+    The plain Spark reference of the batch kernel (:func:`filter_and_budget`), which the
+    job runs; tests keep the two equal.
     """
     g = _cand(
         users.select(C.USER_ID).crossJoin(global_trend.select(C.ITEM_ID, "score")),
@@ -465,6 +469,15 @@ def content_neighbours(
 
 
 # -- fresh items -------------------------------------------------------------------------------
+def fresh_items(allowed: DataFrame, as_of: dt.datetime, window_hours: int) -> DataFrame:
+    """(item_id, category, recency): allowed items published within ``window_hours`` before
+    ``as_of``, recency 1 at publication falling linearly to ~0 at the window's end."""
+    age = _age_hours("published_ts", as_of)
+    return allowed.where(F.col("published_ts").isNotNull() & (age >= 0) & (age <= window_hours)).select(
+        C.ITEM_ID, "category", (1.0 - age / (window_hours + 1.0)).alias("recency")
+    )
+
+
 def fresh_candidates(
     allowed: DataFrame,
     users: DataFrame,
@@ -474,11 +487,12 @@ def fresh_candidates(
     k: int,
 ) -> DataFrame:
     """Items published within ``window_hours`` before ``as_of``: the newest for everyone, and
-    new items of each user's categories weighted by affinity."""
-    age = _age_hours("published_ts", as_of)
-    fresh = allowed.where(F.col("published_ts").isNotNull() & (age >= 0) & (age <= window_hours)).select(
-        C.ITEM_ID, "category", (1.0 - age / (window_hours + 1.0)).alias("recency")
-    )
+    new items of each user's categories weighted by affinity.
+
+    The plain Spark reference of the batch kernel (:func:`filter_and_budget`), which the
+    job runs; tests keep the two equal.
+    """
+    fresh = fresh_items(allowed, as_of, window_hours)
     newest = top_k(fresh, [], [F.desc("recency"), F.asc(C.ITEM_ID)], k)
     g = _cand(
         users.select(C.USER_ID).crossJoin(newest.select(C.ITEM_ID, "recency")),
@@ -512,7 +526,11 @@ def apply_budget(cands: DataFrame, budget: int, shares: dict[str, float] | None 
     """Keep at most ``budget`` distinct items per user, the best of each source in proportion to
     its share: items are ordered by their best (rank within source / share), so every source gets
     its share of the budget and shares a source cannot fill go to the others. Keeps every source
-    row of a kept item."""
+    row of a kept item.
+
+    The plain Spark reference of the batch kernel (:func:`filter_and_budget`), which the
+    job runs; tests keep the two equal.
+    """
     shares = shares or DEFAULT_SOURCE_SHARES
     share = F.create_map(*[x for s, v in shares.items() for x in (F.lit(s), F.lit(float(v)))])
     w_src = Window.partitionBy(C.USER_ID, C.SOURCE).orderBy(F.desc(C.SOURCE_SCORE), F.asc(C.ITEM_ID))
@@ -607,10 +625,7 @@ def collect_item_lists(
     k_fresh: int,
 ) -> ItemLists:
     """:func:`trending` lists and the fresh items of :func:`fresh_candidates`, collected."""
-    age = _age_hours("published_ts", as_of)
-    fresh = allowed.where(F.col("published_ts").isNotNull() & (age >= 0) & (age <= window_hours)).select(
-        C.ITEM_ID, "category", (1.0 - age / (window_hours + 1.0)).alias("recency")
-    )
+    fresh = fresh_items(allowed, as_of, window_hours)
     return ItemLists(
         global_trend=global_trend.select(C.ITEM_ID, "score").toPandas(),
         country_trend=country_trend.select(C.COUNTRY, C.ITEM_ID, "score").toPandas(),
@@ -693,7 +708,9 @@ def filter_and_budget(
     whole users is filtered and budgeted in pandas (:func:`budget_frame`), instead of a join and
     three windows over every candidate row.
 
-    With ``lists``, ``users`` (user_id, country) and ``affinity`` (user_id, category, affinity),
+    With ``lists``, ``users`` (user_id, country: every user of ``cands`` and the users without
+    candidates who still get lists; only their consumed pairs are read) and ``affinity``
+    (user_id, category, affinity),
     each batch also generates its users' trending and fresh candidates from the item lists
     (:func:`trending_frame`, :func:`fresh_candidates`' :func:`fresh_frame`): the same rows as
     those Spark sources, without ~200 rows per user crossing a shuffle.
@@ -723,7 +740,9 @@ def filter_and_budget(
                 F.col("category").cast("string").alias(C.DETAIL),
             )
         )
-    who = functools.reduce(DataFrame.unionByName, [p.select(C.USER_ID) for p in parts]).distinct()
+    # Only the consumed pairs of the users being budgeted travel with them: the given users, or
+    # (without lists) the users that have candidates.
+    who = users.select(C.USER_ID) if users is not None else kept.select(C.USER_ID).distinct()
     parts.append(
         consumed_pairs.join(who, C.USER_ID, "left_semi").select(
             C.USER_ID,

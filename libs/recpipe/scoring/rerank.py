@@ -126,19 +126,6 @@ def rerank_user(pdf: pd.DataFrame, params: RerankParams, rng: np.random.Generato
     return pd.DataFrame(rows, columns=OUT_COLUMNS)
 
 
-def rerank_groups(params: RerankParams, run_date: str):
-    """A ``groupBy(user_id).applyInPandas`` function for :func:`rerank_user`."""
-
-    def fn(pdf: pd.DataFrame) -> pd.DataFrame:
-        if pdf.empty:
-            return pd.DataFrame(columns=OUT_COLUMNS)
-        rng = user_rng(params.seed, str(pdf[C.USER_ID].iloc[0]), run_date)
-        out = rerank_user(pdf, params, rng)
-        return out.astype({C.RANK: "int32", C.SCORE: "float64", C.PROPENSITY: "float64"})
-
-    return fn
-
-
 def rerank_frame(pdf: pd.DataFrame, params: RerankParams, run_date: str) -> pd.DataFrame:
     """Many users' candidates (the :func:`rerank_user` columns, one row per user and item) ->
     their top-N rows (``OUT_COLUMNS``), each user's draws from :func:`user_rng` as in
