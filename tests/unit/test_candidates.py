@@ -233,6 +233,24 @@ def test_filter_and_budget_kernel_equals_the_join_and_window_reference(spark, it
     assertDataFrameEqual(got, want)
 
 
+def test_als_id_map_is_dense_ascending_and_stable_across_partitions(spark):
+    """Given 600 ids (mixed formats, repeats, non-ASCII) spread over several partitions, the
+    ALS id map numbers the distinct ids 0..n-1 in ascending (StringIndexer alphabetAsc) order,
+    and joining it twice gives the same numbers."""
+    rng = random.Random(3)
+    ids = [f"u{rng.randrange(10**6)}" for _ in range(400)] + [str(uuid) for uuid in range(150)]
+    ids += ["Zoë", "zoe", "Émile", "", "a b"] * 3 + ids[:50]
+    df = spark.createDataFrame([(i,) for i in ids], "user_id string").repartition(7)
+    got = S._index(df, C.USER_ID, "u")
+    rows = sorted((r.u, r.user_id) for r in got.collect())
+    want = sorted(set(ids))
+    assert [u for u, _ in rows] == list(range(len(want)))
+    assert [i for _, i in rows] == want
+    again = df.join(got, C.USER_ID).groupBy(C.USER_ID).agg(F.min("u").alias("a"), F.max("u").alias("b"))
+    assert again.where("a != b").count() == 0 and again.count() == len(want)
+    assert S._index(df.limit(0), C.USER_ID, "u").count() == 0
+
+
 def test_als_candidates_are_spark_als_top_k_over_allowed_items_only(spark):
     """Given clicks of 40 users on 25 items, the ALS source returns, per user, the top items by
     Spark ML's own factors (``recommendForUserSubset`` over every item, the reference) among

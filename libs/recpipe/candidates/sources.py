@@ -259,9 +259,23 @@ def neighbour_candidates(recent: DataFrame, neighbours: DataFrame, source: str, 
 # -- ALS ---------------------------------------------------------------------------------------
 def _index(df: DataFrame, col: str, out: str) -> DataFrame:
     """(col, out): a dense int id per distinct value of ``col`` in ascending order (the order
-    Spark ML's StringIndexer ``alphabetAsc`` gives), as a table to join, not driver lists."""
-    ids = df.select(col).distinct().orderBy(col)
-    return ids.rdd.zipWithIndex().map(lambda r: (r[0][0], int(r[1]))).toDF(f"{col} string, {out} int")
+    Spark ML's StringIndexer ``alphabetAsc`` gives), as a table to join, not driver lists.
+
+    Built in the JVM: a range-partitioned sort, a per-partition row position from
+    ``monotonically_increasing_id`` (partition in the upper bits), and each partition's offset
+    from its row count (one small collect: one number per partition). The sorted ids are
+    checkpointed first so that every later use sees the same numbering."""
+    ids = df.select(col).distinct().orderBy(col).withColumn("_m", F.monotonically_increasing_id())
+    ids = ids.localCheckpoint(eager=True)
+    part, pos = F.shiftright("_m", 33), F.col("_m").bitwiseAND((1 << 33) - 1)
+    counts = dict(ids.groupBy(part.alias("p")).count().collect())
+    offsets, start = [], 0
+    for p in sorted(counts):
+        offsets += [F.lit(p), F.lit(start)]
+        start += counts[p]
+    if not offsets:
+        return ids.select(col, F.lit(0).alias(out)).limit(0)
+    return ids.select(col, (F.create_map(*offsets)[part] + pos).cast("int").alias(out))
 
 
 def als_candidates(
