@@ -7,6 +7,7 @@ from pyspark.sql.types import (
     BooleanType,
     DateType,
     DoubleType,
+    FloatType,
     IntegerType,
     LongType,
     MapType,
@@ -264,6 +265,19 @@ RECOMMENDATIONS_SCHEMA = StructType(
         StructField(MODEL_VERSION, StringType()),
         StructField(RUN_ID, StringType()),
         StructField(GENERATED_AT, TimestampType()),
+    ]
+)
+
+# The day's ALS model (recpipe.candidates.als): written by recommend, reused by evaluate.
+GOLD_ALS_FACTORS = "gold.als_factors"
+ALS_FACTORS_SCHEMA = StructType(
+    [
+        StructField(RUN_DATE, DateType()),
+        StructField("side", StringType()),  # "user" or "item"
+        StructField(USER_ID, StringType()),  # set on user rows (so deletion on request finds them)
+        StructField(ITEM_ID, StringType()),  # set on item rows
+        StructField("features", ArrayType(FloatType())),
+        StructField("params", StringType()),  # the fit's settings, JSON
     ]
 )
 

@@ -127,3 +127,38 @@ def test_evaluation_html_report_renders_in_a_browser(report, tmp_path):
     assert_self_contained(page.read_text(), min_images=3)
     imgs = assert_renders_in_browser(page, tmp_path, min_images=3)
     assert {"Top-N accuracy by policy and segment", "Slots per reason"} <= {i["alt"] for i in imgs}
+
+
+def test_als_baseline_scores_the_model_recommend_stored_not_a_refit(report, spark):
+    """Given recommend stored the day's ALS factors (rank 16, 5 iterations, not the config's
+    32/10), evaluation's ALS lists come from those factors, and equal the lists of a fresh fit
+    with the stored settings; a date without stored factors falls back to a fit."""
+    from recpipe import constants as C
+    from recpipe.candidates import sources as S
+    from recpipe.candidates.als import day_factors, load_factors
+    from recpipe.evaluation import offline as O
+
+    lake, rep = report
+    assert rep["als_baseline"]["model"] == "stored"
+    assert rep["als_baseline"]["params"]["rank"] == 16 and rep["als_baseline"]["params"]["max_iter"] == 5
+    factors, params = load_factors(lake, RUN_DATE)
+    assert json.loads(params) == rep["als_baseline"]["params"]
+    day = lake.read(C.GOLD_ALS_FACTORS).where(F.col(C.RUN_DATE) == F.lit(RUN_DATE))
+    sides = {r["side"]: r["count"] for r in day.groupBy("side").count().collect()}
+    assert sides["user"] == factors.users.count() > 0 and sides["item"] == factors.items.count() > 0
+    assert day.where("(side = 'user') != (user_id is not null and item_id is null)").count() == 0
+    assert {len(r.features) for r in factors.users.select("features").limit(5).collect()} == {16}
+
+    as_of = dt.datetime.combine(RUN_DATE, dt.time(), tzinfo=dt.UTC)
+    before = S.history(lake.read(C.SILVER_EVENTS), as_of)
+    users = lake.read(C.GOLD_RECOMMENDATIONS).where(F.col(C.RUN_DATE) == F.lit(RUN_DATE)).select(C.USER_ID)
+    users = users.distinct().orderBy(C.USER_ID).limit(60)
+    refit = S.fit_als(S.interactions(before), S.AlsParams(**json.loads(params)))
+    got = {r.user_id: r["items"] for r in O.als_lists(factors, before, users, 10).collect()}
+    want = {r.user_id: r["items"] for r in O.als_lists(refit, before, users, 10).collect()}
+    assert len(got) > 30 and got == want
+
+    other = RUN_DATE - dt.timedelta(days=1)
+    assert load_factors(lake, other) is None
+    _f, model = day_factors(lake, S.interactions(before), other, S.AlsParams(rank=4, max_iter=2))
+    assert model == {"model": "fitted", "params": {**json.loads(params), "rank": 4, "max_iter": 2}}

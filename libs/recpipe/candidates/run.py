@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from recpipe import constants as C
 from recpipe.candidates import sources as S
+from recpipe.candidates.als import fit_and_save
 from recpipe.config import CandidatesConfig, Config
 from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import has_text, read_items
@@ -152,18 +153,17 @@ def build_candidates(
     cov = S.top_k(cov, [C.ITEM_ID], [F.desc("sim"), F.asc("neighbour_id")], p.covisit_neighbours)
     covisit = S.neighbour_candidates(recent, cov, C.REASON_CO_VISIT, k_of(C.REASON_CO_VISIT))
 
-    # ALS over the allowed items (asks for twice its share: consumed items are filtered afterwards)
-    als = S.als_candidates(
-        inter,
-        target_ids,
-        2 * k_of(C.REASON_ALS),
-        rank=p.als_rank,
-        max_iter=p.als_max_iter,
-        reg_param=p.als_reg,
-        alpha=p.als_alpha,
-        seed=rc.seed,
-        allowed=allowed,
+    # ALS over the allowed items (asks for twice its share: consumed items are filtered afterwards).
+    # The day's model is stored in gold.als_factors: evaluation scores its baselines with it.
+    t0 = time.perf_counter()
+    factors = fit_and_save(lake, inter, run_date, S.AlsParams.of(p, rc.seed))
+    log.info(
+        "candidates for %s: ALS fitted and stored in %s (%.1f s)",
+        run_date,
+        C.GOLD_ALS_FACTORS,
+        time.perf_counter() - t0,
     )
+    als = S.score_als(factors, target_ids, 2 * k_of(C.REASON_ALS), allowed=allowed)
 
     # content similarity: the user's recent items -> similar allowed items (clicked or not);
     # skipped when no item has text (the other sources fill its share of the budget).

@@ -278,25 +278,35 @@ def _index(df: DataFrame, col: str, out: str) -> DataFrame:
     return ids.select(col, (F.create_map(*offsets)[part] + pos).cast("int").alias(out))
 
 
-def als_candidates(
-    inter: DataFrame,
-    users: DataFrame,
-    k: int,
-    rank: int = 32,
-    max_iter: int = 10,
-    reg_param: float = 0.05,
-    alpha: float = 10.0,
-    seed: int = 11,
-    allowed: DataFrame | None = None,
-    block_cells: int = 1 << 24,
-) -> DataFrame:
-    """Implicit-feedback ALS (Spark ML): top ``k`` items for each of ``users`` seen in training,
-    among the ``allowed`` items (item_id frame) when given.
+@dataclass(frozen=True)
+class AlsParams:
+    """The settings of one implicit-feedback ALS fit (``candidates.als_*`` in the config)."""
 
-    Scoring is exact and never leaves the allowed items: their factors (n x rank floats) are
-    broadcast and each Arrow batch of users is scored with one matrix product and a top-k cut
-    in numpy (:func:`top_k_dot`), instead of ``recommendForUserSubset`` over every item.
-    """
+    rank: int = 32
+    max_iter: int = 10
+    reg_param: float = 0.05
+    alpha: float = 10.0
+    seed: int = 11
+
+    @classmethod
+    def of(cls, p: CandidatesConfig, seed: int) -> AlsParams:
+        return cls(p.als_rank, p.als_max_iter, p.als_reg, p.als_alpha, seed)
+
+
+@dataclass(frozen=True)
+class AlsFactors:
+    """A fitted ALS model by id: ``users`` (user_id, features) and ``items`` (item_id,
+    features), ``features`` as array<float>."""
+
+    users: DataFrame
+    items: DataFrame
+
+
+def fit_als(inter: DataFrame, params: AlsParams = AlsParams()) -> AlsFactors:
+    """Implicit-feedback ALS (Spark ML) on the summed interaction weights per (user, item).
+
+    Ids are numbered by :func:`_index` (StringIndexer's alphabetical order), so the fit equals
+    ``StringIndexer`` + ``ALS`` with the same settings; the factors come back keyed by id."""
     conf = inter.groupBy(C.USER_ID, C.ITEM_ID).agg(F.sum("weight").cast("float").alias("conf"))
     u_map = _index(conf, C.USER_ID, "u")
     i_map = _index(conf, C.ITEM_ID, "i")
@@ -306,17 +316,36 @@ def als_candidates(
         itemCol="i",
         ratingCol="conf",
         implicitPrefs=True,
-        rank=rank,
-        maxIter=max_iter,
-        regParam=reg_param,
-        alpha=alpha,
-        seed=seed,
+        rank=params.rank,
+        maxIter=params.max_iter,
+        regParam=params.reg_param,
+        alpha=params.alpha,
+        seed=params.seed,
         nonnegative=False,
         coldStartStrategy="drop",
     )
     model = als.fit(train)
-    spark = inter.sparkSession
-    item_f = model.itemFactors.join(i_map.withColumnRenamed("i", "id"), "id")
+    return AlsFactors(
+        users=model.userFactors.join(u_map.withColumnRenamed("u", "id"), "id").select(C.USER_ID, "features"),
+        items=model.itemFactors.join(i_map.withColumnRenamed("i", "id"), "id").select(C.ITEM_ID, "features"),
+    )
+
+
+def score_als(
+    factors: AlsFactors,
+    users: DataFrame,
+    k: int,
+    allowed: DataFrame | None = None,
+    block_cells: int = 1 << 24,
+) -> DataFrame:
+    """Top ``k`` items by ALS score for each of ``users`` that has factors, among the
+    ``allowed`` items (item_id frame) when given, as ALS candidates.
+
+    Exact, and never leaves the allowed items: their factors (n x rank floats) are broadcast
+    and each Arrow batch of users is scored with one matrix product and a top-k cut in numpy
+    (:func:`top_k_dot`), instead of ``recommendForUserSubset`` over every item."""
+    spark = users.sparkSession
+    item_f = factors.items
     if allowed is not None:
         item_f = item_f.join(allowed.select(C.ITEM_ID), C.ITEM_ID, "left_semi")
     tbl = item_f.select(C.ITEM_ID, "features").orderBy(C.ITEM_ID).toArrow()
@@ -326,13 +355,22 @@ def als_candidates(
         return _cand(spark.createDataFrame([], out_schema), C.REASON_ALS, F.lit(0.0), F.lit(""))
     t_ids = np.asarray(tbl.column(C.ITEM_ID).to_pylist(), dtype=str)
     t_mat = _rows(tbl.column("features"))
-    user_f = (
-        model.userFactors.join(u_map.withColumnRenamed("u", "id"), "id")
-        .join(users.select(C.USER_ID).distinct(), C.USER_ID, "left_semi")
-        .select(C.USER_ID, "features")
-    )
+    user_f = factors.users.join(users.select(C.USER_ID).distinct(), C.USER_ID, "left_semi")
     recs = blocked_top_k(user_f, t_ids, t_mat, k, names, exclude_same_id=False, block_cells=block_cells)
     return _cand(recs, C.REASON_ALS, F.col("rating"), F.lit("users with similar history"))
+
+
+def als_candidates(
+    inter: DataFrame,
+    users: DataFrame,
+    k: int,
+    params: AlsParams = AlsParams(),
+    allowed: DataFrame | None = None,
+    block_cells: int = 1 << 24,
+) -> DataFrame:
+    """:func:`fit_als` then :func:`score_als`: top ``k`` allowed items for each of ``users``
+    seen in training."""
+    return score_als(fit_als(inter, params), users, k, allowed, block_cells)
 
 
 # -- content similarity ------------------------------------------------------------------------

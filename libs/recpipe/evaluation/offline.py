@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recpipe import constants as C
+
+if TYPE_CHECKING:
+    from recpipe.candidates.sources import AlsFactors
 
 log = logging.getLogger(__name__)
 
@@ -167,16 +170,14 @@ def popularity_lists(
 
 
 def als_lists(
-    train_events: DataFrame, users: DataFrame, k: int, seed: int = 7, allowed: DataFrame | None = None
+    factors: AlsFactors, train_events: DataFrame, users: DataFrame, k: int, allowed: DataFrame | None = None
 ) -> DataFrame:
-    """The ALS candidate source alone (same model as recommend's), minus what each user consumed
-    and, when given, items outside ``allowed`` (item_id frame)."""
+    """The ALS candidate source alone (``factors``: the day's model, as recommend's), minus what
+    each user consumed and, when given, items outside ``allowed`` (item_id frame)."""
     from recpipe.candidates import sources as S
 
     inter = S.interactions(train_events)
-    if inter.limit(1).count() == 0:
-        return users.select(C.USER_ID, F.array().cast("array<string>").alias("items")).limit(0)
-    cands = S.als_candidates(inter, users, 3 * k, seed=seed, allowed=allowed)
+    cands = S.score_als(factors, users, 3 * k, allowed=allowed)
     seen = inter.select(C.USER_ID, C.ITEM_ID).distinct()
     w = Window.partitionBy(C.USER_ID).orderBy(F.desc(C.SOURCE_SCORE), C.ITEM_ID)
     rows = (

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, DoubleType, StringType, StructField, StructType, TimestampType
 
@@ -142,6 +142,22 @@ def true_click_model_eval(cfg: Config, lake: Lake, date: dt.date) -> dict[str, A
     return evaluate_lists(cfg, lake, date, cfg.data.raw_dir)
 
 
+def _als_baseline(
+    cfg: Config, lake: Lake, date: dt.date, before: DataFrame, users: DataFrame, k: int, allowed: DataFrame
+) -> tuple[DataFrame, dict[str, Any]]:
+    """The ALS-alone lists with the day's model (stored by recommend, else fitted here)."""
+    from recpipe.candidates import sources as S
+    from recpipe.candidates.als import day_factors
+
+    inter = S.interactions(before)
+    if inter.limit(1).count() == 0:
+        empty = users.select(C.USER_ID, F.array().cast("array<string>").alias("items")).limit(0)
+        return empty, {"model": None, "why": "no interactions before the run date"}
+    factors, model = day_factors(lake, inter, date, S.AlsParams.of(cfg.candidates, cfg.recommend.seed))
+    log.info("evaluate: ALS baseline from the %s model %s", model["model"], model["params"])
+    return O.als_lists(factors, before, users, k, allowed=allowed), model
+
+
 def run_evaluate(
     cfg: Config, spark: SparkSession, date: dt.date | None = None, lake: Lake | None = None
 ) -> dict[str, Any]:
@@ -178,10 +194,11 @@ def run_evaluate(
     # or older than recommend.max_item_age_days at the run's cut-off).
     cutoff = dt.datetime.combine(date, dt.time(), tzinfo=dt.UTC)
     allowed = allowed_items(items, cutoff, cfg.recommend.max_item_age_days).select(C.ITEM_ID).cache()
+    als_baseline, als_model = _als_baseline(cfg, lake, date, before, users, k, allowed)
     policies = {
         "published": published,
         "popularity": O.popularity_lists(before, users, k, allowed),
-        "als": O.als_lists(before, users, k, allowed=allowed),
+        "als": als_baseline,
     }
     rows: list[dict[str, Any]] = []
     for name, lists in policies.items():
@@ -202,6 +219,7 @@ def run_evaluate(
         "users_with_clicks": truth.count(),
         "ranker": ranker,
         "top_n": rows,
+        "als_baseline": als_model,
         "item_segments": item_segments,
         "off_policy": off_policy,
         "true_click_model": true_clicks,

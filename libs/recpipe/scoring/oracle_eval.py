@@ -9,7 +9,7 @@ Three lists per (human) user, all from allowed items the user has not consumed:
 
 - ``published``: ``gold.recommendations`` of the run date (the pipeline, exploration included);
 - ``popularity``: the globally most popular items (time-decayed feedback, as the trending source);
-- ``als_only``: the implicit ALS top-N; padded with the popularity list where ALS has fewer
+- ``als_only``: the implicit ALS top-N (the day's model stored by recommend, else fitted here); padded with the popularity list where ALS has fewer
   than N items (users unknown to ALS).
 
 Bots (probability 0.9 on anything) are left out. Reported: mean expected clicks per list.
@@ -28,6 +28,7 @@ from pyspark.sql import functions as F
 
 from recpipe import constants as C
 from recpipe.candidates import sources as S
+from recpipe.candidates.als import day_factors
 from recpipe.candidates.run import as_of_time
 from recpipe.config import Config
 from recpipe.datasets.synthetic import load_world, true_click_probability
@@ -55,7 +56,6 @@ def evaluate_lists(
     run_date: dt.date,
     raw_dir: str | Path,
     serve_hours: float = 12.0,
-    als_max_iter: int = 10,
 ) -> dict[str, Any]:
     """Mean expected clicks per list of the published, popularity and ALS-only top-N."""
     n = cfg.recommend.top_n
@@ -77,9 +77,8 @@ def evaluate_lists(
     inter = S.interactions(events).cache()
     pop = S.trending(inter.join(allowed.select(C.ITEM_ID), C.ITEM_ID), as_of, 24.0, None)
     pop_lists = _top_n(users.crossJoin(pop).join(consumed, [C.USER_ID, C.ITEM_ID], "left_anti"), "score", n)
-    als = S.als_candidates(
-        inter, users, 5 * n, max_iter=als_max_iter, seed=cfg.recommend.seed, allowed=allowed.select(C.ITEM_ID)
-    )
+    factors, _ = day_factors(lake, inter, run_date, S.AlsParams.of(cfg.candidates, cfg.recommend.seed))
+    als = S.score_als(factors, users, 5 * n, allowed=allowed.select(C.ITEM_ID))
     als = S.filter_candidates(als, allowed, consumed)
     # pad with popularity (ranked after every ALS item)
     pad = users.crossJoin(pop.select(C.ITEM_ID, (F.col("score") - 10.0).alias(C.SOURCE_SCORE)))

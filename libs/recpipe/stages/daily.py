@@ -279,8 +279,8 @@ class Train(Stage):
 class Recommend(Stage):
     name = "recommend"
     inputs = (*SILVER, *FEATURES, C.MODEL_REGISTRY)
-    outputs = (C.GOLD_CANDIDATES, C.GOLD_RECOMMENDATIONS)
-    config_keys = ("recommend", "features", "data")
+    outputs = (C.GOLD_CANDIDATES, C.GOLD_ALS_FACTORS, C.GOLD_RECOMMENDATIONS)
+    config_keys = ("recommend", "candidates", "features", "data")
     count_keys = ("users", "lists", "slots")
 
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
@@ -301,9 +301,9 @@ class Recommend(Stage):
 
 class Evaluate(Stage):
     name = "evaluate"
-    inputs = (C.GOLD_RECOMMENDATIONS, *SILVER, C.GOLD_TRAINING_EXAMPLES, C.MODEL_REGISTRY)
+    inputs = (C.GOLD_RECOMMENDATIONS, C.GOLD_ALS_FACTORS, *SILVER, C.GOLD_TRAINING_EXAMPLES, C.MODEL_REGISTRY)
     outputs = (OPS_EVALUATIONS,)
-    config_keys = ("evaluate", "features.ctr_prior_strength", "data")
+    config_keys = ("evaluate", "candidates", "features.ctr_prior_strength", "data")
     count_keys = ("users_with_lists", "users_with_clicks")
 
     def default_date(self, cfg: Config, lake: Lake) -> dt.date:
