@@ -44,6 +44,33 @@ def test_parse_jsonl_keeps_every_line_with_its_number_and_error():
     assert cols["parse_error"][3] == "invalid UTF-8"
 
 
+def test_parse_jsonl_quarantines_lines_python_parses_but_cannot_store():
+    """A 5,000-digit integer (over Python's int-to-text limit) and an unpaired surrogate escape
+    in a read field each failed the whole file before (ValueError without ``msg``; Arrow refusing
+    the string); now each is its line's parse error and the other lines stay good."""
+    import pyarrow as pa
+
+    good = b'{"user_id":"U1","item_id":"N1","event_type":"click","ts":"2026-10-03T14:05:09Z"}'
+    data = b"\n".join(
+        [
+            good,
+            b'{"user_id":"U2","position":' + b"7" * 5000 + b"}",
+            b'{"user_id":"\\ud800","item_id":"N2","is_history":true}',
+            b'{"user_id":"U3","note":"\\ud800 in a key not read"}',
+            good,
+        ]
+    )
+    cols = T.parse_jsonl_bytes("f.jsonl", data)
+    pa.RecordBatch.from_pydict(cols, schema=T.PARSED_ARROW)  # storable
+    assert cols["line"] == [1, 2, 3, 4, 5]
+    err = cols["parse_error"]
+    assert err[0] is None and err[3] is None and err[4] is None
+    assert err[1].startswith("invalid JSON: ") and "4300" in err[1]
+    assert err[2] == "invalid JSON: unpaired surrogate escape in 'user_id'"
+    assert cols["user_id"][1:4] == [None, None, "U3"] and cols["is_history"][2] is None
+    assert cols["user_id"][4] == "U1"
+
+
 def _parsed(spark, records):
     rows = []
     for i, r in enumerate(records, start=1):

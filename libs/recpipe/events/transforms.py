@@ -40,6 +40,14 @@ def _scalar_text(v: object) -> str | None:
     return json.dumps(v, separators=(",", ":"))
 
 
+def _utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # A parsed row with this line number reports a file that yielded no records (``parse_error`` says
 # why: corrupt gzip, empty after decompression); it is not a record.
 FILE_ROW_LINE = 0
@@ -84,19 +92,26 @@ def parse_jsonl_bytes(
         else:
             try:
                 obj = json.loads(raw)
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 error = f"invalid JSON: {exc.msg} at column {exc.colno}"
+            except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit limit
+                error = f"invalid JSON: {exc}"
             else:
                 if not isinstance(obj, dict):
                     error = f"not a JSON object ({type(obj).__name__})"
+        rec = obj if error is None else {}
+        texts = {f: _scalar_text(rec.get(keys[f])) for f in _STR_FIELDS}
+        bad = [keys[f] for f, t in texts.items() if t is not None and not _utf8_encodable(t)]
+        if bad:  # "\ud800": valid JSON, but no UTF-8 string can hold it
+            error = f"invalid JSON: unpaired surrogate escape in {bad[0]!r}"
+            texts = dict.fromkeys(texts)
         cols["source_file"].append(source_file)
         cols["line"].append(n)
         cols["raw"].append(raw)
         cols["parse_error"].append(error)
-        rec = obj if error is None else {}
         for f in _STR_FIELDS:
-            cols[f].append(_scalar_text(rec.get(keys[f])))
-        hist = rec.get(keys["is_history"])
+            cols[f].append(texts[f])
+        hist = rec.get(keys["is_history"]) if error is None else None
         cols["is_history"].append(hist if isinstance(hist, bool) else None)
     return cols
 
