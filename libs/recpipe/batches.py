@@ -1,10 +1,12 @@
-"""Arrow/pandas batches regrouped by a key, for ``mapInPandas`` over key-sorted partitions."""
+"""Arrow/pandas batches regrouped for kernels: by a key (``mapInPandas`` over key-sorted
+partitions), or just into bigger tables (``mapInArrow``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pandas as pd
+import pyarrow as pa
 
 # Rows per frame handed to a kernel: Arrow batches hold 10,000 rows (~50 users of 200
 # candidates), and a kernel's fixed pandas cost per call then dominates.
@@ -35,3 +37,21 @@ def whole_groups(
             yield frame[~tail]
     if n_held:
         yield pd.concat(held, ignore_index=True) if len(held) > 1 else held[0]
+
+
+def gathered(batches: Iterator[pa.RecordBatch], min_rows: int) -> Iterator[pa.Table]:
+    """Arrow batches gathered, in order, into tables of at least ``min_rows`` rows (the last
+    one may hold fewer): a model predicts 65k rows in one call several times faster than in
+    Spark's 10k-row batches."""
+    held: list[pa.RecordBatch] = []
+    n_held = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        held.append(batch)
+        n_held += batch.num_rows
+        if n_held >= min_rows:
+            yield pa.Table.from_batches(held)
+            held, n_held = [], 0
+    if held:
+        yield pa.Table.from_batches(held)

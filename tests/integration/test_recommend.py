@@ -12,7 +12,7 @@ from recpipe.candidates.run import CandidateParams
 from recpipe.candidates.sources import allowed_items
 from recpipe.scoring.publish import PublishCheckError, publish_recommendations
 from recpipe.scoring.run import run_recommend
-from recpipe.scoring.scorers import model_api_available
+from recpipe.scoring.scorers import ScorerRef, model_api_available
 
 pytestmark = pytest.mark.integration
 
@@ -269,3 +269,70 @@ def test_model_scorer_scores_with_the_shared_inputs(spark):
     # a model input the serving frame did not build is an error, not a silent default (skew)
     with pytest.raises(ValueError, match=f"lacks model inputs \\['{spec.columns[0]}'\\]"):
         ModelScorer(model, spec, "m00001").score(pd.DataFrame(pdf.drop(columns=[spec.columns[0]])))
+
+
+@pytest.mark.skipif(not model_api_available(), reason="recpipe.model not available")
+def test_model_scores_in_spark_equal_the_scorer_on_pandas(spark, tmp_path):
+    """score_candidates with a model ref: Arrow batches (list columns included) reach the model
+    unchanged, only the kept columns come back, and each row's score is the scorer's score of
+    that row from a pandas frame."""
+    import numpy as np
+
+    from recpipe.model import testing as MT
+    from recpipe.model.models import build_model
+    from recpipe.model.train import EXPORT_MODEL, EXPORT_SPEC
+    from recpipe.scoring.rank import score_candidates
+    from recpipe.scoring.scorers import ModelScorer
+
+    spec = MT.synthetic_spec()
+    model = build_model("dcn", spec)
+    model.save(str(tmp_path / EXPORT_MODEL))
+    (tmp_path / EXPORT_SPEC).write_text(spec.to_json())
+    pdf = MT.synthetic_examples(rows=3000, seed=5)
+    pdf["extra"] = np.arange(len(pdf))
+    sdf = spark.createDataFrame(pdf[[*spec.columns, "extra"]])
+    ref = ScorerRef("model", version="t1", uri=str(tmp_path), inputs=tuple(spec.columns))
+    got = score_candidates(sdf.repartition(3), ref, keep=[C.USER_ID, C.ITEM_ID, "extra"])
+    assert got.columns == [C.USER_ID, C.ITEM_ID, "extra", C.SCORE]
+    out = got.toPandas().sort_values("extra")
+    want = ModelScorer(model, spec, "t1").score(pdf)
+    assert len(out) == len(pdf)
+    np.testing.assert_allclose(out[C.SCORE].to_numpy(), np.round(want, 6), atol=2e-6)
+
+
+@pytest.mark.skipif(not model_api_available(), reason="recpipe.model not available")
+def test_item_inputs_broadcast_to_the_kernel_score_like_the_joined_column(spark, tmp_path):
+    """The text vectors handed to score_candidates as a per-item table (added to each batch by
+    item id; an item missing from it gets null, i.e. zeros) give the scores of the frame with
+    the vectors joined to every row, across several gathered batches."""
+    import numpy as np
+    import pyarrow as pa
+
+    from recpipe.model import testing as MT
+    from recpipe.model.models import build_model
+    from recpipe.model.train import EXPORT_MODEL, EXPORT_SPEC
+    from recpipe.scoring.rank import score_candidates
+
+    spec = MT.synthetic_spec()
+    build_model("dcn", spec).save(str(tmp_path / EXPORT_MODEL))
+    (tmp_path / EXPORT_SPEC).write_text(spec.to_json())
+    pdf = MT.synthetic_examples(rows=5000, seed=6)
+    pdf["row"] = np.arange(len(pdf))
+    first = pdf.groupby("item_id")["text_vec"].first()
+    missing = sorted(first.index)[:5]
+    pdf["text_vec"] = [None if i in missing else first[i] for i in pdf["item_id"]]
+    items = pa.table(
+        {
+            "item_id": [i for i in first.index if i not in missing],
+            "text_vec": pa.array([first[i] for i in first.index if i not in missing], pa.list_(pa.float32())),
+        }
+    )
+    assert pdf["text_vec"].isna().sum() > 0
+    ref = ScorerRef("model", version="t2", uri=str(tmp_path), inputs=tuple(spec.columns))
+    keep = [C.USER_ID, C.ITEM_ID, "row"]
+    joined = spark.createDataFrame(pdf[[*spec.columns, "row"]]).repartition(2)
+    bare = spark.createDataFrame(pdf[[c for c in spec.columns if c != "text_vec"] + ["row"]]).repartition(2)
+    a = score_candidates(joined, ref, keep).toPandas().sort_values("row")
+    b = score_candidates(bare, ref, keep, items=items).toPandas().sort_values("row")
+    assert len(a) == len(b) == len(pdf)
+    np.testing.assert_allclose(b[C.SCORE].to_numpy(), a[C.SCORE].to_numpy(), atol=2e-6)

@@ -33,3 +33,17 @@ def test_every_key_lands_in_exactly_one_frame_with_all_its_rows(min_rows, batch)
 
 def test_no_batches_no_frames():
     assert list(whole_groups(iter([]), "key")) == []
+
+
+def test_gathered_keeps_order_and_rows_and_reaches_the_minimum():
+    import pyarrow as pa
+
+    from recpipe.batches import gathered
+
+    sizes = [3, 0, 4, 10, 1, 1, 2]
+    start = [sum(sizes[:i]) for i in range(len(sizes))]
+    batches = [pa.record_batch({"x": list(range(s, s + n))}) for s, n in zip(start, sizes)]
+    tables = list(gathered(iter(batches), 5))
+    assert [t.num_rows for t in tables] == [7, 10, 4]
+    assert sum((t.column("x").to_pylist() for t in tables), []) == list(range(sum(sizes)))
+    assert list(gathered(iter([]), 5)) == []

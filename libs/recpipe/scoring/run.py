@@ -29,7 +29,7 @@ from recpipe.config import Config
 from recpipe.events.items import read_items
 from recpipe.lake import Lake, open_lake
 from recpipe.scoring.publish import publish_recommendations
-from recpipe.scoring.rank import attach_model_features, ranking_frame, score_candidates
+from recpipe.scoring.rank import attach_model_features, item_vector_table, ranking_frame, score_candidates
 from recpipe.scoring.rerank import OUT_DDL, RerankParams, rerank_partitions
 from recpipe.scoring.scorers import ScorerRef, resolve_scorer
 
@@ -110,9 +110,15 @@ def run_recommend(
         why = "given by the caller"
     log.info("ranker %s (%s), model version %s", scorer.ranker, why, scorer.version)
     frame = ranking_frame(cands, cs.allowed, cs.affinity, cs.item_stats, as_of, rc.fresh_window_hours)
+    keep = [c for c in RERANK_COLUMNS if c != C.SCORE]
+    item_inputs = None
     if scorer.kind == "model":
-        frame = attach_model_features(frame, lake, run_date, cfg.features.windows_days, as_of)
-    scored = score_candidates(frame, scorer).persist(StorageLevel.MEMORY_AND_DISK)
+        # The text vectors go to the scoring kernel once (broadcast), not joined to every row.
+        frame = attach_model_features(
+            frame, lake, run_date, cfg.features.windows_days, as_of, text_vectors=False
+        )
+        item_inputs = item_vector_table(lake, run_date, cs.allowed)
+    scored = score_candidates(frame, scorer, keep, items=item_inputs).persist(StorageLevel.MEMORY_AND_DISK)
     n_scored = scored.count()
     timings["score_s"] = time.perf_counter() - t0
 
