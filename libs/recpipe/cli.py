@@ -143,7 +143,7 @@ def cmd_examples(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_tables(args: argparse.Namespace) -> dict[str, Any]:
     from recpipe.lake import open_lake
-    from recpipe.tables import describe_tables
+    from recpipe.lake.tables import describe_tables
 
     cfg = _load(args)
     spark = _session(cfg, "tables")

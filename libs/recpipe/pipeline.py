@@ -174,7 +174,7 @@ def run_pipeline(
         if pages:
             summary["report_html"] = pages[-1]  # print_summary names it last
         from recpipe.lake import open_lake
-        from recpipe.tables import describe_tables
+        from recpipe.lake.tables import describe_tables
 
         summary["tables"] = {
             t["table"]: {"version": t["version"], "rows": t["rows"]}

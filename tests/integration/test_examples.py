@@ -11,10 +11,10 @@ from pyspark.sql import functions as F
 from recpipe import constants as C
 from recpipe.config import replace
 from recpipe.features import examples as E
-from recpipe.features.baselines import examples_to_pandas, logreg_vs_popularity
 from recpipe.features.build import run_features
 from recpipe.features.leakage import LeakageError
 from recpipe.guard import DestructiveWriteError
+from tests.support.baselines import examples_to_pandas, logreg_vs_popularity
 
 pytestmark = pytest.mark.integration
 

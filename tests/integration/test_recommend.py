@@ -257,9 +257,9 @@ def test_model_scorer_scores_with_the_shared_inputs(spark):
     import numpy as np
     import pandas as pd
 
-    from recpipe.model import testing as MT
     from recpipe.model.models import build_model
     from recpipe.scoring.scorers import ModelScorer
+    from tests.support import model_examples as MT
 
     spec = MT.synthetic_spec()
     model = build_model("dcn", spec)
@@ -278,11 +278,11 @@ def test_model_scores_in_spark_equal_the_scorer_on_pandas(spark, tmp_path):
     that row from a pandas frame."""
     import numpy as np
 
-    from recpipe.model import testing as MT
     from recpipe.model.models import build_model
     from recpipe.model.train import EXPORT_MODEL, EXPORT_SPEC
     from recpipe.scoring.rank import score_candidates
     from recpipe.scoring.scorers import ModelScorer
+    from tests.support import model_examples as MT
 
     spec = MT.synthetic_spec()
     model = build_model("dcn", spec)
@@ -308,10 +308,10 @@ def test_item_inputs_broadcast_to_the_kernel_score_like_the_joined_column(spark,
     import numpy as np
     import pyarrow as pa
 
-    from recpipe.model import testing as MT
     from recpipe.model.models import build_model
     from recpipe.model.train import EXPORT_MODEL, EXPORT_SPEC
     from recpipe.scoring.rank import score_candidates
+    from tests.support import model_examples as MT
 
     spec = MT.synthetic_spec()
     build_model("dcn", spec).save(str(tmp_path / EXPORT_MODEL))

@@ -38,7 +38,7 @@ def _train_cfg(tmp: Path, **train):
 @pytest.fixture(scope="module")
 def examples_lake(spark, tmp_path_factory):
     from recpipe.lake import open_lake
-    from recpipe.model.testing import synthetic_examples, synthetic_spec, write_examples
+    from tests.support.model_examples import synthetic_examples, synthetic_spec, write_examples
 
     tmp = tmp_path_factory.mktemp("train")
     cfg = _train_cfg(tmp)
@@ -52,8 +52,8 @@ def test_two_ranks_train_identical_weights_export_and_register(spark, examples_l
     from recpipe.constants import MODEL_REGISTRY
     from recpipe.model.inputs import to_model_inputs
     from recpipe.model.registry import load_current_model
-    from recpipe.model.testing import synthetic_examples
     from recpipe.model.train import run_train
+    from tests.support.model_examples import synthetic_examples
 
     tmp, cfg, lake = examples_lake
     # when training runs with 2 Horovod ranks on the 2 local executor slots, for enough epochs

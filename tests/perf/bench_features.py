@@ -43,11 +43,11 @@ def _config(out_dir: Path, raw: Path, **sections: dict) -> Any:
 def _run(cfg: Any, raw: Path, timings: dict[str, float]) -> dict[str, Any]:
     from recpipe import constants as C
     from recpipe.events.ingest import run_ingest
-    from recpipe.features.baselines import examples_to_pandas, logreg_vs_popularity
     from recpipe.features.build import run_features
     from recpipe.features.examples import default_range, run_examples
     from recpipe.lake import open_lake
     from recpipe.spark import build_session
+    from tests.support.baselines import examples_to_pandas, logreg_vs_popularity
 
     spark = build_session(cfg, "bench-features")
     lake = open_lake(cfg, spark)

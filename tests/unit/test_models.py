@@ -14,8 +14,8 @@ import pytest
 from recpipe.model.data import Shard, read_split, shard_range, snapshot_files
 from recpipe.model.inputs import labels, to_model_inputs
 from recpipe.model.registry import decide_status
-from recpipe.model.testing import synthetic_examples, synthetic_spec
 from recpipe.model.train import auc_from_histograms, metric_sums, metrics_from_sums
+from tests.support.model_examples import synthetic_examples, synthetic_spec
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recpipe.datasets.open_bandit import load_open_bandit
 from recpipe.evaluation.ope import (
     Estimate,
     bootstrap_ci,
@@ -21,6 +20,7 @@ from recpipe.evaluation.ope import (
     ips,
     snips,
 )
+from tests.support.open_bandit import load_open_bandit
 
 pytestmark = pytest.mark.unit
 

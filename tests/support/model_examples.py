@@ -33,7 +33,7 @@ def synthetic_spec(text_dim: int = 8, last_k: int = 5) -> FeatureSpec:
         dense=[DenseFeature("item_ctr", 0.2, 0.1), DenseFeature("position", 3.0, 2.0)],
         vectors=[VectorFeature("text_vec", text_dim)],
         sequences=[SequenceFeature("last_items", last_k, "item_id")],
-        metadata={"source": "recpipe.model.testing"},
+        metadata={"source": "tests.support.model_examples"},
     )
 
 
