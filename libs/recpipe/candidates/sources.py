@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from recpipe import constants as C
 from recpipe.batches import whole_groups
-from recpipe.config import CandidatesConfig
+from recpipe.config import CandidatesConfig, RecommendConfig
 
 CAND_COLS = [C.USER_ID, C.ITEM_ID, C.SOURCE, C.SOURCE_SCORE, C.DETAIL]
 LN2 = math.log(2.0)
@@ -280,13 +280,14 @@ def _index(df: DataFrame, col: str, out: str) -> DataFrame:
 
 @dataclass(frozen=True)
 class AlsParams:
-    """The settings of one implicit-feedback ALS fit (``candidates.als_*`` in the config)."""
+    """The settings of one implicit-feedback ALS fit (``candidates.als_*`` and
+    ``recommend.seed`` in the config; the defaults are the config's)."""
 
-    rank: int = 32
-    max_iter: int = 10
-    reg_param: float = 0.05
-    alpha: float = 10.0
-    seed: int = 11
+    rank: int = CandidatesConfig.als_rank
+    max_iter: int = CandidatesConfig.als_max_iter
+    reg_param: float = CandidatesConfig.als_reg
+    alpha: float = CandidatesConfig.als_alpha
+    seed: int = RecommendConfig.seed
 
     @classmethod
     def of(cls, p: CandidatesConfig, seed: int) -> AlsParams:
