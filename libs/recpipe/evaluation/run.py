@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -22,6 +22,9 @@ from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import read_items
 from recpipe.lake import Lake, Txn, open_lake
 from recpipe.reports.store import publish, write_report
+
+if TYPE_CHECKING:
+    from recpipe.candidates.sources import AlsFactors
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +132,12 @@ def logged_policy_ope(events, start: dt.date, end: dt.date) -> dict[str, Any]:
     }
 
 
-def true_click_model_eval(cfg: Config, lake: Lake, date: dt.date) -> dict[str, Any]:
+def true_click_model_eval(
+    cfg: Config, lake: Lake, date: dt.date, als_factors: AlsFactors | None = None
+) -> dict[str, Any]:
     """Expected clicks per list of the published, popularity and ALS-only top-N under the
-    generator's true click model (:mod:`recpipe.scoring.oracle_eval`); synthetic data only."""
+    generator's true click model (:mod:`recpipe.scoring.oracle_eval`); synthetic data only.
+    ``als_factors``: the day's ALS model when the caller already has it."""
     manifest = Path(cfg.data.raw_dir) / "manifest.json"
     if cfg.data.source != "synthetic":
         return {"skipped": f"data.source is {cfg.data.source!r}: no true click model"}
@@ -139,23 +145,24 @@ def true_click_model_eval(cfg: Config, lake: Lake, date: dt.date) -> dict[str, A
         return {"skipped": f"{manifest} not found: the generator's world is needed"}
     from recpipe.scoring.oracle_eval import evaluate_lists
 
-    return evaluate_lists(cfg, lake, date, cfg.data.raw_dir)
+    return evaluate_lists(cfg, lake, date, cfg.data.raw_dir, als_factors=als_factors)
 
 
 def _als_baseline(
     cfg: Config, lake: Lake, date: dt.date, before: DataFrame, users: DataFrame, k: int, allowed: DataFrame
-) -> tuple[DataFrame, dict[str, Any]]:
-    """The ALS-alone lists with the day's model (stored by recommend, else fitted here)."""
+) -> tuple[DataFrame, dict[str, Any], AlsFactors | None]:
+    """The ALS-alone lists with the day's model (stored by recommend, else fitted here), what
+    the model was, and the model itself (the true-click evaluation scores with it too)."""
     from recpipe.candidates import sources as S
     from recpipe.candidates.als import day_factors
 
     inter = S.interactions(before)
     if inter.limit(1).count() == 0:
         empty = users.select(C.USER_ID, F.array().cast("array<string>").alias("items")).limit(0)
-        return empty, {"model": None, "why": "no interactions before the run date"}
+        return empty, {"model": None, "why": "no interactions before the run date"}, None
     factors, model = day_factors(lake, inter, date, S.AlsParams.of(cfg.candidates, cfg.recommend.seed))
     log.info("evaluate: ALS baseline from the %s model %s", model["model"], model["params"])
-    return O.als_lists(factors, before, users, k, allowed=allowed), model
+    return O.als_lists(factors, before, users, k, allowed=allowed), model, factors
 
 
 def run_evaluate(
@@ -194,7 +201,7 @@ def run_evaluate(
     # or older than recommend.max_item_age_days at the run's cut-off).
     cutoff = dt.datetime.combine(date, dt.time(), tzinfo=dt.UTC)
     allowed = allowed_items(items, cutoff, cfg.recommend.max_item_age_days).select(C.ITEM_ID).cache()
-    als_baseline, als_model = _als_baseline(cfg, lake, date, before, users, k, allowed)
+    als_baseline, als_model, als_factors = _als_baseline(cfg, lake, date, before, users, k, allowed)
     policies = {
         "published": published,
         "popularity": O.popularity_lists(before, users, k, allowed),
@@ -207,7 +214,7 @@ def run_evaluate(
     item_segments = O.item_segment_hit_rates(published, truth, before, k)
     ranker = ranker_metrics(cfg, lake)
     off_policy = logged_policy_ope(events, date, end)
-    true_clicks = true_click_model_eval(cfg, lake, date)
+    true_clicks = true_click_model_eval(cfg, lake, date, als_factors)
     run_id = f"evaluate-{date}-{uuid.uuid4().hex[:8]}"
     report = {
         "job": "evaluate",

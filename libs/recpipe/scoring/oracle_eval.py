@@ -9,8 +9,8 @@ Three lists per (human) user, all from allowed items the user has not consumed:
 
 - ``published``: ``gold.recommendations`` of the run date (the pipeline, exploration included);
 - ``popularity``: the globally most popular items (time-decayed feedback, as the trending source);
-- ``als_only``: the implicit ALS top-N (the day's model stored by recommend, else fitted here); padded with the popularity list where ALS has fewer
-  than N items (users unknown to ALS).
+- ``als_only``: the implicit ALS top-N (the day's model stored by recommend, else fitted here);
+  padded with the popularity list where ALS has fewer than N items (users unknown to ALS).
 
 Bots (probability 0.9 on anything) are left out. Reported: mean expected clicks per list.
 """
@@ -56,8 +56,10 @@ def evaluate_lists(
     run_date: dt.date,
     raw_dir: str | Path,
     serve_hours: float = 12.0,
+    als_factors: S.AlsFactors | None = None,
 ) -> dict[str, Any]:
-    """Mean expected clicks per list of the published, popularity and ALS-only top-N."""
+    """Mean expected clicks per list of the published, popularity and ALS-only top-N.
+    ``als_factors``: the day's ALS model when the caller has it (else :func:`day_factors`)."""
     n = cfg.recommend.top_n
     as_of = as_of_time(run_date)
     world = load_world(raw_dir)
@@ -77,8 +79,10 @@ def evaluate_lists(
     inter = S.interactions(events).cache()
     pop = S.trending(inter.join(allowed.select(C.ITEM_ID), C.ITEM_ID), as_of, 24.0, None)
     pop_lists = _top_n(users.crossJoin(pop).join(consumed, [C.USER_ID, C.ITEM_ID], "left_anti"), "score", n)
-    factors, _ = day_factors(lake, inter, run_date, S.AlsParams.of(cfg.candidates, cfg.recommend.seed))
-    als = S.score_als(factors, users, 5 * n, allowed=allowed.select(C.ITEM_ID))
+    if als_factors is None:
+        params = S.AlsParams.of(cfg.candidates, cfg.recommend.seed)
+        als_factors, _ = day_factors(lake, inter, run_date, params)
+    als = S.score_als(als_factors, users, 5 * n, allowed=allowed.select(C.ITEM_ID))
     als = S.filter_candidates(als, allowed, consumed)
     # pad with popularity (ranked after every ALS item)
     pad = users.crossJoin(pop.select(C.ITEM_ID, (F.col("score") - 10.0).alias(C.SOURCE_SCORE)))
