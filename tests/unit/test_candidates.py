@@ -272,7 +272,7 @@ def test_als_candidates_are_spark_als_top_k_over_allowed_items_only(spark):
     users = spark.createDataFrame(
         [(f"u{u:02d}",) for u in range(0, 40, 3)] + [("stranger",)], "user_id string"
     )
-    got = S.als_candidates(inter, users, k=4, params=S.AlsParams(rank=4, max_iter=5), allowed=allowed)
+    got = S.score_als(S.fit_als(inter, S.AlsParams(rank=4, max_iter=5)), users, k=4, allowed=allowed)
 
     conf = inter.groupBy(C.USER_ID, C.ITEM_ID).agg(F.sum("weight").cast("float").alias("conf"))
     um = StringIndexer(inputCol=C.USER_ID, outputCol="u", stringOrderType="alphabetAsc").fit(conf)

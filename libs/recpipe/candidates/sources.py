@@ -187,7 +187,6 @@ def trending_candidates(
 
     ``users`` is (user_id, country); ``affinity`` is :func:`category_affinity`.
 
-
     The plain Spark reference of the batch kernel (:func:`filter_and_budget`), which the
     job runs; tests keep the two equal.
     """
@@ -359,19 +358,6 @@ def score_als(
     user_f = factors.users.join(users.select(C.USER_ID).distinct(), C.USER_ID, "left_semi")
     recs = blocked_top_k(user_f, t_ids, t_mat, k, names, exclude_same_id=False, block_cells=block_cells)
     return _cand(recs, C.REASON_ALS, F.col("rating"), F.lit("users with similar history"))
-
-
-def als_candidates(
-    inter: DataFrame,
-    users: DataFrame,
-    k: int,
-    params: AlsParams = AlsParams(),
-    allowed: DataFrame | None = None,
-    block_cells: int = 1 << 24,
-) -> DataFrame:
-    """:func:`fit_als` then :func:`score_als`: top ``k`` allowed items for each of ``users``
-    seen in training."""
-    return score_als(fit_als(inter, params), users, k, allowed, block_cells)
 
 
 # -- content similarity ------------------------------------------------------------------------
