@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # Rows per frame handed to a kernel: Arrow batches hold 10,000 rows (~50 users of 200
 # candidates), and a kernel's fixed pandas cost per call then dominates.
@@ -54,4 +56,33 @@ def gathered(batches: Iterator[pa.RecordBatch], min_rows: int) -> Iterator[pa.Ta
             yield pa.Table.from_batches(held)
             held, n_held = [], 0
     if held:
+        yield pa.Table.from_batches(held)
+
+
+def whole_groups_arrow(
+    batches: Iterator[pa.RecordBatch], key: str, min_rows: int = MIN_ROWS
+) -> Iterator[pa.Table]:
+    """:func:`whole_groups` for ``mapInArrow``: Arrow batches of a partition sorted by ``key``
+    gathered into tables of about ``min_rows`` rows in which no key is split (the last key's
+    rows are held back until a later batch shows it ended)."""
+    held: list[pa.RecordBatch] = []
+    n_held = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        held.append(batch)
+        n_held += batch.num_rows
+        if n_held < min_rows:
+            continue
+        table = pa.Table.from_batches(held)
+        keys = table.column(key)
+        last = keys[len(keys) - 1].as_py()
+        # Sorted by key: the last key's rows are a suffix; find where it starts.
+        same = pc.equal(keys, pa.scalar(last, keys.type)).to_numpy(zero_copy_only=False)
+        cut = len(same) - int(np.argmin(same[::-1])) if not same.all() else 0
+        held = table.slice(cut).to_batches()
+        n_held = table.num_rows - cut
+        if cut:
+            yield table.slice(0, cut)
+    if n_held:
         yield pa.Table.from_batches(held)

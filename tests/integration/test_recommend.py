@@ -336,3 +336,104 @@ def test_item_inputs_broadcast_to_the_kernel_score_like_the_joined_column(spark,
     b = score_candidates(bare, ref, keep, items=items).toPandas().sort_values("row")
     assert len(a) == len(b) == len(pdf)
     np.testing.assert_allclose(b[C.SCORE].to_numpy(), a[C.SCORE].to_numpy(), atol=2e-6)
+
+
+def test_scored_candidates_are_the_users_distinct_candidate_items(published):
+    """The fused kernel counts what it scored: one row per (user, candidate item) of the run."""
+    _cfg, lake, summary, _recs, _ = published
+    cands = lake.read(C.GOLD_CANDIDATES).where(F.col(C.RUN_DATE) == F.lit(RUN_DATE))
+    assert summary["scored_candidates"] == cands.select(C.USER_ID, C.ITEM_ID).distinct().count() > 0
+    assert "rerank_s" not in summary["timings_s"]  # scored and re-ranked in one pass: score_s
+
+
+def _ranking_inputs(spark):
+    """Candidates of 40 users over 60 items from three sources (overlapping), items with and
+    without a category, affinities (one with a null category) and item stats for a few items."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    items = [f"i{j:02d}" for j in range(60)]
+    cats = [None if j % 13 == 0 else f"c{j % 4}" for j in range(60)]
+    base = dt.datetime(2026, 10, 14, tzinfo=dt.UTC)
+    allowed = spark.createDataFrame(
+        [(i, c, base - dt.timedelta(hours=int(h))) for i, c, h in zip(items, cats, rng.integers(1, 400, 60))],
+        "item_id string, category string, published_ts timestamp",
+    )
+    rows = []
+    for u in range(40):
+        for src in (C.REASON_ALS, C.REASON_CO_VISIT, C.REASON_TRENDING):
+            for j in rng.choice(60, size=25, replace=False):
+                rows.append((f"u{u:02d}", items[j], src, float(np.round(rng.random(), 4)), f"d{j % 3}"))
+    cands = spark.createDataFrame(
+        rows, "user_id string, item_id string, source string, source_score double, detail string"
+    )
+    aff = [(f"u{u:02d}", f"c{c}", float(np.round(rng.random(), 3))) for u in range(40) for c in range(3)]
+    aff.append(("u00", None, 0.5))
+    affinity = spark.createDataFrame(aff, "user_id string, category string, affinity double")
+    stats = spark.createDataFrame(
+        [(items[j], float(rng.random()), int(rng.integers(0, 50))) for j in range(0, 60, 2)],
+        "item_id string, popularity double, impressions long",
+    )
+    return cands.repartition(4), allowed, affinity, stats
+
+
+def test_ranking_frame_equals_the_joins_it_replaced_and_shuffles_candidates_once(spark):
+    """ranking_frame's per-user affinity map gives the rows of the plain (user, category) join;
+    scoring and re-ranking it add no shuffle of candidate rows on top of the one by user."""
+    from recpipe.scoring.rank import ranking_frame, score_and_rerank
+    from recpipe.scoring.rerank import RerankParams
+    from recpipe.scoring.scorers import POPULARITY
+
+    cands, allowed, affinity, stats = _ranking_inputs(spark)
+    as_of = dt.datetime(2026, 10, 15, tzinfo=dt.UTC)
+    got = ranking_frame(cands, allowed, affinity, stats, as_of, 48).toPandas()
+    # Reference: the affinity joined on (user, category) as before, the rest from the frame.
+    ref = (
+        cands.select(C.USER_ID, C.ITEM_ID)
+        .distinct()
+        .join(allowed.select(C.ITEM_ID, "category"), C.ITEM_ID)
+        .join(affinity, [C.USER_ID, "category"], "left")
+        .select(C.USER_ID, C.ITEM_ID, F.coalesce("affinity", F.lit(0.0)).alias("want"))
+        .toPandas()
+    )
+    both = got.merge(ref, on=[C.USER_ID, C.ITEM_ID], how="outer", indicator=True)
+    assert (both["_merge"] == "both").all() and len(both) == len(ref) > 500
+    assert (both["cat_affinity"] == both["want"]).all()
+    assert both["cat_affinity"].gt(0).sum() > 100  # the map lookups hit
+
+    lists = score_and_rerank(
+        ranking_frame(cands, allowed, affinity, stats, as_of, 48), POPULARITY, RerankParams(), RUN_DATE
+    )
+    assert lists.count() == 40 * 10
+    plan = lists._jdf.queryExecution().executedPlan().toString()
+    assert (
+        "hashpartitioning(user_id, item_id" not in plan and "hashpartitioning(user_id, category" not in plan
+    ), plan
+
+
+def test_fused_kernel_lists_equal_scoring_then_reranking(spark):
+    """score_and_rerank == the two-step reference (score_candidates, then one re-rank shuffle by
+    user over rerank_partitions): same items, ranks, reasons, scores and exact propensities."""
+    from recpipe.scoring.rank import RERANK_INPUTS, ranking_frame, score_and_rerank, score_candidates
+    from recpipe.scoring.rerank import OUT_DDL, RerankParams, rerank_partitions
+    from recpipe.scoring.scorers import POPULARITY
+
+    cands, allowed, affinity, stats = _ranking_inputs(spark)
+    as_of = dt.datetime(2026, 10, 15, tzinfo=dt.UTC)
+    frame = ranking_frame(cands, allowed, affinity, stats, as_of, 48).cache()
+    params = RerankParams(top_n=8, max_per_category=2, explore_share=0.3, pool_size=5)
+    keys = [C.USER_ID, C.RANK]
+    got = score_and_rerank(frame, POPULARITY, params, RUN_DATE).toPandas().sort_values(keys)
+    scored = score_candidates(frame, POPULARITY, [c for c in RERANK_INPUTS if c != C.SCORE])
+    want = (
+        scored.repartition(3, C.USER_ID)
+        .sortWithinPartitions(C.USER_ID)
+        .mapInPandas(rerank_partitions(params, RUN_DATE.isoformat()), OUT_DDL)
+        .toPandas()
+        .sort_values(keys)
+    )
+    frame.unpersist()
+    assert len(got) == len(want) == 40 * 8
+    assert (want[C.REASON] == C.REASON_EXPLORE).sum() > 10  # the draws matter
+    for c in (C.USER_ID, C.RANK, C.ITEM_ID, C.REASON, C.REASON_DETAIL, C.SCORE, C.PROPENSITY):
+        assert got[c].tolist() == want[c].tolist(), c

@@ -47,3 +47,28 @@ def test_gathered_keeps_order_and_rows_and_reaches_the_minimum():
     assert [t.num_rows for t in tables] == [7, 10, 4]
     assert sum((t.column("x").to_pylist() for t in tables), []) == list(range(sum(sizes)))
     assert list(gathered(iter([]), 5)) == []
+
+
+@pytest.mark.parametrize("min_rows", [1, 5, 40, 10_000])
+@pytest.mark.parametrize("batch", [1, 3, 7, 50])
+def test_arrow_tables_never_split_a_key_and_keep_every_row(min_rows, batch):
+    """whole_groups_arrow (the mapInArrow twin): the same guarantees over Arrow batches."""
+    import pyarrow as pa
+
+    from recpipe.batches import whole_groups_arrow
+
+    rng = np.random.default_rng(min_rows * 100 + batch + 7)
+    keys = np.sort(rng.choice([f"k{i:03d}" for i in range(60)], size=300))
+    table = pa.table({"key": keys, "n": np.arange(len(keys))})
+    batches = [b for i in range(0, len(keys), batch) for b in table.slice(i, batch).to_batches()]
+    batches.insert(2, batches[0].slice(0, 0))  # an empty batch in between
+    tables = list(whole_groups_arrow(iter(batches), "key", min_rows=min_rows))
+    got = pa.concat_tables(tables)
+    assert got.column("n").to_pylist() == list(range(len(keys)))  # nothing lost, order kept
+    owner: dict[str, int] = {}
+    for i, t in enumerate(tables):
+        for k in set(t.column("key").to_pylist()):
+            assert owner.setdefault(k, i) == i, f"key {k} split between tables {owner[k]} and {i}"
+    largest = int(pd.Series(keys).value_counts().max())
+    assert all(t.num_rows >= min_rows - largest for t in tables[:-1])
+    assert all(t.num_rows > 0 for t in tables)

@@ -10,17 +10,32 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pyspark import Accumulator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StructField, StructType
 
 from recpipe import constants as C
-from recpipe.batches import gathered
+from recpipe.batches import gathered, whole_groups_arrow
+from recpipe.scoring.rerank import OUT_ARROW, OUT_DDL, RerankParams, rerank_frame
 from recpipe.scoring.scorers import ScorerRef, get_scorer
 
 log = logging.getLogger(__name__)
 
 SCORE_DECIMALS = 6
+
+# The columns the re-ranking reads (:func:`recpipe.scoring.rerank.rerank_frame`).
+RERANK_INPUTS = [
+    C.USER_ID,
+    C.ITEM_ID,
+    C.SCORE,
+    "category",
+    "freshness",
+    "is_fresh",
+    "impressions",
+    C.REASON,
+    C.REASON_DETAIL,
+]
 
 
 def ranking_frame(
@@ -34,31 +49,49 @@ def ranking_frame(
     """Candidates (one row per source) -> one row per (user, item) with the ranking features:
     per-source scores ``s_<source>``, ``n_sources``, the reason (highest-priority source, see
     ``constants.CANDIDATE_SOURCES``) and its detail, category, age/freshness, popularity,
-    impressions and the user's category affinity."""
+    impressions and the user's category affinity.
+
+    The candidate rows are shuffled once, by user; every later join keeps that partitioning
+    (the item-side tables are broadcast, the user's category affinities are one map per user),
+    so the frame reaches :func:`score_and_rerank` without another shuffle of candidate rows.
+    """
     prio = F.create_map(*[x for i, s in enumerate(C.CANDIDATE_SOURCES) for x in (F.lit(s), F.lit(i))])
     per_source = [
         F.max(F.when(F.col(C.SOURCE) == s, F.col(C.SOURCE_SCORE))).alias(f"s_{s}")
         for s in C.CANDIDATE_SOURCES
     ]
-    agg = cands.groupBy(C.USER_ID, C.ITEM_ID).agg(
-        *per_source,
-        # One row per (user, item, source) in gold.candidates (budget_frame keeps one), so a
-        # plain count is the number of sources: no distinct aggregation, one shuffle fewer.
-        F.count(C.SOURCE).alias("n_sources"),
-        F.min(
-            F.struct(
-                F.coalesce(prio[F.col(C.SOURCE)], F.lit(99)).alias("p"),
-                F.col(C.SOURCE).alias("s"),
-                F.coalesce(F.col(C.DETAIL), F.lit("")).alias("d"),
-            )
-        ).alias("_best"),
+    # Hash-partitioned by user, the (user, item) aggregation needs no shuffle of its own.
+    agg = (
+        cands.repartition(C.USER_ID)
+        .groupBy(C.USER_ID, C.ITEM_ID)
+        .agg(
+            *per_source,
+            # One row per (user, item, source) in gold.candidates (budget_frame keeps one), so a
+            # plain count is the number of sources: no distinct aggregation, one shuffle fewer.
+            F.count(C.SOURCE).alias("n_sources"),
+            F.min(
+                F.struct(
+                    F.coalesce(prio[F.col(C.SOURCE)], F.lit(99)).alias("p"),
+                    F.col(C.SOURCE).alias("s"),
+                    F.coalesce(F.col(C.DETAIL), F.lit("")).alias("d"),
+                )
+            ).alias("_best"),
+        )
     )
     age = (F.unix_micros(F.lit(as_of).cast("timestamp")) - F.unix_micros("published_ts")) / 3.6e9
     items = allowed.select(C.ITEM_ID, "category", age.alias("age_hours"))
+    # A join on (user, category) would shuffle every candidate row again: the affinities travel
+    # as one category -> affinity map per user, joined on the user id alone.
+    per_user = (
+        affinity.where(F.col("category").isNotNull())
+        .groupBy(C.USER_ID)
+        .agg(F.map_from_entries(F.collect_list(F.struct("category", "affinity"))).alias("_affinity"))
+    )
     frame = (
-        agg.join(items, C.ITEM_ID)
-        .join(affinity, [C.USER_ID, "category"], "left")
-        .join(item_stats, C.ITEM_ID, "left")
+        agg.join(F.broadcast(items), C.ITEM_ID)
+        .join(F.broadcast(item_stats), C.ITEM_ID, "left")
+        .join(per_user, C.USER_ID, "left")
+        .withColumn("affinity", F.element_at("_affinity", F.col("category")))
     )
     is_fresh = F.col("age_hours").isNotNull() & (F.col("age_hours") <= fresh_window_hours)
     return frame.select(
@@ -94,16 +127,24 @@ def _with_item_columns(rows: pa.Table, index: pd.Index, items: pa.Table) -> pa.T
     return pa.Table.from_arrays(cols, names=[*rows.column_names, *names])
 
 
+def _scores(
+    scorer, ref: ScorerRef, rows: pa.Table, index: pd.Index | None, items: pa.Table | None
+) -> np.ndarray:
+    """The scorer's scores of ``rows`` (with ``items``' columns added by item id when given)."""
+    full = _with_item_columns(rows, index, items) if items is not None else rows
+    s = np.asarray(scorer.score_batch(full), dtype=float).reshape(-1)
+    if len(s) != rows.num_rows:
+        raise ValueError(f"scorer {ref.kind} returned {len(s)} scores for {rows.num_rows} rows")
+    return s
+
+
 def _score_batches(ref: ScorerRef, keep: list[str], items=None, rows_per_call: int = SCORE_ROWS):
     def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = get_scorer(ref)  # once per worker process (module-level cache)
         table = items.value if items is not None else None
         index = pd.Index(table.column(C.ITEM_ID).to_numpy()) if table is not None else None
         for rows in gathered(batches, rows_per_call):
-            full = _with_item_columns(rows, index, table) if table is not None else rows
-            s = np.asarray(scorer.score_batch(full), dtype=float).reshape(-1)
-            if len(s) != rows.num_rows:
-                raise ValueError(f"scorer {ref.kind} returned {len(s)} scores for {rows.num_rows} rows")
+            s = _scores(scorer, ref, rows, index, table)
             cols = [rows.column(c).combine_chunks() for c in keep]
             yield pa.RecordBatch.from_arrays(
                 [*cols, pa.array(np.round(s, SCORE_DECIMALS), pa.float64())], names=[*keep, C.SCORE]
@@ -128,6 +169,42 @@ def score_candidates(
     schema = StructType([frame.schema[c] for c in keep] + [StructField(C.SCORE, DoubleType())])
     shared = frame.sparkSession.sparkContext.broadcast(items) if items is not None else None
     return frame.select(*cols).mapInArrow(_score_batches(ref, keep, shared), schema)
+
+
+def score_and_rerank(
+    frame: DataFrame,
+    ref: ScorerRef,
+    params: RerankParams,
+    run_date: dt.date,
+    items: pa.Table | None = None,
+    scored: Accumulator | None = None,
+) -> DataFrame:
+    """Each user's top-N list (``OUT_DDL`` rows) from the ranking frame in one pass: batches of
+    whole users (the frame is partitioned by user, see :func:`ranking_frame`) are scored
+    (:func:`score_candidates`' scorer, inputs and ``items``) and re-ranked
+    (:func:`recpipe.scoring.rerank.rerank_frame`) in the same Python call, so the scored
+    candidates are neither shuffled again nor kept. ``scored`` (an int accumulator) counts the
+    candidates scored."""
+    keep = [c for c in RERANK_INPUTS if c != C.SCORE]
+    inputs = [c for c in ref.inputs if c in frame.columns] if ref.inputs else frame.columns
+    cols = list(dict.fromkeys([*keep, *inputs]))
+    shared = frame.sparkSession.sparkContext.broadcast(items) if items is not None else None
+    day = run_date.isoformat()
+
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        scorer = get_scorer(ref)  # once per worker process (module-level cache)
+        table = shared.value if shared is not None else None
+        index = pd.Index(table.column(C.ITEM_ID).to_numpy()) if table is not None else None
+        for rows in whole_groups_arrow(batches, C.USER_ID, SCORE_ROWS):
+            s = _scores(scorer, ref, rows, index, table)
+            if scored is not None:
+                scored.add(rows.num_rows)
+            pdf = rows.select(keep).to_pandas()
+            pdf[C.SCORE] = np.round(s, SCORE_DECIMALS)
+            out = rerank_frame(pdf, params, day)
+            yield pa.RecordBatch.from_pandas(out, schema=OUT_ARROW, preserve_index=False)
+
+    return frame.select(*cols).sortWithinPartitions(C.USER_ID).mapInArrow(fn, OUT_DDL)
 
 
 # The position the model is asked about at serving: the lists are ranked as if every candidate
@@ -174,7 +251,9 @@ def attach_model_features(
             )
         skip = {C.AS_OF_DATE, C.FEATURE_TS} | (set() if text_vectors else {B.TEXT_VEC})
         cols = [c for c in feats.columns if c not in frame.columns and c not in skip]
-        frame = frame.join(feats.select(key, *cols), key, "left")
+        side = feats.select(key, *cols)
+        # Item rows are few: broadcast, so the frame keeps its partitioning by user.
+        frame = frame.join(F.broadcast(side) if key == C.ITEM_ID else side, key, "left")
 
     # The user's context (device, country) of their latest event before the cut-off.
     cutoff = as_of or dt.datetime.combine(run_date, dt.time())

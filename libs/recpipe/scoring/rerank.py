@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from recpipe import constants as C
 from recpipe.batches import whole_groups
@@ -42,6 +43,17 @@ OUT_COLUMNS = [C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE, C.PROPENSITY, C.REASON, C.
 OUT_DDL = (
     f"{C.USER_ID} string, {C.RANK} int, {C.ITEM_ID} string, {C.SCORE} double, {C.PROPENSITY} double, "
     f"{C.REASON} string, {C.REASON_DETAIL} string"
+)
+OUT_ARROW = pa.schema(
+    [
+        (C.USER_ID, pa.string()),
+        (C.RANK, pa.int32()),
+        (C.ITEM_ID, pa.string()),
+        (C.SCORE, pa.float64()),
+        (C.PROPENSITY, pa.float64()),
+        (C.REASON, pa.string()),
+        (C.REASON_DETAIL, pa.string()),
+    ]
 )
 
 

@@ -29,23 +29,11 @@ from recpipe.config import Config
 from recpipe.events.items import read_items
 from recpipe.lake import Lake, open_lake
 from recpipe.scoring.publish import publish_recommendations
-from recpipe.scoring.rank import attach_model_features, item_vector_table, ranking_frame, score_candidates
-from recpipe.scoring.rerank import OUT_DDL, RerankParams, rerank_partitions
+from recpipe.scoring.rank import attach_model_features, item_vector_table, ranking_frame, score_and_rerank
+from recpipe.scoring.rerank import RerankParams
 from recpipe.scoring.scorers import ScorerRef, resolve_scorer
 
 log = logging.getLogger(__name__)
-
-RERANK_COLUMNS = [
-    C.USER_ID,
-    C.ITEM_ID,
-    C.SCORE,
-    "category",
-    "freshness",
-    "is_fresh",
-    "impressions",
-    C.REASON,
-    C.REASON_DETAIL,
-]
 
 
 def default_run_date(lake: Lake) -> dt.date:
@@ -54,18 +42,6 @@ def default_run_date(lake: Lake) -> dt.date:
     if row is None or row[0] is None:
         raise ValueError("silver.events is empty: nothing to recommend from")
     return row[0] + dt.timedelta(days=1)
-
-
-def rerank(scored: DataFrame, params: RerankParams, run_date: dt.date) -> DataFrame:
-    """Re-ranking of every user's candidates -> user_id, rank, item_id, score, propensity, reason,
-    reason_detail: one shuffle by user, then whole Arrow batches of users per call
-    (:func:`recpipe.scoring.rerank.rerank_partitions`), not one pandas call per user."""
-    return (
-        scored.select(*RERANK_COLUMNS)
-        .repartition(C.USER_ID)
-        .sortWithinPartitions(C.USER_ID)
-        .mapInPandas(rerank_partitions(params, run_date.isoformat()), OUT_DDL)
-    )
 
 
 def run_recommend(
@@ -110,21 +86,16 @@ def run_recommend(
         why = "given by the caller"
     log.info("ranker %s (%s), model version %s", scorer.ranker, why, scorer.version)
     frame = ranking_frame(cands, cs.allowed, cs.affinity, cs.item_stats, as_of, rc.fresh_window_hours)
-    keep = [c for c in RERANK_COLUMNS if c != C.SCORE]
     item_inputs = None
     if scorer.kind == "model":
-        # The text vectors go to the scoring kernel once (broadcast), not joined to every row.
         frame = attach_model_features(
             frame, lake, run_date, cfg.features.windows_days, as_of, text_vectors=False
         )
         item_inputs = item_vector_table(lake, run_date, cs.allowed)
-    scored = score_candidates(frame, scorer, keep, items=item_inputs).persist(StorageLevel.MEMORY_AND_DISK)
-    n_scored = scored.count()
-    timings["score_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
+    # Scored and re-ranked in one pass over batches of whole users: score_s covers both.
     rr = RerankParams.from_config(rc, params.uncertain_impressions)
-    lists = rerank(scored, rr, run_date)
+    counter = spark.sparkContext.accumulator(0)
+    lists = score_and_rerank(frame, scorer, rr, run_date, items=item_inputs, scored=counter)
     recs = lists.select(
         F.lit(run_date).cast("date").alias(C.RUN_DATE),
         C.USER_ID,
@@ -139,7 +110,8 @@ def run_recommend(
         F.lit(dt.datetime.now(dt.UTC).replace(microsecond=0)).cast("timestamp").alias(C.GENERATED_AT),
     ).persist(StorageLevel.MEMORY_AND_DISK)
     n_rows = recs.count()
-    timings["rerank_s"] = time.perf_counter() - t0
+    n_scored = counter.value
+    timings["score_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     items = read_items(lake)
@@ -182,7 +154,7 @@ def run_recommend(
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "duration_s": round(time.perf_counter() - t_start, 3),
     }
-    for df in (cands, scored, recs):
+    for df in (cands, recs):
         df.unpersist()
     cs.unpersist()
     return summary
