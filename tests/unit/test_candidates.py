@@ -369,3 +369,31 @@ def test_budget_frame_keeps_one_row_per_user_item_and_source_its_best():
         ("u", "a", "als", 0.9, "y"),
         ("u", "a", "trending", 0.1, "z"),
     ]
+
+
+def test_pandas_best_pairs_and_consumed_filter_match_their_plain_definitions():
+    """_best_pairs keeps per (user, item) the best score, ties by detail ascending;
+    _not_consumed drops exactly the consumed (user, item) pairs (same item, other user kept)."""
+    import pandas as pd
+
+    rows = pd.DataFrame(
+        [
+            ("u1", "a", "trending", 0.5, "global"),
+            ("u1", "a", "trending", 0.5, "country:DE"),
+            ("u1", "a", "trending", 0.4, "category:x"),
+            ("u1", "b", "trending", 0.1, "global"),
+            ("u2", "a", "trending", 0.2, "global"),
+            ("u2", "a", "trending", 0.3, "category:y"),
+        ],
+        columns=S.CAND_COLS,
+    )
+    best = S._best_pairs(rows)
+    assert sorted(map(tuple, best.to_numpy().tolist())) == [
+        ("u1", "a", "trending", 0.5, "country:DE"),
+        ("u1", "b", "trending", 0.1, "global"),
+        ("u2", "a", "trending", 0.3, "category:y"),
+    ]
+    done = pd.DataFrame([("u1", "a"), ("u3", "b"), ("u2", "zz")], columns=[C.USER_ID, C.ITEM_ID])
+    kept = S._not_consumed(best, done)
+    assert sorted(zip(kept[C.USER_ID], kept[C.ITEM_ID])) == [("u1", "b"), ("u2", "a")]
+    assert S._not_consumed(best, done.iloc[:0]).equals(best)
