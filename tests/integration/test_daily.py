@@ -72,6 +72,20 @@ def test_every_stage_of_every_day_ran_or_was_skipped_with_a_reason(backfill):
     ]
 
 
+def test_evaluations_report_the_calibration_of_the_current_model(backfill):
+    _cfg, _lake, first, _second, _versions, _rows = backfill
+    reports = [r.summary for r in first if r.stage == "evaluate" and r.status == "ok"]
+    assert len(reports) == 2
+    for rep in reports:
+        # the model trained on the first day scores the test split: its deciles cover every row
+        ranker = rep["ranker"]
+        cal = ranker["calibration"]
+        assert 0 <= cal["ece"] <= 1 and 0 <= cal["brier"] <= 1
+        assert sum(d["n"] for d in cal["deciles"]) == cal["n"] == ranker["test_examples"] > 0
+        observed = sum(d["n"] * d["observed_ctr"] for d in cal["deciles"]) / cal["n"]
+        assert observed == pytest.approx(ranker["test_ctr"])
+
+
 def test_the_examples_split_moves_with_the_run_date(backfill):
     _cfg, lake, _first, _second, _versions, _rows = backfill
     # the last day's window [10-03, 10-05]: train, validation, test (the configured backtest split

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -47,3 +48,18 @@ def test_exploration_notebook_runs_on_the_synthetic_lake(synthetic_lake):
     assert images(nb) >= 5
     first = "".join(o.get("text", "") for o in nb.cells[1].outputs)
     assert f"{manifest['clean_events']:,} events" in first
+
+
+def test_evaluation_notebook_shows_the_calibration_of_a_report_with_a_model(tmp_path):
+    from tests.unit.test_reports import evaluation_report
+
+    # given an evaluation report whose ranker has the model's calibration
+    path = tmp_path / "evaluation-2026-10-12.json"
+    path.write_text(json.dumps(evaluation_report()))
+    nb = execute("evaluation_report.ipynb", {"RECPIPE_REPORT": str(path)})
+    # then the calibration cell prints ECE and Brier, shows the decile table and the reliability plot
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "reliability_figure" in c.source)
+    text = "".join(o.get("text", "") for o in cell.outputs)
+    assert "ECE 0.0110 | Brier 0.0512 | 900 test rows in 10 equal-count (quantile) bins" in text
+    assert sum("text/html" in o.get("data", {}) for o in cell.outputs) == 1
+    assert sum("image/png" in o.get("data", {}) for o in cell.outputs) == 1

@@ -80,7 +80,14 @@ def test_two_ranks_train_identical_weights_export_and_register(spark, examples_l
     rep = json.loads(page.with_suffix(".json").read_text())
     assert [h["epoch"] for h in rep["history"]] == list(range(1, TWO_RANK_EPOCHS + 1))
     assert len(rep["samples_per_s_by_rank"]) == 2 and min(rep["samples_per_s_by_rank"]) > 0
-    assert rep["test_auc"] == s["test_auc"] and page.read_text().count("data:image/png;base64,") == 3
+    assert rep["test_auc"] == s["test_auc"] and page.read_text().count("data:image/png;base64,") == 4
+    # calibration of the test scores of every rank (gathered): a share, deciles covering each row
+    cal = s["calibration"]
+    assert 0 <= cal["ece"] <= 1 and 0 < cal["brier"] < 0.25
+    test_rows = lake.read("gold.training_examples").where("split = 'test'").count()
+    assert sum(d["n"] for d in cal["deciles"]) == cal["n"] == meta["metrics"]["test_rows"] == test_rows
+    assert [d["bin"] for d in cal["deciles"]] == list(range(1, 11))
+    assert meta["calibration"] == rep["calibration"] == cal
     # and the registry has it as the current model, which the scorer can load
     assert s["status"] == "current" and s["model_version"] == "m00001"
     rows = lake.read(MODEL_REGISTRY).collect()

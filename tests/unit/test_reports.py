@@ -19,6 +19,28 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 IMG = re.compile(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
 
+def calibration() -> dict:
+    """Ten deciles of a model whose observed rate is 4/5 of its prediction (ECE = mean gap 0.011)."""
+    deciles = [
+        {
+            "bin": b,
+            "n": 90,
+            "p_min": 0.01 * b - 0.004,
+            "p_max": 0.01 * b + 0.004,
+            "mean_predicted": 0.01 * b,
+            "observed_ctr": 0.008 * b,
+        }
+        for b in range(1, 11)
+    ]
+    return {
+        "binning": "10 equal-count (quantile) bins",
+        "n": 900,
+        "ece": 0.011,
+        "brier": 0.0512,
+        "deciles": deciles,
+    }
+
+
 def evaluation_report() -> dict:
     k = 10
     rows = []
@@ -47,7 +69,13 @@ def evaluation_report() -> dict:
         "k": k,
         "users_with_lists": 500,
         "users_with_clicks": 120,
-        "ranker": {"test_examples": 900, "popularity_auc": 0.62, "auc": 0.71, "logloss": 0.41},
+        "ranker": {
+            "test_examples": 900,
+            "popularity_auc": 0.62,
+            "auc": 0.71,
+            "logloss": 0.41,
+            "calibration": calibration(),
+        },
         "top_n": rows,
         "item_segments": {
             "cold_items": {"clicked_pairs": 10, f"recall@{k}": 0.1},
@@ -110,6 +138,7 @@ def train_report() -> dict:
         "popularity_auc": 0.6,
         "oracle_auc": 0.8,
         "oracle_source": "p_click_true",
+        "calibration": calibration(),
         "steps": 120,
         "epochs_run": 3,
         "samples_per_s": 9800.0,
@@ -171,20 +200,36 @@ def assert_self_contained(page: str, min_images: int) -> None:
         assert width > 200 and height > 100
 
 
+def assert_calibration_tables(page: str) -> None:
+    """The reliability plot, ECE / Brier, and the decile table with its columns in order."""
+    assert "<figcaption>Calibration</figcaption>" in page
+    assert (
+        '<td class="l">ece</td><td>0.0110</td>' in page and '<td class="l">brier</td><td>0.0512</td>' in page
+    )
+    assert (
+        '<th class="l">bin</th><th>n</th><th>p_min</th><th>p_max</th><th>mean_predicted</th>'
+        "<th>observed_ctr</th>" in page
+    )
+    assert "<td>0.0800</td>" in page  # observed rate of the top decile
+
+
 def test_evaluation_page_has_the_notebook_figures_and_the_tables():
     page = html.evaluation_page(evaluation_report())
-    # ranker AUC, top-N by policy/segment, coverage/diversity/novelty, slots per reason, expected clicks
-    assert_self_contained(page, min_images=5)
+    # ranker AUC, calibration, top-N by policy/segment, coverage/diversity/novelty, slots per reason,
+    # expected clicks
+    assert_self_contained(page, min_images=6)
     for caption in (
         "Ranker AUC",
+        "Calibration",
         "Top-N accuracy by policy and segment",
         "Coverage, diversity, novelty",
         "Slots per reason",
         "Expected clicks per list",
     ):
         assert f"<figcaption>{caption}</figcaption>" in page
-    assert page.count("<table>") >= 6
+    assert page.count("<table>") >= 8
     assert "<td>0.9000</td>" in page  # expected clicks per list of the published lists
+    assert_calibration_tables(page)
     assert '<td class="l">snips</td>' in page and "ips_ci_contains_observed" in page
     assert "<th>ndcg@10</th>" in page
 
@@ -196,20 +241,23 @@ def test_evaluation_page_says_why_a_part_was_skipped():
     rep["ranker"] = {"skipped": "gold.training_examples does not exist"}
     page = html.evaluation_page(rep)
     assert_self_contained(page, min_images=3)
+    assert "<figcaption>Calibration</figcaption>" not in page
+    assert "no model scores on the test split in this report" in page
     assert "data.source is &#x27;raw&#x27;: no true click model" in page
     assert "no logged impressions with propensities" in page
 
 
 def test_train_page_has_curves_throughput_and_baselines():
     page = html.train_page(train_report())
-    assert_self_contained(page, min_images=3)
+    assert_self_contained(page, min_images=4)
     assert "<figcaption>Training curves</figcaption>" in page
     assert "<th>val_auc</th>" in page and "oracle_auc" in page
-    # an old run without history still renders (baselines only)
+    assert_calibration_tables(page)
+    # an old run without history or calibration still renders (baselines only)
     rep = train_report()
-    del rep["history"], rep["samples_per_s_by_rank"]
+    del rep["history"], rep["samples_per_s_by_rank"], rep["calibration"]
     old = html.train_page(rep)
-    assert "no epoch history recorded" in old
+    assert "no epoch history recorded" in old and "no model scores on the test split" in old
     assert_self_contained(old, min_images=1)
 
 

@@ -18,6 +18,7 @@ from recpipe import constants as C
 from recpipe.config import Config
 from recpipe.evaluation import offline as O
 from recpipe.evaluation import ope
+from recpipe.evaluation.calibration import calibration_summary
 from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import read_items
 from recpipe.lake import Lake, Txn, open_lake
@@ -43,7 +44,8 @@ EVALUATIONS_SCHEMA = StructType(
 
 
 def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
-    """AUC / logloss of the current model and of item popularity on the examples' test split.
+    """AUC / logloss and calibration of the current model, AUC of item popularity, on the
+    examples' test split.
 
     Impressions: popularity is the item's smoothed train CTR. Click-only: the test split's
     negatives are drawn uniformly (``features.examples.click_only_examples``) and popularity is
@@ -91,7 +93,10 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
     p = model.predict(to_model_inputs(pdf, spec), batch_size=4096, verbose=0).reshape(-1)
     p = np.clip(p, 1e-7, 1 - 1e-7)
     out.update(
-        model_version=row["model_version"], auc=float(roc_auc_score(y, p)), logloss=float(log_loss(y, p))
+        model_version=row["model_version"],
+        auc=float(roc_auc_score(y, p)),
+        logloss=float(log_loss(y, p)),
+        calibration=calibration_summary(y, p),
     )
     return out
 

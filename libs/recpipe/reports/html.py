@@ -104,6 +104,20 @@ def _figures(figs: list[tuple[str, Figure]]) -> dict[str, str]:
     return {title: img(fig, title) for title, fig in figs}
 
 
+CALIBRATION_COLUMNS = ("bin", "n", "p_min", "p_max", "mean_predicted", "observed_ctr")
+
+
+def calibration_section(calibration: dict[str, Any] | None, figure: str) -> str:
+    """ECE, Brier score, the reliability plot and the per-decile table of the model's test scores
+    (``recpipe.evaluation.calibration``); a note when the report holds none."""
+    if not calibration:
+        return section("Calibration", note("no model scores on the test split in this report"))
+    facts = {k: v for k, v in calibration.items() if k != "deciles"}
+    return section(
+        "Calibration", figure, kv_table(facts), table(calibration.get("deciles") or [], CALIBRATION_COLUMNS)
+    )
+
+
 def evaluation_page(report: dict[str, Any]) -> str:
     """The evaluation report (``evaluation-<date>.json``) as a page."""
     k = int(report.get("k", 10))
@@ -128,9 +142,12 @@ def evaluation_page(report: dict[str, Any]) -> str:
     sections = [
         section(
             "Ranker",
-            note(skipped(ranker)) if skipped(ranker) else kv_table(ranker),
+            note(skipped(ranker))
+            if skipped(ranker)
+            else kv_table({k_: v for k_, v in ranker.items() if k_ != "calibration"}),
             figs.get("Ranker AUC", ""),
         ),
+        calibration_section(ranker.get("calibration"), figs.get("Calibration", "")),
         section(
             f"Top-N accuracy at k={k}: published lists vs. baselines",
             figs.get("Top-N accuracy by policy and segment", ""),
@@ -207,6 +224,7 @@ def train_page(report: dict[str, Any]) -> str:
             figs.get("Model vs. baselines", ""),
             kv_table({k: report.get(k) for k in BASELINE_KEYS if k in report}),
         ),
+        calibration_section(report.get("calibration"), figs.get("Calibration", "")),
         section("Throughput", figs.get("Throughput", "")),
         section("Epochs", table(hist)),
         section("Run", kv_table({k: report.get(k) for k in TRAIN_SUMMARY_KEYS if k in report})),

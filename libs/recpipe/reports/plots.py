@@ -50,6 +50,35 @@ def ranker_auc_figure(ranker: dict[str, Any]) -> Figure | None:
     return fig
 
 
+def reliability_figure(calibration: dict[str, Any]) -> Figure | None:
+    """Observed click rate against mean prediction per decile of the predictions, with the
+    diagonal a calibrated model lies on; None without deciles (no model scores in the report).
+
+    The axes stop just past the largest value, not at 1: CTR predictions sit near 0, where a
+    unit square would stack every decile in one corner.
+    """
+    rows = calibration.get("deciles") or []
+    if not rows:
+        return None
+    pred = [float(r["mean_predicted"]) for r in rows]
+    obs = [float(r["observed_ctr"]) for r in rows]
+    top = min(1.0, 1.05 * max(pred + obs)) or 1.0  # all zero: the unit square
+    fig = Figure(figsize=(4.8, 4.2))
+    ax = fig.subplots()
+    ax.plot([0.0, top], [0.0, top], color="grey", ls="--", label="calibrated")
+    ax.plot(pred, obs, marker="o", color="tab:blue", label="model (deciles)")
+    ax.set_xlim(0.0, top)
+    ax.set_ylim(0.0, top)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed click rate")
+    scores = f"ECE {calibration['ece']:.4f}, Brier {calibration['brier']:.4f}"
+    ax.set_title(f"reliability on the test split\n{scores}", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def top_n_figure(rows: list[dict[str, Any]], k: int) -> Figure | None:
     """NDCG / recall / hit rate / MRR at k by segment (groups) and policy (bars)."""
     if not rows:
@@ -122,6 +151,7 @@ def evaluation_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
     rows = report.get("top_n") or []
     figs = [
         ("Ranker AUC", ranker_auc_figure(report.get("ranker") or {})),
+        ("Calibration", reliability_figure((report.get("ranker") or {}).get("calibration") or {})),
         ("Top-N accuracy by policy and segment", top_n_figure(rows, int(report.get("k", 10)))),
         ("Coverage, diversity, novelty", spread_figure(rows)),
         ("Slots per reason", reasons_figure(report.get("reasons") or {})),
@@ -182,6 +212,9 @@ def train_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
         ax.set_title("test AUC: model vs. baselines", fontsize=10)
         fig.tight_layout()
         out.append(("Model vs. baselines", fig))
+    fig = reliability_figure(report.get("calibration") or {})
+    if fig is not None:
+        out.append(("Calibration", fig))
     return out
 
 
