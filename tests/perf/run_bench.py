@@ -1,6 +1,7 @@
 """`make bench`: run every benchmark module and write one JSON file per benchmark.
 
 Usage: python tests/perf/run_bench.py --out bench-results [--only ingest,features] [--quick]
+       [--ingest-sizes 1000000]
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def main() -> int:
     p.add_argument("--out", default="bench-results")
     p.add_argument("--only", help="comma-separated subset of " + ",".join(BENCHES))
     p.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
+    p.add_argument(
+        "--ingest-sizes",
+        type=lambda v: tuple(int(n) for n in v.split(",")),
+        help="comma-separated event counts for the ingest bench (default 100000,1000000; --quick 20000)",
+    )
     args = p.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -38,7 +44,9 @@ def main() -> int:
             continue
         t0 = time.perf_counter()
         try:
-            kwargs = {"sizes": (20_000,)} if args.quick and name == "ingest" else {}
+            kwargs = {}
+            if name == "ingest" and (args.ingest_sizes or args.quick):
+                kwargs["sizes"] = args.ingest_sizes or (20_000,)
             result = mod.bench(out / "work", **kwargs)
             if hasattr(mod, "bench_mind") and not args.quick:
                 result = {"synthetic": result, "mind": mod.bench_mind(out / "work-mind")}

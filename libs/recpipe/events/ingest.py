@@ -433,10 +433,12 @@ def run_ingest(
     for c in (classified_all, new):
         c.unpersist()
 
-    # 4. quality gate on the partitions this batch touched
+    # 4. quality gate on the partitions this batch touched. Not cached: each of the suite's few
+    # aggregate passes reads only the Parquet columns it needs, which costs less than building an
+    # in-memory copy of every column first (10^6 events on 2 shared cores: 5-9 s, 12-24 s cached).
     t0 = time.perf_counter()
     version = lake.version(C.SILVER_EVENTS)
-    to_check = lake.read(C.SILVER_EVENTS, version).where(F.col(C.EVENT_DATE).isin(dates)).cache()
+    to_check = lake.read(C.SILVER_EVENTS, version).where(F.col(C.EVENT_DATE).isin(dates))
     min_ts = dt.datetime.fromisoformat(cfg.ingest.min_event_ts.replace("Z", "+00:00"))
     report = quality.validate(
         to_check,
@@ -445,7 +447,6 @@ def run_ingest(
         C.SILVER_EVENTS,
         version,
     )
-    to_check.unpersist()
     quality.record(lake, report, run_id=f"ingest/{batch_id}/v{version}")
     timings["quality_gate_s"] = time.perf_counter() - t0
 
