@@ -45,18 +45,7 @@ def gathered(batches: Iterator[pa.RecordBatch], min_rows: int) -> Iterator[pa.Ta
     """Arrow batches gathered, in order, into tables of at least ``min_rows`` rows (the last
     one may hold fewer): a model predicts 65k rows in one call several times faster than in
     Spark's 10k-row batches."""
-    held: list[pa.RecordBatch] = []
-    n_held = 0
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        held.append(batch)
-        n_held += batch.num_rows
-        if n_held >= min_rows:
-            yield pa.Table.from_batches(held)
-            held, n_held = [], 0
-    if held:
-        yield pa.Table.from_batches(held)
+    return _gather(batches, min_rows, None)
 
 
 def whole_groups_arrow(
@@ -65,6 +54,10 @@ def whole_groups_arrow(
     """:func:`whole_groups` for ``mapInArrow``: Arrow batches of a partition sorted by ``key``
     gathered into tables of about ``min_rows`` rows in which no key is split (the last key's
     rows are held back until a later batch shows it ended)."""
+    return _gather(batches, min_rows, key)
+
+
+def _gather(batches: Iterator[pa.RecordBatch], min_rows: int, key: str | None) -> Iterator[pa.Table]:
     held: list[pa.RecordBatch] = []
     n_held = 0
     for batch in batches:
@@ -75,11 +68,12 @@ def whole_groups_arrow(
         if n_held < min_rows:
             continue
         table = pa.Table.from_batches(held)
-        keys = table.column(key)
-        last = keys[len(keys) - 1].as_py()
-        # Sorted by key: the last key's rows are a suffix; find where it starts.
-        same = pc.equal(keys, pa.scalar(last, keys.type)).to_numpy(zero_copy_only=False)
-        cut = len(same) - int(np.argmin(same[::-1])) if not same.all() else 0
+        cut = table.num_rows
+        if key is not None:
+            # Sorted by key: the last key's rows are a suffix; hold them back.
+            keys = table.column(key)
+            same = pc.equal(keys, keys[len(keys) - 1]).to_numpy(zero_copy_only=False)
+            cut = 0 if same.all() else len(same) - int(np.argmin(same[::-1]))
         held = table.slice(cut).to_batches()
         n_held = table.num_rows - cut
         if cut:
