@@ -414,8 +414,8 @@ def test_ranking_frame_equals_the_joins_it_replaced_and_shuffles_candidates_once
 def test_fused_kernel_lists_equal_scoring_then_reranking(spark):
     """score_and_rerank == the two-step reference (score_candidates, then one re-rank shuffle by
     user over rerank_partitions): same items, ranks, reasons, scores and exact propensities."""
-    from recpipe.scoring.rank import RERANK_INPUTS, ranking_frame, score_and_rerank, score_candidates
-    from recpipe.scoring.rerank import OUT_DDL, RerankParams, rerank_partitions
+    from recpipe.scoring.rank import ranking_frame, score_and_rerank, score_candidates
+    from recpipe.scoring.rerank import INPUT_COLUMNS, OUT_DDL, RerankParams, rerank_partitions
     from recpipe.scoring.scorers import POPULARITY
 
     cands, allowed, affinity, stats = _ranking_inputs(spark)
@@ -424,7 +424,7 @@ def test_fused_kernel_lists_equal_scoring_then_reranking(spark):
     params = RerankParams(top_n=8, max_per_category=2, explore_share=0.3, pool_size=5)
     keys = [C.USER_ID, C.RANK]
     got = score_and_rerank(frame, POPULARITY, params, RUN_DATE).toPandas().sort_values(keys)
-    scored = score_candidates(frame, POPULARITY, [c for c in RERANK_INPUTS if c != C.SCORE])
+    scored = score_candidates(frame, POPULARITY, [c for c in INPUT_COLUMNS if c != C.SCORE])
     want = (
         scored.repartition(3, C.USER_ID)
         .sortWithinPartitions(C.USER_ID)

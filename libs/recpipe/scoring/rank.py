@@ -17,25 +17,12 @@ from pyspark.sql.types import DoubleType, StructField, StructType
 
 from recpipe import constants as C
 from recpipe.batches import gathered, whole_groups_arrow
-from recpipe.scoring.rerank import OUT_ARROW, OUT_DDL, RerankParams, rerank_frame
+from recpipe.scoring.rerank import INPUT_COLUMNS, OUT_ARROW, OUT_DDL, RerankParams, rerank_frame
 from recpipe.scoring.scorers import ScorerRef, get_scorer
 
 log = logging.getLogger(__name__)
 
 SCORE_DECIMALS = 6
-
-# The columns the re-ranking reads (:func:`recpipe.scoring.rerank.rerank_frame`).
-RERANK_INPUTS = [
-    C.USER_ID,
-    C.ITEM_ID,
-    C.SCORE,
-    "category",
-    "freshness",
-    "is_fresh",
-    "impressions",
-    C.REASON,
-    C.REASON_DETAIL,
-]
 
 
 def ranking_frame(
@@ -156,7 +143,9 @@ def _score_batches(ref: ScorerRef, keep: list[str], items=None, rows_per_call: i
 def score_candidates(
     frame: DataFrame, ref: ScorerRef, keep: list[str] | None = None, items: pa.Table | None = None
 ) -> DataFrame:
-    """``keep`` (default: every column of ``frame``) plus ``score`` from the scorer ``ref``.
+    """``keep`` (default: every column of ``frame``) plus ``score`` from the scorer ``ref``: scores
+    without re-ranking (the job uses :func:`score_and_rerank`; this is the step-wise reference
+    a test keeps it equal to).
 
     Only ``keep`` and the scorer's inputs (``ref.inputs``) are sent to the Python workers, as
     Arrow batches handed to the scorer as they come (no pandas round trip of the model's list
@@ -184,8 +173,9 @@ def score_and_rerank(
     (:func:`score_candidates`' scorer, inputs and ``items``) and re-ranked
     (:func:`recpipe.scoring.rerank.rerank_frame`) in the same Python call, so the scored
     candidates are neither shuffled again nor kept. ``scored`` (an int accumulator) counts the
-    candidates scored."""
-    keep = [c for c in RERANK_INPUTS if c != C.SCORE]
+    candidates scored; read it right after the first action (a recomputed or retried task
+    adds its rows again)."""
+    keep = [c for c in INPUT_COLUMNS if c != C.SCORE]
     inputs = [c for c in ref.inputs if c in frame.columns] if ref.inputs else frame.columns
     cols = list(dict.fromkeys([*keep, *inputs]))
     shared = frame.sparkSession.sparkContext.broadcast(items) if items is not None else None

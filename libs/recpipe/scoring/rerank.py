@@ -35,15 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from recpipe import constants as C
 from recpipe.batches import whole_groups
 
-OUT_COLUMNS = [C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE, C.PROPENSITY, C.REASON, C.REASON_DETAIL]
-OUT_DDL = (
-    f"{C.USER_ID} string, {C.RANK} int, {C.ITEM_ID} string, {C.SCORE} double, {C.PROPENSITY} double, "
-    f"{C.REASON} string, {C.REASON_DETAIL} string"
-)
+# The rows a re-ranking returns: one schema, the Spark and pandas forms derived from it.
 OUT_ARROW = pa.schema(
     [
         (C.USER_ID, pa.string()),
@@ -55,6 +52,21 @@ OUT_ARROW = pa.schema(
         (C.REASON_DETAIL, pa.string()),
     ]
 )
+OUT_COLUMNS = OUT_ARROW.names
+OUT_DDL = from_arrow_schema(OUT_ARROW)
+_OUT_DTYPES = {f.name: f.type.to_pandas_dtype() for f in OUT_ARROW}
+# The columns the re-ranking reads (:func:`rerank_user`, :func:`rerank_frame`).
+INPUT_COLUMNS = [
+    C.USER_ID,
+    C.ITEM_ID,
+    C.SCORE,
+    "category",
+    "freshness",
+    "is_fresh",
+    "impressions",
+    C.REASON,
+    C.REASON_DETAIL,
+]
 
 
 @dataclass(frozen=True)
@@ -195,21 +207,12 @@ def rerank_frame(pdf: pd.DataFrame, params: RerankParams, run_date: str) -> pd.D
     return pd.DataFrame(out).astype(_OUT_DTYPES)
 
 
-_OUT_DTYPES = {
-    C.USER_ID: "object",
-    C.RANK: "int32",
-    C.ITEM_ID: "object",
-    C.SCORE: "float64",
-    C.PROPENSITY: "float64",
-    C.REASON: "object",
-    C.REASON_DETAIL: "object",
-}
-
-
 def rerank_partitions(params: RerankParams, run_date: str):
     """A ``mapInPandas`` function over partitions sorted by user (every user's rows in one
     partition, contiguous): re-ranks whole Arrow batches with :func:`rerank_frame`, carrying a
-    user whose rows continue into the next batch."""
+    user whose rows continue into the next batch. The job scores and re-ranks in one pass
+    (``scoring.rank.score_and_rerank``); this re-rank alone is the step-wise reference a test
+    keeps it equal to."""
 
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in whole_groups(batches, C.USER_ID):
