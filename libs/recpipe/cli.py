@@ -133,8 +133,72 @@ def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     return _run_stage(args, "ingest", input=args.input, batch_id=args.batch_id)
 
 
+def cmd_stream(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.events.stream import run_stream
+
+    cfg = _load(args)
+    spark = _session(cfg, "stream")
+    return run_stream(cfg, spark, args.input, once=args.once, max_batches=args.max_batches)
+
+
 def cmd_features(args: argparse.Namespace) -> dict[str, Any]:
     return _run_stage(args, "features")
+
+
+def _timestamp(text: str) -> dt.datetime:
+    from recpipe.config import parse_ts
+
+    try:
+        return parse_ts(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid timestamp {text!r}: expected ISO 8601, e.g. 2026-10-14T00:00:00Z"
+        ) from None
+
+
+def cmd_segments(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.features.segments import build_segments
+    from recpipe.lake import open_lake
+
+    cfg = _load(args)
+    spark = _session(cfg, "segments")
+    out = build_segments(cfg, spark, open_lake(cfg, spark), as_of=args.as_of, force=args.force)
+    if not args.json:
+        width = max([len(n) for n in out["segments"]] + [7])
+        print(f"{'segment':<{width}}  {'kind':<7}  {'users':>8}  label", file=sys.stderr)
+        for name, s in out["segments"].items():
+            print(f"{name:<{width}}  {s['kind']:<7}  {s['users']:>8}  {s['label']}", file=sys.stderr)
+        if out["clusters_skipped"]:
+            print(f"clusters skipped: {out['clusters_skipped']}", file=sys.stderr)
+    return out
+
+
+def _segments_description() -> str:
+    from recpipe.features.segment_rules import FIELDS
+
+    fields = "\n".join(f"  {name:<22} {meaning}" for name, meaning in FIELDS.items())
+    return f"""Rebuild gold.user_segments from gold.user_profiles (written by `recpipe stream`): one row per
+user and segment (user_id, segment, kind rule|cluster, label, as_of, run_id); the whole table is
+replaced. Prints each segment's size on stderr and one JSON line.
+
+rules (segments.rules: name -> rule): FIELD OP NUMBER clauses joined with `and`;
+OP is one of >= > <= < == !=. Fields:
+{fields}
+  Keys are matched as stored; quote a key with other characters than letters, digits, _ - &:
+  interest."food & drink" >= 0.2. Example:
+    segments:
+      rules:
+        sports_fans: "interest.sports >= 0.3"
+        dormant: "days_since_last_seen > 14"
+        heavy_readers: "events.read >= 20 and days_since_last_seen <= 7"
+
+clusters (segments.clusters > 0): KMeans (segments.seed) on each user's interest shares over the
+segments.cluster_categories largest categories; cluster_0 is the largest, labelled by its top
+categories (sports+tech). Users without interests get no cluster; a source without categories
+gets none (clusters_skipped says why). A user can be in several rule segments and one cluster.
+
+An empty result never replaces stored segments while profiles exist (unless --force).
+"""
 
 
 def cmd_examples(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,6 +270,36 @@ example (a click log CSV: session,user,article,time_ms):
 """
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _stream_description() -> str:
+    return """Spark Structured Streaming over the landing folder: each micro-batch's new files are
+ingested exactly as `recpipe ingest` ingests a batch (same parsing, quarantine reasons, pseudonyms,
+dedupe against stored events, quality gate, ops.runs row), then gold.user_profiles is merged from
+the events the micro-batch stored (stream.update_profiles).
+
+  recpipe stream --once                 every file not ingested yet, then stop (a scheduled catch-up)
+  recpipe stream                        a micro-batch every stream.trigger_seconds until SIGTERM
+  recpipe stream --max-batches 3        ... stop after 3 micro-batches that had files
+
+The checkpoint (stream.checkpoint_dir, default <lake.root>/_checkpoints/stream/<stream.name>)
+remembers which files were ingested; a killed stream restarted with the same checkpoint replays
+its unfinished micro-batch with the same files and batch id, so nothing is lost or stored twice.
+Land files atomically (write them as .name or _name, then rename): names starting with . or _ are
+skipped, and a file is read once, when it is first seen. items.jsonl at the folder's root is
+upserted with the first micro-batch after it changed. Ends with one JSON line: the counts of
+`recpipe ingest` summed over the run's micro-batches, and each micro-batch's under "batches".
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recpipe",
@@ -253,6 +347,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser(
+        "stream",
+        help="Structured Streaming ingest of the landing folder (+ gold.user_profiles), --once to catch up",
+        description=_stream_description(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument(
+        "--input",
+        help="the landing folder: events/**/<file>.<ext> (or event files directly) and optionally "
+        "items.jsonl (default: data.raw_dir of the config)",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="ingest every file not ingested yet, then stop (trigger availableNow): scheduled catch-up",
+    )
+    p.add_argument(
+        "--max-batches",
+        type=_positive_int,
+        metavar="N",
+        help="continuous mode: stop after N micro-batches that had files (default: run until SIGTERM/Ctrl-C)",
+    )
+    p.set_defaults(func=cmd_stream)
+
+    p = sub.add_parser(
         "features", help="silver tables -> gold.item_features, gold.user_features as of --date"
     )
     _common(p)
@@ -279,6 +398,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _force(p, "the range's example and feature partitions (lake.max_drop_share)")
     p.set_defaults(func=cmd_examples)
+
+    p = sub.add_parser(
+        "segments",
+        help="rule and KMeans segments of gold.user_profiles -> gold.user_segments; prints their sizes",
+        description=_segments_description(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument(
+        "--as-of",
+        type=_timestamp,
+        metavar="TS",
+        help="the time days_since_last_seen and interest_weight are measured at, ISO 8601 "
+        "(naive = UTC; default: the latest last_seen in gold.user_profiles)",
+    )
+    p.add_argument("--force", action="store_true", help="write an empty result over stored segments")
+    p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
+    p.set_defaults(func=cmd_segments)
 
     p = sub.add_parser("tables", help="list the lake's tables with version, rows and last operation")
     _common(p)

@@ -366,6 +366,54 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class StreamConfig:
+    """`recpipe stream`: Structured Streaming over the landing folder (owned by recpipe.events.stream)."""
+
+    # Structured Streaming checkpoint ("" = <lake.root>/_checkpoints/stream/<name>).
+    checkpoint_dir: str = ""
+    # One query per name: its checkpoint and the idempotency tokens of its micro-batches.
+    name: str = "landing"
+    # Continuous mode: a micro-batch every this many seconds (--once: all files now, then stop).
+    trigger_seconds: int = checked(60, ge=1)
+    # At most this many new files per micro-batch (0 = every new file in one micro-batch).
+    max_files_per_trigger: int = checked(0, ge=0)
+    # Update gold.user_profiles from each micro-batch's accepted events.
+    update_profiles: bool = True
+
+
+@dataclass(frozen=True)
+class ProfilesConfig:
+    """gold.user_profiles: decayed interests per user (owned by recpipe.features.profiles)."""
+
+    # An event's weight halves every this many hours.
+    half_life_hours: float = checked(168.0, gt=0)
+    # The user's last this-many distinct positively-used items.
+    recent_items: int = checked(20, ge=1)
+
+
+@dataclass(frozen=True)
+class SegmentsConfig:
+    """gold.user_segments (owned by recpipe.features.segments)."""
+
+    # name -> rule over a user's profile, e.g. "interest.sports >= 0.3", "days_since_last_seen > 14"
+    # (README, "Segments" lists the fields); rules joined with `and`.
+    rules: dict[str, str] = field(default_factory=dict)
+    # KMeans clusters on the users' interest shares (0 = none), labelled by their top categories.
+    clusters: int = checked(0, ge=0)
+    # The clusters' vectors: the shares of at most this many categories (the largest overall).
+    cluster_categories: int = checked(50, ge=1)
+    seed: int = 5
+
+    def __post_init__(self) -> None:
+        from recpipe.features.segment_rules import RuleError, parse_rules
+
+        try:
+            parse_rules(self.rules)  # a bad rule fails at load, naming its key and token
+        except RuleError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+@dataclass(frozen=True)
 class Config:
     mode: Literal["local", "cluster"]
     lake: LakeConfig
@@ -381,6 +429,9 @@ class Config:
     candidates: CandidatesConfig = field(default_factory=CandidatesConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
+    segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     source_file: str = "<dict>"
 
     def artifacts_dir(self, kind: str) -> str:
@@ -487,7 +538,10 @@ def _build(cls: type, data: dict, prefix: str, file: str) -> Any:
                 else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
             )
             _check_value(value, checks, key, file)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # a __post_init__ check names the key; add the file
+        raise ConfigError(f"{file}: {exc}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -27,6 +27,9 @@ OPS_DATA_QUALITY = "ops.data_quality"
 GOLD_ITEM_FEATURES = "gold.item_features"
 GOLD_USER_FEATURES = "gold.user_features"
 GOLD_TRAINING_EXAMPLES = "gold.training_examples"
+# Near-real-time (recpipe stream): decayed interests per user, and the segments read from them.
+GOLD_USER_PROFILES = "gold.user_profiles"
+GOLD_USER_SEGMENTS = "gold.user_segments"
 
 # -- columns ------------------------------------------------------------------------------------
 EVENT_ID = "event_id"

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-BENCHES = ["ingest", "features", "train", "recommend"]
+BENCHES = ["ingest", "features", "train", "recommend", "stream"]
 
 
 def main() -> int:
@@ -47,6 +47,8 @@ def main() -> int:
             kwargs = {}
             if name == "ingest" and (args.ingest_sizes or args.quick):
                 kwargs["sizes"] = args.ingest_sizes or (20_000,)
+            if name == "stream" and args.quick:
+                kwargs.update(events=20_000, files=4, trigger_seconds=10, land_every=3.0)
             result = mod.bench(out / "work", **kwargs)
             if hasattr(mod, "bench_mind") and not args.quick:
                 result = {"synthetic": result, "mind": mod.bench_mind(out / "work-mind")}

@@ -12,7 +12,17 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
-JOB_STAGES = ["ingest", "features", "examples", "train", "recommend", "evaluate", "generate", "run"]
+JOB_STAGES = [
+    "ingest",
+    "features",
+    "examples",
+    "train",
+    "recommend",
+    "evaluate",
+    "generate",
+    "run",
+    "segments",
+]
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,7 @@ import pytest
 from recpipe import constants as C
 from recpipe.stages.base import BACKTEST, DAILY, StageContext, parse_run_date
 from recpipe.stages.contract import fingerprint, producers
-from recpipe.stages.daily import STAGE_NAMES, STAGES, daily_split, get
+from recpipe.stages.daily import EXTERNAL_INPUTS, STAGE_NAMES, STAGES, daily_split, get
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.unit
@@ -39,7 +39,9 @@ def test_the_daily_order_and_where_each_input_comes_from():
     assert rec[C.GOLD_USER_FEATURES] == "examples" and rec[C.MODEL_REGISTRY] == "train"
     assert producers(get("evaluate"), STAGES)[C.GOLD_RECOMMENDATIONS] == "recommend"
     for stage in STAGES:  # every input of a stage after ingest has a producer earlier in the day
-        assert set(producers(stage, STAGES)) == set(stage.inputs), stage.name
+        assert set(producers(stage, STAGES)) == set(stage.inputs) - EXTERNAL_INPUTS, stage.name
+    # ... but the stream's profiles, which recommend reads when they exist
+    assert EXTERNAL_INPUTS == {C.GOLD_USER_PROFILES} and C.GOLD_USER_PROFILES in get("recommend").inputs
 
 
 def test_date_plans_relative_to_the_run_date():

@@ -23,6 +23,7 @@ from recpipe.candidates.als import fit_and_save
 from recpipe.config import CandidatesConfig, Config
 from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import has_text, read_items
+from recpipe.features import profiles as P
 from recpipe.lake import CommitResult, Lake
 
 log = logging.getLogger(__name__)
@@ -60,16 +61,33 @@ def as_of_time(run_date: dt.date) -> dt.datetime:
 def item_vectors(cfg: Config, lake: Lake, items: DataFrame, run_date: dt.date) -> tuple[DataFrame, str]:
     """Unit text vectors: ``gold.item_features``' text vector when the table has one (latest
     ``as_of_date`` <= run date per item), else TF-IDF of silver.items computed here."""
-    if lake.exists(C.GOLD_ITEM_FEATURES):
-        names = lake.schema(C.GOLD_ITEM_FEATURES).fieldNames()
-        column = next((c for c in C.TEXT_VECTOR_COLUMNS if c in names), None)
-        if column is not None:
-            feats = lake.read(C.GOLD_ITEM_FEATURES)
-            if C.AS_OF_DATE in names:
-                feats = feats.where(F.col(C.AS_OF_DATE) <= F.lit(run_date))
-                feats = S.top_k(feats, [C.ITEM_ID], [F.desc(C.AS_OF_DATE)], 1)
-            return S.feature_table_vectors(feats, column), f"{C.GOLD_ITEM_FEATURES}.{column}"
+    stored = P.stored_item_vectors(lake, run_date)
+    if stored is not None:
+        return stored
     return S.tfidf_vectors(items, cfg.features.text_features), "tfidf(silver.items)"
+
+
+def with_fresh_profiles(
+    lake: Lake, as_of: dt.datetime, users: DataFrame, affinity: DataFrame, consumed: DataFrame
+) -> tuple[DataFrame, DataFrame]:
+    """``affinity`` and ``consumed`` pairs, where ``users`` whose ``gold.user_profiles`` row was
+    last seen on the run date (at or after ``as_of``, streamed after the history's cut-off) have
+    their category affinity from the profile's interest shares (``basis`` "profile", named in
+    the candidates' detail) and the items they used since ``as_of`` counted as consumed. Other
+    users keep their history's rows; without the table both come back unchanged."""
+    if not lake.exists(C.GOLD_USER_PROFILES):
+        return affinity, consumed
+    until = as_of + dt.timedelta(days=1)
+    fresh = P.fresh_profiles(lake.read(C.GOLD_USER_PROFILES), as_of, until)
+    fresh = fresh.join(users.select(C.USER_ID), C.USER_ID, "left_semi")
+    from_profile = P.profile_affinity(fresh, as_of)
+    # Users whose profile has no category interests (no catalog) keep their history's affinity.
+    replaced = from_profile.select(C.USER_ID).distinct()
+    kept = affinity.join(replaced, C.USER_ID, "left_anti").withColumn(
+        S.AFFINITY_BASIS, F.lit(None).cast("string")
+    )
+    used = P.items_used_since(fresh, as_of)
+    return kept.unionByName(from_profile), consumed.unionByName(used).distinct()
 
 
 def build_candidates(
@@ -126,7 +144,9 @@ def build_candidates(
     target = keep(target)
     target_ids = target.select(C.USER_ID)
 
-    affinity = keep(S.category_affinity(inter.join(target_ids, C.USER_ID, "left_semi"), items, as_of))
+    affinity = S.category_affinity(inter.join(target_ids, C.USER_ID, "left_semi"), items, as_of)
+    affinity, consumed = with_fresh_profiles(lake, as_of, target_ids, affinity, S.consumed(events))
+    affinity = keep(affinity)
     recent = keep(
         S.recent_items(inter.join(target_ids, C.USER_ID, "left_semi"), as_of, cfg.features.last_k_items)
     )
@@ -224,7 +244,7 @@ def build_candidates(
     cands = S.filter_and_budget(
         union,
         allowed,
-        S.consumed(events),
+        consumed,
         budget,
         p.shares,
         users=target.select(C.USER_ID, C.COUNTRY),

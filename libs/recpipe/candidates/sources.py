@@ -35,6 +35,10 @@ CAND_COLS = [C.USER_ID, C.ITEM_ID, C.SOURCE, C.SOURCE_SCORE, C.DETAIL]
 LN2 = math.log(2.0)
 # Source scores are rounded so reruns on the same inputs give bit-identical candidates.
 SCORE_DECIMALS = 6
+# Optional column of an affinity frame: where the user's affinities come from (null: the history
+# before as_of; "profile": gold.user_profiles), named in its candidates' detail ("category:tech
+# (profile)").
+AFFINITY_BASIS = "basis"
 
 
 def _ts(as_of: dt.datetime) -> Column:
@@ -44,6 +48,14 @@ def _ts(as_of: dt.datetime) -> Column:
 def _age_hours(col: str | Column, as_of: dt.datetime) -> Column:
     c = F.col(col) if isinstance(col, str) else col
     return (F.unix_micros(_ts(as_of)) - F.unix_micros(c)) / 3.6e9
+
+
+def _basis_suffix(affinity: DataFrame) -> Column:
+    """`` (<basis>)`` for affinities with a :data:`AFFINITY_BASIS`, else empty."""
+    if AFFINITY_BASIS not in affinity.columns:
+        return F.lit("")
+    basis = F.col(AFFINITY_BASIS)
+    return F.when(basis.isNull(), F.lit("")).otherwise(F.concat(F.lit(" ("), basis, F.lit(")")))
 
 
 def _cand(df: DataFrame, source: str, score: Column, detail: Column) -> DataFrame:
@@ -185,7 +197,8 @@ def trending_candidates(
 ) -> DataFrame:
     """Trending items for every user: global, their country's, and their top categories'.
 
-    ``users`` is (user_id, country); ``affinity`` is :func:`category_affinity`.
+    ``users`` is (user_id, country); ``affinity`` is :func:`category_affinity` (with an
+    optional :data:`AFFINITY_BASIS` column, named in the detail).
 
     The plain Spark reference of the batch kernel (:func:`filter_and_budget`), which the
     job runs; tests keep the two equal.
@@ -206,7 +219,7 @@ def trending_candidates(
         affinity.join(category_trend, "category"),
         C.REASON_TRENDING,
         F.col("score") * F.col("affinity"),
-        F.concat(F.lit("category:"), F.col("category")),
+        F.concat(F.lit("category:"), F.col("category"), _basis_suffix(affinity)),
     )
     return best_per_pair(g.unionByName(c).unionByName(cat))
 
@@ -543,7 +556,7 @@ def fresh_candidates(
         affinity.join(fresh, "category"),
         C.REASON_FRESH,
         F.col("recency") * (0.5 + F.col("affinity")),
-        F.concat(F.lit("new in "), F.col("category")),
+        F.concat(F.lit("new in "), F.col("category"), _basis_suffix(affinity)),
     )
     best = best_per_pair(g.unionByName(cat))
     return top_k(best, [C.USER_ID], [F.desc(C.SOURCE_SCORE), F.asc(C.ITEM_ID)], k)
@@ -714,9 +727,17 @@ def _not_consumed(rows: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
     return rows[~np.isin(pair[:n], pair[n:])]
 
 
+def _basis_text(affinity: pd.DataFrame) -> pd.Series | str:
+    """:func:`_basis_suffix` of a pandas affinity frame."""
+    if AFFINITY_BASIS not in affinity.columns:
+        return ""
+    basis = affinity[AFFINITY_BASIS]
+    return pd.Series(np.where(basis.isna(), "", " (" + basis.astype(str) + ")"), index=affinity.index)
+
+
 def trending_frame(users: pd.DataFrame, affinity: pd.DataFrame, lists: ItemLists) -> pd.DataFrame:
     """:func:`trending_candidates` for a batch of users: ``users`` (user_id, country),
-    ``affinity`` (user_id, category, affinity)."""
+    ``affinity`` (user_id, category, affinity[, basis])."""
     g = users[[C.USER_ID]].merge(lists.global_trend, how="cross")
     c = users.dropna(subset=[C.COUNTRY]).merge(lists.country_trend, on=C.COUNTRY)
     cat = affinity.dropna(subset=["category"]).merge(lists.category_trend, on="category")
@@ -724,7 +745,10 @@ def trending_frame(users: pd.DataFrame, affinity: pd.DataFrame, lists: ItemLists
         _cand_frame(g, C.REASON_TRENDING, g["score"] * 0.8, "global"),
         _cand_frame(c, C.REASON_TRENDING, c["score"], "country:" + c[C.COUNTRY].astype(str)),
         _cand_frame(
-            cat, C.REASON_TRENDING, cat["score"] * cat["affinity"], "category:" + cat["category"].astype(str)
+            cat,
+            C.REASON_TRENDING,
+            cat["score"] * cat["affinity"],
+            "category:" + cat["category"].astype(str) + _basis_text(cat),
         ),
     ]
     return _best_pairs(pd.concat(parts, ignore_index=True))
@@ -740,7 +764,7 @@ def fresh_frame(users: pd.DataFrame, affinity: pd.DataFrame, lists: ItemLists) -
             cat,
             C.REASON_FRESH,
             cat["recency"] * (0.5 + cat["affinity"]),
-            "new in " + cat["category"].astype(str),
+            "new in " + cat["category"].astype(str) + _basis_text(cat),
         ),
     ]
     best = _best_pairs(pd.concat(parts, ignore_index=True))
@@ -767,7 +791,7 @@ def filter_and_budget(
 
     With ``lists``, ``users`` (user_id, country: every user of ``cands`` and the users without
     candidates who still get lists; only their consumed pairs are read) and ``affinity``
-    (user_id, category, affinity),
+    (user_id, category, affinity[, basis]),
     each batch also generates its users' trending and fresh candidates from the item lists
     (:func:`trending_frame`, :func:`fresh_candidates`' :func:`fresh_frame`): the same rows as
     those Spark sources, without ~200 rows per user crossing a shuffle.
@@ -788,10 +812,11 @@ def filter_and_budget(
                 F.col(C.COUNTRY).cast("string").alias(C.DETAIL),
             )
         )
+        basis = F.col(AFFINITY_BASIS) if AFFINITY_BASIS in affinity.columns else F.lit(None)
         parts.append(
             affinity.select(
                 C.USER_ID,
-                F.lit(None).cast("string").alias(C.ITEM_ID),
+                basis.cast("string").alias(C.ITEM_ID),  # a marker row's item id: the basis
                 F.lit(affinity_mark).alias(C.SOURCE),
                 F.col("affinity").cast("double").alias(C.SOURCE_SCORE),
                 F.col("category").cast("string").alias(C.DETAIL),
@@ -819,8 +844,12 @@ def filter_and_budget(
             if lists is not None:
                 u = pdf.loc[(src == user_mark).to_numpy(), [C.USER_ID, C.DETAIL]]
                 u = u.rename(columns={C.DETAIL: C.COUNTRY}).drop_duplicates(C.USER_ID)
-                a = pdf.loc[(src == affinity_mark).to_numpy(), [C.USER_ID, C.DETAIL, C.SOURCE_SCORE]]
-                a = a.rename(columns={C.DETAIL: "category", C.SOURCE_SCORE: "affinity"})
+                a = pdf.loc[
+                    (src == affinity_mark).to_numpy(), [C.USER_ID, C.DETAIL, C.SOURCE_SCORE, C.ITEM_ID]
+                ]
+                a = a.rename(
+                    columns={C.DETAIL: "category", C.SOURCE_SCORE: "affinity", C.ITEM_ID: AFFINITY_BASIS}
+                )
                 rows = pd.concat(
                     [rows, trending_frame(u, a, lists), fresh_frame(u, a, lists)], ignore_index=True
                 )

@@ -280,19 +280,47 @@ def run_ingest(
 ) -> dict[str, Any]:
     """Ingest one batch; returns the reconciliation summary (also stored in ``ops.runs``)."""
     t_start = time.perf_counter()
-    started = dt.datetime.now(dt.UTC)
     input_dir = input_dir or cfg.data.raw_dir
     lake = lake or open_lake(cfg, spark)
     batch = scan_input(input_dir, cfg.ingest.format, date)
     if not batch.files:
         raise no_event_files_error(input_dir, cfg.ingest.format, date, batch)
     batch_id = batch_id or default_batch_id(input_dir, batch.files)
+    check_batch_files(cfg, spark, batch, batch_id, input_dir, date)
+    return ingest_batch(cfg, spark, lake, input_dir, batch, batch_id, date, t_start=t_start)
+
+
+def check_batch_files(
+    cfg: Config, spark: SparkSession, batch: BatchFiles, batch_id: str, input_dir: str, date: dt.date | None
+) -> None:
+    """Stop before anything is written when the batch has files ingest does not read (with
+    ``ingest.unknown_files: fail``), or when no event file is left (CSV: corrupt gzips set aside)."""
     check_not_read(cfg.ingest, batch_id, batch.not_read)
     if cfg.ingest.format == "csv":
         _set_aside(batch, probe_gzip_files(spark, cfg, batch.files))
         check_not_read(cfg.ingest, batch_id, batch.not_read)
-        if not batch.files:
-            raise no_event_files_error(input_dir, cfg.ingest.format, date, batch)
+    if not batch.files:
+        raise no_event_files_error(input_dir, cfg.ingest.format, date, batch)
+
+
+def ingest_batch(
+    cfg: Config,
+    spark: SparkSession,
+    lake: Lake,
+    input_dir: str,
+    batch: BatchFiles,
+    batch_id: str,
+    date: dt.date | None = None,
+    catalog: bool = True,
+    extra: dict[str, Any] | None = None,
+    t_start: float | None = None,
+) -> dict[str, Any]:
+    """Ingest the event files ``batch.files`` as batch ``batch_id`` (every commit carries the
+    batch's token: a rerun with the same id and files writes nothing twice); ``input_dir`` names
+    the landing folder (its ``items.jsonl`` is upserted when ``catalog``). ``extra`` is added to
+    the summary (the stream's micro-batch). Returns the summary, also stored in ``ops.runs``."""
+    t_start = time.perf_counter() if t_start is None else t_start
+    started = dt.datetime.now(dt.UTC)
     files = batch.files
     run_id = f"ingest-{batch_id}-{uuid.uuid4().hex[:8]}"
     key = cfg.pseudonym_key()
@@ -425,7 +453,7 @@ def run_ingest(
         )
         duplicates += accepted - sc.rows_written
         accepted = sc.rows_written
-    items_summary = _ingest_items(spark, lake, input_dir, batch_id, started, txn)
+    items_summary = _ingest_items(spark, lake, input_dir, batch_id, started, txn) if catalog else None
     if items_summary is not None:
         commits[C.SILVER_ITEMS] = items_summary.pop("_commit")
     timings["write_commit_s"] = time.perf_counter() - t0
@@ -461,6 +489,7 @@ def run_ingest(
         "quarantined": sum(quarantined.values()),
         "quarantined_by_reason": dict(sorted(quarantined.items())),
         "late_events": late,
+        "event_dates": sorted(d.isoformat() for d in dates),
         "files": len(files),
         "files_not_read": batch.not_read,
         "items": items_summary,
@@ -469,6 +498,7 @@ def run_ingest(
         "quality": report.summary(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "duration_s": round(time.perf_counter() - t_start, 3),
+        **(extra or {}),
     }
     _record_run(lake, summary, started, status="ok" if report.success else "quality_failed")
     by_file = records_by_file(input_dir, by_file_reason, new_by_file, cfg.ingest.format == "jsonl")

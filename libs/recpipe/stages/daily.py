@@ -276,9 +276,16 @@ class Train(Stage):
         )
 
 
+# Inputs no stage of the daily plan writes: `recpipe stream` keeps them up to date, when it runs
+# (read at their latest version, absent when it never ran).
+EXTERNAL_INPUTS = frozenset({C.GOLD_USER_PROFILES})
+
+
 class Recommend(Stage):
     name = "recommend"
-    inputs = (*SILVER, *FEATURES, C.MODEL_REGISTRY)
+    # gold.user_profiles (written by `recpipe stream`, when it runs): a profile updated since the
+    # last attempt changes the lists of users active after the run's cut-off, so it is an input.
+    inputs = (*SILVER, *FEATURES, C.MODEL_REGISTRY, C.GOLD_USER_PROFILES)
     outputs = (C.GOLD_CANDIDATES, C.GOLD_ALS_FACTORS, C.GOLD_RECOMMENDATIONS)
     config_keys = ("recommend", "candidates", "features", "data")
     count_keys = ("users", "lists", "slots")
