@@ -132,8 +132,14 @@ def test_dag_arguments_parse_with_the_run_date_and_overrides():
 def test_kubernetes_arguments_parse_and_pass_a_run_date():
     _defaults, stages, _ns = dag_source()
     lists = k8s_argument_lists(stages)
-    assert {name.split(" ")[0] for name, _ in lists} == {"recpipe-daily.yaml", "recpipe-stage.yaml"}
+    files = {"recpipe-daily.yaml", "recpipe-stage.yaml", "recpipe-stream.yaml"}
+    assert {name.split(" ")[0] for name, _ in lists} == files
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    # the continuous stream has no run date: continuous mode (no --once), the cluster config
+    (stream,) = [args for source, args in lists if source.startswith("recpipe-stream")]
+    ns = parse("recpipe-stream.yaml", stream)
+    assert ns.command == "stream" and not ns.once and ns.conf == "/opt/recpipe/conf/cluster.yaml"
+    lists = [(source, args) for source, args in lists if not source.startswith("recpipe-stream")]
     for source, args in lists:
         ns = parse(source, args)
         # the scheduled run has no templating: `--date yesterday` (UTC) resolved by recpipe
