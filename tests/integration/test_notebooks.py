@@ -50,6 +50,41 @@ def test_exploration_notebook_runs_on_the_synthetic_lake(synthetic_lake):
     assert f"{manifest['clean_events']:,} events" in first
 
 
+def test_exploration_notebook_plots_the_segments_of_profiles(spark, synthetic_lake, tmp_path):
+    import dataclasses
+    import datetime as dt
+    import shutil
+
+    from recpipe import constants as C
+    from recpipe.config import SegmentsConfig
+    from recpipe.features.profiles import profiles_as_of
+    from recpipe.features.segments import build_segments
+    from recpipe.lake import open_lake
+
+    cfg, _lake, _raw, _manifest = synthetic_lake
+    # given a copy of the shared lake with profiles (as the stream leaves them) and segments
+    root = tmp_path / "lake"
+    shutil.copytree(cfg.lake.root, root, ignore=shutil.ignore_patterns("_artifacts"))
+    cfg = dataclasses.replace(
+        cfg,
+        lake=dataclasses.replace(cfg.lake, root=str(root)),
+        segments=SegmentsConfig(rules={"active": "events_total >= 1"}, clusters=3),
+    )
+    lake = open_lake(cfg, spark)
+    lake.overwrite(
+        C.GOLD_USER_PROFILES, profiles_as_of(cfg, spark, lake, dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+    )
+    summary = build_segments(cfg, spark, lake)
+    # then the notebook's segments cell draws one bar per segment and lists the sizes
+    nb = execute("exploration.ipynb", {"RECPIPE_LAKE": str(root)})
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "user_segments" in c.source)
+    assert sum("image/png" in o.get("data", {}) for o in cell.outputs) == 1
+    table = "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+    for name, seg in summary["segments"].items():
+        assert name in table and str(seg["users"]) in table, (name, table)
+    assert summary["segments"]["active"]["users"] == lake.row_count(C.GOLD_USER_PROFILES)
+
+
 def test_evaluation_notebook_shows_the_calibration_of_a_report_with_a_model(tmp_path):
     from tests.unit.test_reports import evaluation_report
 
