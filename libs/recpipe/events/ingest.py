@@ -76,6 +76,19 @@ def _format_of(name: str) -> str | None:
     return next((f for f, exts in FORMAT_EXTENSIONS.items() if lower.endswith(exts)), None)
 
 
+def not_read_reason(name: str, size: int | None, fmt: str, unit: str) -> str | None:
+    """Why ingest of ``fmt`` does not read a file of this name and size (None: it does);
+    ``unit`` names what is ingested ("batch", "stream") in the reason."""
+    kind = _format_of(name)
+    if not size:
+        return "empty file"
+    if kind == fmt:
+        return None
+    if kind is not None:
+        return f"a {kind} file: read with ingest.format={kind} (this {unit}: {fmt})"
+    return f"unknown extension: ingest.format={fmt} reads {', '.join(FORMAT_EXTENSIONS[fmt])}"
+
+
 def scan_input(input_dir: str, fmt: str, date: dt.date | None = None) -> BatchFiles:
     """Every file of a batch folder, sorted: the event files of ``fmt`` and the files not read.
 
@@ -95,7 +108,6 @@ def scan_input(input_dir: str, fmt: str, date: dt.date | None = None) -> BatchFi
         root = f"{root}/{date.isoformat()}"
     scope = root if date is not None else base
     prefix = "" if "://" not in input_dir else input_dir.split("://", 1)[0] + "://"
-    exts = ", ".join(FORMAT_EXTENSIONS[fmt])
     out = BatchFiles([])
     for i in fs.get_file_info(pafs.FileSelector(scope, recursive=True, allow_not_found=True)):
         rel = i.path[len(scope) :].lstrip("/")
@@ -103,17 +115,14 @@ def scan_input(input_dir: str, fmt: str, date: dt.date | None = None) -> BatchFi
             continue
         if date is None and rel in KNOWN_ROOT_FILES:
             continue
-        path, kind = prefix + i.path, _format_of(i.base_name)
-        if i.size == 0:
-            out.not_read[path] = "empty file"
-        elif kind == fmt and i.path.startswith(root + "/"):
+        path = prefix + i.path
+        why = not_read_reason(i.base_name, i.size, fmt, "batch")
+        if why is None and not i.path.startswith(root + "/"):
+            why = f"outside {EVENTS_DIR}/ (only files under {EVENTS_DIR}/ are events)"
+        if why is None:
             out.files.append(path)
-        elif kind == fmt:
-            out.not_read[path] = f"outside {EVENTS_DIR}/ (only files under {EVENTS_DIR}/ are events)"
-        elif kind is not None:
-            out.not_read[path] = f"a {kind} file: read with ingest.format={kind} (this batch: {fmt})"
         else:
-            out.not_read[path] = f"unknown extension: ingest.format={fmt} reads {exts}"
+            out.not_read[path] = why
     out.files.sort()
     out.not_read = dict(sorted(out.not_read.items()))
     return out

@@ -79,22 +79,17 @@ def watched_folder(input_dir: str) -> tuple[str, bool]:
 def classify_files(rows: list[tuple[str, int]], fmt: str, root: str, is_landing_root: bool) -> I.BatchFiles:
     """A micro-batch's (path, size) rows -> the event files of ``fmt`` and the files not read, by
     the rules of batch ingest (:func:`recpipe.events.ingest.scan_input`)."""
-    exts = ", ".join(I.FORMAT_EXTENSIONS[fmt])
     root = local_path(root).rstrip("/")
     out = I.BatchFiles([])
     for path, size in rows:
         rel = path[len(root) :].lstrip("/") if path.startswith(root + "/") else path
         if is_landing_root and rel in I.KNOWN_ROOT_FILES:
             continue
-        kind = I._format_of(Path(path).name)
-        if not size:
-            out.not_read[path] = "empty file"
-        elif kind == fmt:
+        why = I.not_read_reason(Path(path).name, size, fmt, "stream")
+        if why is None:
             out.files.append(path)
-        elif kind is not None:
-            out.not_read[path] = f"a {kind} file: read with ingest.format={kind} (this stream: {fmt})"
         else:
-            out.not_read[path] = f"unknown extension: ingest.format={fmt} reads {exts}"
+            out.not_read[path] = why
     out.files.sort()
     out.not_read = dict(sorted(out.not_read.items()))
     return out
