@@ -29,7 +29,19 @@ setup(
     ],
     extras_require={
         # Horovod must be built against the installed TensorFlow: see `make setup` / stack.md.
-        "train": ["tensorflow-cpu==2.17.1", "tf-keras==2.17.0", "horovod==0.28.1"],
+        # MLflow experiment tracking (recpipe.model.tracking): the skinny client, plus SQLAlchemy and
+        # alembic for its SQLite store (the embedded default). protobuf<5 is TensorFlow 2.17's bound,
+        # spelled out for installs next to an installed TensorFlow (pip does not weigh its bound and
+        # would take the newest opentelemetry-proto, and protobuf 7 with it).
+        "train": [
+            "tensorflow-cpu==2.17.1",
+            "tf-keras==2.17.0",
+            "horovod==0.28.1",
+            "mlflow-skinny==3.18.0",
+            "sqlalchemy>=2.0,<2.2",
+            "alembic>=1.13,<2",
+            "protobuf>=3.20.3,<5",
+        ],
         "eval": ["scikit-learn>=1.4"],
         "dev": [
             "pytest>=8",

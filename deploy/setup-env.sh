@@ -72,6 +72,14 @@ if "$VENV/bin/python" -m pip show -q tensorflow >/dev/null 2>&1; then
   $PIP uninstall -y tensorflow
   $PIP install --no-deps --force-reinstall tensorflow-cpu==2.17.1
 fi
+# MLflow experiment tracking (the `train` extra; README, "Pinned stack"), checked on every run so
+# an existing .venv gets it too. protobuf<5 spelled out: pip does not weigh the installed
+# TensorFlow's bound and would take protobuf 7 with the newest opentelemetry-proto.
+if [ "$("$VENV/bin/python" -m pip show mlflow-skinny 2>/dev/null | sed -n 's/^Version: //p')" != 3.18.0 ]; then
+  echo "setup: installing mlflow-skinny 3.18.0 (experiment tracking)"
+  $PIP install "mlflow-skinny==3.18.0" "sqlalchemy>=2.0,<2.2" "alembic>=1.13,<2" "protobuf>=3.20.3,<5" \
+    "numpy<2" "pyarrow==18.1.0" "pandas<3"
+fi
 # The package itself (editable): cheap, always refreshed.
 $PIP install --no-deps -e .
 # pip check, except tf-keras' requirement of the name `tensorflow` (tensorflow-cpu provides it).

@@ -88,6 +88,12 @@ def _check_value(value: Any, checks: dict[str, Any], key: str, file: str) -> Non
             ) from None
 
 
+# Metadata of a field that says where results are reported, not what a stage computes: left out
+# of the stages' skip-if-done fingerprints (recpipe.stages.base.config_part), so changing it
+# does not redo finished work.
+NOT_FINGERPRINTED = {"fingerprint": False}
+
+
 @dataclass(frozen=True)
 class SparkConfig:
     app_name: str = "recpipe"
@@ -295,6 +301,12 @@ class TrainConfig:
     # Daily runs (recpipe.stages): train on run date D unless a model was trained for one of the
     # every_days - 1 days before D (those days keep the current model; 1 = every day).
     every_days: int = checked(1, ge=1)
+    # Experiment tracking (recpipe.model.tracking): the MLflow tracking URI, e.g. a server's
+    # http(s)://host:5000; "" = the embedded SQLite store sqlite:///<lake.root>/_mlflow/mlflow.db
+    # (artifacts in <lake.root>/_mlflow/artifacts; needs a local lake.root). A record only:
+    # ops.model_registry decides promotion, and a tracking failure never fails training.
+    tracking_uri: str = field(default="", metadata=NOT_FINGERPRINTED)
+    experiment: str = field(default="recpipe", metadata=NOT_FINGERPRINTED)
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,46 @@ def test_two_ranks_train_identical_weights_export_and_register(spark, examples_l
     assert row["run_id"] == "two-ranks"
     p = model.predict(to_model_inputs(synthetic_examples(50, seed=9), spec), verbose=0)
     assert p.shape == (50, 1)
+    _assert_mlflow_run(cfg, s, rep, meta)
+
+
+def _assert_mlflow_run(cfg, s, rep, meta):
+    """The run in MLflow's embedded store under the lake root, read back with MLflow's client."""
+    from mlflow.tracking import MlflowClient
+
+    from recpipe.model.tracking import PER_EPOCH_METRICS
+
+    ml = s["mlflow"]
+    assert set(ml) == {"run_id", "tracking_uri", "experiment"}, ml
+    assert ml["tracking_uri"] == f"sqlite:///{Path(cfg.lake.root).resolve()}/_mlflow/mlflow.db"
+    assert ml["experiment"] == "recpipe" and rep["mlflow"] == meta["mlflow"] == ml
+    client = MlflowClient(ml["tracking_uri"])
+    run = client.get_run(ml["run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == "two-ranks"
+    # params: the train config (and the test's model_kwargs override), as MLflow's strings
+    tc = cfg.train
+    keys = ["model", "batch_size", "learning_rate", "warmup_epochs", "epochs", "early_stopping_patience"]
+    keys += ["checkpoint_every_steps", "seed", "num_proc", "dropout", "l2", "vector_dim", "cross_layers"]
+    expected = {k: str(getattr(tc, k)) for k in keys}
+    expected.update(
+        run_id="two-ranks",
+        deep_units="[32, 16]",
+        examples_table="gold.training_examples",
+        examples_version=str(meta["examples_version"]),
+    )
+    assert run.data.params == expected
+    # one point per epoch, step = epoch, the history's values
+    for key in PER_EPOCH_METRICS:
+        points = client.get_metric_history(ml["run_id"], key)
+        assert [(m.step, m.value) for m in points] == [(h["epoch"], h[key]) for h in rep["history"]], key
+    # the final metrics are the summary's; tags name the registry version
+    final = run.data.metrics
+    assert final["test_auc"] == s["test_auc"] and final["best_val_auc"] == s["val_auc"]
+    assert final["test_ece"] == s["calibration"]["ece"] and final["popularity_auc"] == s["popularity_auc"]
+    assert run.data.tags["model_version"] == "m00001" and run.data.tags["registry_status"] == "current"
+    # and the exported model is the run's artifact
+    names = [f.path for f in client.list_artifacts(ml["run_id"], "model")]
+    assert names == ["model/feature_spec.json", "model/model.keras", "model/model_meta.json"]
 
 
 def test_registry_promotes_rejects_and_archives_in_one_commit(spark, tmp_path):

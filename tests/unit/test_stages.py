@@ -141,3 +141,16 @@ def test_run_summary_keeps_the_attempt_status_of_train_apart_from_its_model_stat
         {"mode": DAILY, "duration_s": 3.0, "days": {str(D): {"train": entry}}, "run_dates": [str(D)]}
     )
     assert "model m00001 (current, 2 workers): test AUC" in capsys.readouterr().err
+
+
+def test_where_results_are_reported_is_not_part_of_a_stage_fingerprint():
+    from recpipe.config import load_config, replace
+    from recpipe.stages.base import config_part
+
+    cfg = load_config("conf/local.yaml")
+    moved = replace(cfg, ["train.tracking_uri=http://mlflow:5000", "train.experiment=other"])
+    # the tracking settings say where a run is recorded: changing them redoes nothing ...
+    assert config_part(moved, "train") == config_part(cfg, "train")
+    assert "tracking_uri" not in config_part(cfg, "train") and "epochs" in config_part(cfg, "train")
+    # ... while a setting of what is trained does
+    assert config_part(replace(cfg, ["train.epochs=9"]), "train") != config_part(cfg, "train")

@@ -461,8 +461,10 @@ def run_train(
     model_kwargs: dict[str, Any] | None = None,
     register: bool = True,
     start_timeout_s: int = 120,
+    run_date: dt.date | None = None,
 ) -> dict[str, Any]:
-    """Train with ``cfg.train.num_proc`` Horovod ranks on the Spark executors; export and register.
+    """Train with ``cfg.train.num_proc`` Horovod ranks on the Spark executors; export, register
+    and log the run to MLflow (``recpipe.model.tracking``; ``run_date`` becomes a run tag).
 
     Running again with the same ``run_id`` resumes from its last checkpoint.
     """
@@ -588,9 +590,54 @@ def run_train(
             tolerance=tc.auc_tolerance,
         )
         summary.update(model_version=row["model_version"], status=row["status"], reason=row["reason"])
+    summary["mlflow"] = _track(cfg, params, summary, r0["history"], run_date)
     summary["duration_s"] = round(time.perf_counter() - t0, 2)
     summary["report_html"] = write_train_report(cfg, summary, r0["history"], results)
     return summary
+
+
+def _track(
+    cfg: Config,
+    params: dict[str, Any],
+    summary: dict[str, Any],
+    history: list[dict[str, Any]],
+    run_date: dt.date | None,
+) -> dict[str, Any]:
+    """Log the finished run to MLflow (driver side: no MLflow in the Horovod ranks); the summary's
+    ``mlflow`` block (run id, or the error: tracking never fails training)."""
+    from recpipe.model.tracking import log_training_run
+
+    cal = summary["calibration"] or {}
+    return log_training_run(
+        cfg,
+        run_name=params["run_id"],
+        params={
+            "run_id": params["run_id"],
+            **{k: params[k] for k in TRAIN_PARAM_KEYS},
+            **params["model_kwargs"],
+            "num_proc": cfg.train.num_proc,
+            "examples_table": params["examples_table"],
+            "examples_version": params["examples_version"],
+        },
+        history=history,
+        metrics={
+            # val_* per epoch are in the history; these are of the best epoch's weights.
+            "best_val_auc": summary["val_auc"],
+            "best_val_logloss": summary["val_logloss"],
+            **{k: summary[k] for k in ("test_auc", "test_logloss", "popularity_auc", "oracle_auc")},
+            "test_ece": cal.get("ece"),
+            "test_brier": cal.get("brier"),
+            **{k: summary[k] for k in ("steps", "epochs_run", "train_s")},
+            "train_samples_per_s": summary["samples_per_s"],  # samples_per_s: per epoch
+        },
+        tags={
+            "recpipe.run_id": params["run_id"],
+            "model_version": summary.get("model_version"),
+            "registry_status": summary.get("status"),
+            "run_date": run_date.isoformat() if run_date else None,
+        },
+        export_dir=summary["path"],
+    )
 
 
 def write_train_report(

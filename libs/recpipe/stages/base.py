@@ -136,9 +136,13 @@ def day_after_latest_event(lake: Lake) -> dt.date:
 
 
 def config_part(cfg: Config, key: str) -> Any:
-    """``"train"`` -> the section as a dict; ``"train.seed"`` -> that value."""
+    """``"train"`` -> the section as a dict (without the fields marked
+    ``config.NOT_FINGERPRINTED``: where results are reported); ``"train.seed"`` -> that value."""
     section, _, field = key.partition(".")
     value = getattr(cfg, section)
     if field:
         return getattr(value, field)
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    if not dataclasses.is_dataclass(value):
+        return value
+    full = dataclasses.asdict(value)
+    return {f.name: full[f.name] for f in dataclasses.fields(value) if f.metadata.get("fingerprint", True)}

@@ -272,7 +272,12 @@ class Train(Stage):
             new_run_id() if ctx.rerun else f"{ctx.run_date.isoformat()}-v{plan['examples_version']}"
         )
         return run_train(
-            ctx.cfg, ctx.spark, lake=lake, run_id=run_id, examples_version=plan["examples_version"]
+            ctx.cfg,
+            ctx.spark,
+            lake=lake,
+            run_id=run_id,
+            examples_version=plan["examples_version"],
+            run_date=ctx.run_date,
         )
 
 
