@@ -51,8 +51,13 @@ INGESTED_AT = "ingested_at"
 SOURCE_FILE = "source_file"
 LINE = "line"
 RAW = "raw"
-REASON = "reason"
+REASON = "reason"  # a quarantine reason; in silver.events and gold.recommendations, a reason code
 DETAIL = "detail"
+# The serving-log contract (README "Serving-log contract"): what a served impression carries besides
+# request_id, position and propensity: the run id of the published list it came from, the
+# policy/arm that served it, and the recommendation's reason code (REASON).
+LIST_RUN_ID = "list_run_id"
+ARM = "arm"
 # Columns that hold a user's id (the pseudonym, or the raw record with the raw id): left out of
 # Delta per-file statistics, so that no _delta_log file holds a copy of a user (recpipe.privacy).
 PERSONAL_COLUMNS = (USER_ID, RAW)
@@ -82,7 +87,12 @@ RAW_FIELDS = [
     "country",
     "propensity",
     "is_history",
+    # serving-log fields (optional; a record with list_run_id is a served event, see below)
+    LIST_RUN_ID,
+    ARM,
+    REASON,
 ]
+SERVING_LOG_FIELDS = [LIST_RUN_ID, ARM, REASON]
 REQUIRED_RAW_FIELDS = ["user_id", "item_id", "event_type", "ts"]
 
 # Quarantine reasons, in the order a record is checked.
@@ -124,6 +134,8 @@ QUARANTINE_SCHEMA = StructType(
     ]
 )
 
+# The columns every silver.events table has (also those written before the serving-log contract);
+# ingest writes SILVER_EVENTS_FULL_SCHEMA (these + SERVING_LOG_SCHEMA).
 SILVER_EVENTS_SCHEMA = StructType(
     [
         StructField(EVENT_ID, StringType()),
@@ -144,6 +156,12 @@ SILVER_EVENTS_SCHEMA = StructType(
         StructField(EVENT_DATE, DateType()),
     ]
 )
+# The serving-log columns of silver.events (nullable; null for unserved logs). A table written
+# before the serving-log contract lacks them until the first ingest after the upgrade adds them
+# (rows stored before read them as null), so they come after the columns above.
+SERVING_LOG_SCHEMA = StructType([StructField(c, StringType()) for c in SERVING_LOG_FIELDS])
+# Every column of silver.events as ingest writes it.
+SILVER_EVENTS_FULL_SCHEMA = StructType(SILVER_EVENTS_SCHEMA.fields + SERVING_LOG_SCHEMA.fields)
 
 SILVER_ITEMS_SCHEMA = StructType(
     [

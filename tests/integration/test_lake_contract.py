@@ -247,3 +247,17 @@ def test_overwrite_may_add_columns_when_asked(spark, lake):
     assert lake.schema("silver.t").fieldNames() == ["id", "event_date", "ts", "n", "x"]
     got = {r["id"]: r["x"] for r in lake.read("silver.t").collect()}
     assert got == {"z": 0.5, "b": None}
+
+
+def test_insert_new_may_add_columns_when_asked(spark, lake):
+    """A new optional field (the serving-log columns of silver.events): the new rows have it, the
+    stored ones read it as null; without ``add_columns`` the new column is refused."""
+    lake.append("silver.t", spark.createDataFrame(rows(("a", D1, 1), ("b", D2, 2)), SCHEMA), ["event_date"])
+    wider = spark.createDataFrame(rows(("a", D1, 1), ("c", D1, 3)), SCHEMA).withColumn("x", F.lit("s"))
+    with pytest.raises(SchemaMismatchError, match="unexpected columns"):
+        lake.insert_new("silver.t", wider, keys=["id"], partition_by=["event_date"])
+    assert lake.version("silver.t") == 0
+    lake.insert_new("silver.t", wider, keys=["id"], partition_by=["event_date"], add_columns=True)
+    assert lake.schema("silver.t").fieldNames() == ["id", "event_date", "ts", "n", "x"]
+    got = {r["id"]: r["x"] for r in lake.read("silver.t").collect()}
+    assert got == {"a": None, "b": None, "c": "s"}

@@ -34,8 +34,11 @@ TARGET_RATIO = 4.0
 # ingested_at, which name the run).
 COMPARED_COLUMNS = (
     "event_id, user_id, item_id, event_type, epoch_us(event_ts) AS event_ts, session_id, request_id, "
-    "position, dwell_ms, device, country, propensity, is_history"
+    "position, dwell_ms, device, country, propensity, is_history, list_run_id, arm, reason"
 )
+# The raw field read under another name: `reason` is the quarantine reason's column (as in
+# recpipe.events.transforms.REASON_CODE).
+RAW_RENAMED = {"reason": "reason_code"}
 
 
 def bench(out_dir: Path, sizes: tuple[int, ...] = (100_000, 1_000_000)) -> dict:
@@ -190,7 +193,8 @@ def duckdb_ingest(spec: dict[str, Any]) -> dict[str, Any]:
 
     The same rules as ``recpipe.events``: a record is malformed (not UTF-8, not JSON, not an
     object), missing a required field, of an unknown event type, with a bad or future timestamp,
-    or with an invalid position/dwell/propensity, in that order; the others are normalized,
+    or with an invalid position/dwell/propensity or a served record (``list_run_id`` set) without
+    the serving-log fields, in that order; the others are normalized,
     pseudonymized and deduplicated by event id (given or derived) within the batch, the first by
     file and line kept. Unlike recpipe it reads only uncompressed ``events/**/*.jsonl`` with
     the default column names, counts no late events, writes no per-file report and does not look
@@ -242,7 +246,9 @@ def duckdb_ingest(spec: dict[str, Any]) -> dict[str, Any]:
         WHERE NOT (line = n AND part = '')"""
     )
     paths = _list([f"$.{f}" for f in fields if f != "is_history"])
-    extracted = ", ".join(f"v[{i + 1}] AS {f}" for i, f in enumerate(f for f in fields if f != "is_history"))
+    extracted = ", ".join(
+        f"v[{i + 1}] AS {RAW_RENAMED.get(f, f)}" for i, f in enumerate(f for f in fields if f != "is_history")
+    )
     etype = "lower(trim(event_type))"
     for alias, target in spec["aliases"].items():
         etype = f"CASE WHEN lower(trim(event_type)) = {_lit(alias)} THEN {_lit(target)} ELSE {etype} END"
@@ -278,7 +284,20 @@ def duckdb_ingest(spec: dict[str, Any]) -> dict[str, Any]:
                             THEN 'dwell_ms' END,
                        CASE WHEN propensity IS NOT NULL AND (propensity_double IS NULL
                             OR propensity_double <= 0 OR propensity_double > 1) THEN 'propensity' END
-                   ) AS invalid
+                   ) AS invalid,
+                   NOT blank(list_run_id) AS served,
+                   served AND event_type_norm = 'impression' AS served_imp,
+                   concat_ws(',',
+                       CASE WHEN served AND blank(request_id) THEN 'request_id' END,
+                       CASE WHEN served_imp AND position IS NULL THEN 'position' END,
+                       CASE WHEN served_imp AND blank(arm) THEN 'arm' END,
+                       CASE WHEN served_imp AND propensity IS NULL THEN 'propensity' END
+                   ) AS served_missing,
+                   concat_ws('; ',
+                       CASE WHEN invalid <> '' THEN 'invalid value in: ' || invalid END,
+                       CASE WHEN served_missing <> '' THEN event_type_norm
+                            || ' from a served list (list_run_id set) without: ' || served_missing END
+                   ) AS invalid_detail
             FROM fields
         )
         SELECT *, CASE
@@ -287,7 +306,7 @@ def duckdb_ingest(spec: dict[str, Any]) -> dict[str, Any]:
                 WHEN event_type_norm NOT IN {types} THEN 'unknown_event_type'
                 WHEN ts_parsed IS NULL OR ts_parsed < {min_ts} THEN 'bad_timestamp'
                 WHEN ts_parsed > TIMESTAMP '{max_ts}' THEN 'future_timestamp'
-                WHEN invalid <> '' THEN 'invalid_field'
+                WHEN invalid_detail <> '' THEN 'invalid_field'
             END AS reason, CASE
                 WHEN parse_error IS NOT NULL THEN parse_error
                 WHEN missing <> '' THEN 'missing or empty: ' || missing
@@ -295,7 +314,7 @@ def duckdb_ingest(spec: dict[str, Any]) -> dict[str, Any]:
                 WHEN ts_parsed IS NULL THEN 'unparseable ts=' || ts
                 WHEN ts_parsed < {min_ts} THEN {_lit(f"ts before {spec['min_ts']}: ")} || ts
                 WHEN ts_parsed > TIMESTAMP '{max_ts}' THEN 'ts in the future: ' || ts
-                WHEN invalid <> '' THEN 'invalid value in: ' || invalid
+                WHEN invalid_detail <> '' THEN invalid_detail
             END AS detail
         FROM checked"""
     )
@@ -320,7 +339,11 @@ def duckdb_ingest(spec: dict[str, Any]) -> dict[str, Any]:
                    upper(CASE WHEN blank(country) THEN NULL ELSE trim(country) END) AS country,
                    propensity_double AS propensity, coalesce(is_history, false) AS is_history,
                    {_lit(spec["batch_id"])} AS batch_id, TIMESTAMP '{now}' AS ingested_at,
-                   ts_parsed::DATE AS event_date, source_file, line
+                   ts_parsed::DATE AS event_date,
+                   CASE WHEN blank(list_run_id) THEN NULL ELSE trim(list_run_id) END AS list_run_id,
+                   CASE WHEN blank(arm) THEN NULL ELSE trim(arm) END AS arm,
+                   CASE WHEN blank(reason_code) THEN NULL ELSE trim(reason_code) END AS reason,
+                   source_file, line
             FROM (SELECT *, pseudonym(trim(user_id)) AS user_p FROM classified WHERE reason IS NULL))
         QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY source_file, line) = 1"""
     )

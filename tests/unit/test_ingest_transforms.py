@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import json
 import re
 
 import pytest
@@ -278,3 +279,107 @@ def test_column_mapping_specs_are_checked_at_load_naming_the_key():
             load({name: spec})
     with pytest.raises(ConfigError, match=re.escape("'ingest.column_mapping.ts.unit' must be one of")):
         load({"ts": {"column": "t", "unit": "h"}})
+
+
+# -- the serving-log contract (README "Serving-log contract") ---------------------------------------
+SERVED = "served list (list_run_id set) without: "
+
+
+def served_imp(**kw):
+    """A served impression with every field of the contract; ``kw`` overrides (None removes)."""
+    rec = base(
+        event_type="impression",
+        list_run_id="recommend-2026-10-03-ab12cd34",
+        request_id="R1",
+        position="0",
+        arm="model",
+        propensity="0.8",
+        reason="co_visit",
+    )
+    rec.update(kw)
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+def test_parse_jsonl_reads_the_serving_log_fields():
+    line = json.dumps(served_imp()).encode()
+    cols = T.parse_jsonl_bytes("f.jsonl", line)
+    assert (cols[C.LIST_RUN_ID], cols[C.ARM], cols[C.REASON]) == (
+        ["recommend-2026-10-03-ab12cd34"],
+        ["model"],
+        ["co_visit"],
+    )
+
+
+def test_served_records_need_the_serving_log_fields(spark):
+    # given: served impressions and clicks, good and each missing or breaking one rule
+    records = [
+        served_imp(),  # 1 valid
+        served_imp(request_id=None),  # 2
+        served_imp(position=None),  # 3
+        served_imp(arm="  "),  # 4 blank = missing
+        served_imp(propensity=None),  # 5
+        served_imp(propensity="0"),  # 6 out of (0, 1]
+        served_imp(position="-1"),  # 7 the position rule of every record (>= 0)
+        served_imp(request_id=None, position=None, arm=None, propensity=None),  # 8
+        served_imp(propensity="1.5", arm=None),  # 9 both kinds in one detail
+        served_imp(event_type="View", arm=None),  # 10 an alias of impression is an impression
+        served_imp(arm=None, ts="yesterday"),  # 11 an earlier reason wins
+        base(list_run_id="L1", request_id="R1"),  # 12 valid served click (arm, reason optional)
+        base(list_run_id="L1"),  # 13 a served click must name its request
+        base(event_type="read", list_run_id="L1", dwell_ms="5"),  # 14 so must any feedback
+        served_imp(reason="editorial"),  # 15 valid: reason codes are free text
+        base(event_type="impression", list_run_id="  "),  # 16 valid: blank list_run_id = not served
+        base(event_type="impression", arm="model", reason="als"),  # 17 valid: unserved, fields kept
+    ]
+    # when
+    out = T.classify(
+        _parsed(spark, records), ALLOWED, {"view": "impression"}, "2000-01-01T00:00:00Z", max_ts()
+    )
+    got = {r.line: (r.reason, r.detail) for r in out.collect()}
+    # then
+    bad = C.INVALID_FIELD
+    assert got == {
+        1: (None, None),
+        2: (bad, f"impression from a {SERVED}request_id"),
+        3: (bad, f"impression from a {SERVED}position"),
+        4: (bad, f"impression from a {SERVED}arm"),
+        5: (bad, f"impression from a {SERVED}propensity"),
+        6: (bad, "invalid value in: propensity"),
+        7: (bad, "invalid value in: position"),
+        8: (bad, f"impression from a {SERVED}request_id,position,arm,propensity"),
+        9: (bad, f"invalid value in: propensity; impression from a {SERVED}arm"),
+        10: (bad, f"impression from a {SERVED}arm"),
+        11: (C.BAD_TIMESTAMP, "unparseable ts=yesterday"),
+        12: (None, None),
+        13: (bad, f"click from a {SERVED}request_id"),
+        14: (bad, f"read from a {SERVED}request_id"),
+        15: (None, None),
+        16: (None, None),
+        17: (None, None),
+    }
+
+
+def test_to_silver_keeps_the_serving_log_fields(spark):
+    # given: a served impression, its click, an unserved impression
+    records = [
+        served_imp(arm=" model ", reason=" editorial "),
+        base(list_run_id="recommend-2026-10-03-ab12cd34", request_id="R1", ts="2026-10-03T14:06:00Z"),
+        base(event_type="impression", list_run_id=""),
+    ]
+    classified = T.classify(_parsed(spark, records), ALLOWED, {}, "2000-01-01T00:00:00Z", max_ts())
+    ingested = F.lit(dt.datetime(2026, 10, 4, tzinfo=UTC)).cast("timestamp")
+    # when
+    silver = T.to_silver(classified.where(F.col(C.REASON).isNull()), "k", "b1", ingested)
+    # then: the full silver schema, the fields trimmed, blank = null
+    assert silver.drop(C.SOURCE_FILE, C.LINE).schema.fieldNames() == C.SILVER_EVENTS_FULL_SCHEMA.fieldNames()
+    cols = [C.LINE, C.EVENT_TYPE, C.REQUEST_ID, C.POSITION, C.PROPENSITY, C.LIST_RUN_ID, C.ARM, C.REASON]
+    expected = spark.createDataFrame(
+        [
+            (1, "impression", "R1", 0, 0.8, "recommend-2026-10-03-ab12cd34", "model", "editorial"),
+            (2, "click", "R1", None, None, "recommend-2026-10-03-ab12cd34", None, None),
+            (3, "impression", None, None, None, None, None, None),
+        ],
+        "line long, event_type string, request_id string, position int, propensity double, "
+        "list_run_id string, arm string, reason string",
+    )
+    assertDataFrameEqual(silver.select(*cols), expected)

@@ -40,8 +40,9 @@ from recpipe import constants as C
 
 EVENT_TYPES = ("impression", "click", "read", "like", "share", "hide")
 
-#: Field order of an event line (the ingest contract): the raw fields, without a source event id.
-EVENT_FIELDS = tuple(f for f in C.RAW_FIELDS if f != "event_id")
+#: Field order of an event line (the ingest contract): the raw fields, without a source event id
+#: and without the serving-log fields (generated and imported logs are not from a served list).
+EVENT_FIELDS = tuple(f for f in C.RAW_FIELDS if f != "event_id" and f not in C.SERVING_LOG_FIELDS)
 
 #: Field order of an items.jsonl line.
 ITEM_FIELDS = (

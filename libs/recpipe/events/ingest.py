@@ -449,8 +449,15 @@ def ingest_batch(
     )
     commits[C.BRONZE_QUARANTINE] = lake.append(C.BRONZE_QUARANTINE, q_rows, txn=txn)
     silver_rows = new.drop(C.SOURCE_FILE, C.LINE)
+    # add_columns: a silver.events written before the serving-log contract gets its columns
+    # (C.SERVING_LOG_SCHEMA) with this batch's commit; the rows stored before read them as null.
     commits[C.SILVER_EVENTS] = lake.insert_new(
-        C.SILVER_EVENTS, silver_rows, keys=[C.EVENT_ID], partition_by=[C.EVENT_DATE], txn=txn
+        C.SILVER_EVENTS,
+        silver_rows,
+        keys=[C.EVENT_ID],
+        partition_by=[C.EVENT_DATE],
+        txn=txn,
+        add_columns=True,
     )
     sc = commits[C.SILVER_EVENTS]
     if sc.committed and sc.rows_written != accepted:

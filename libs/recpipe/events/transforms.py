@@ -15,14 +15,13 @@ from pyspark.sql import functions as F
 
 from recpipe import constants as C
 
-# Arrow schema of parsed raw lines (mapInArrow output).
+_STR_FIELDS = [f for f in C.RAW_FIELDS if f != "is_history"]
+# Schema of parsed raw lines (mapInArrow output): one column per raw field, under its canonical name.
 PARSED_DDL = (
     "source_file string, line long, raw string, parse_error string, "
-    "event_id string, user_id string, item_id string, event_type string, ts string, "
-    "session_id string, request_id string, position string, dwell_ms string, device string, "
-    "country string, propensity string, is_history boolean"
+    + "".join(f"{f} string, " for f in _STR_FIELDS)
+    + "is_history boolean"
 )
-_STR_FIELDS = [f for f in C.RAW_FIELDS if f != "is_history"]
 PARSED_ARROW = pa.schema(
     [("source_file", pa.string()), ("line", pa.int64()), ("raw", pa.string()), ("parse_error", pa.string())]
     + [(f, pa.string()) for f in _STR_FIELDS]
@@ -213,6 +212,29 @@ def _blank(col: Column) -> Column:
     return col.isNull() | (F.trim(col) == "")
 
 
+# The parsed raw field ``reason`` (a recommendation's reason code) under the name it has from
+# :func:`classify` on, where ``reason`` is the quarantine reason; :func:`to_silver` stores it as ``reason``.
+REASON_CODE = "reason_code"
+
+
+def _served_missing(etype: Column) -> Column:
+    """The serving-log fields a served record lacks, comma-separated ("" when none or not served).
+
+    Served = ``list_run_id`` set. A served impression needs ``request_id``, ``position``, ``arm``
+    and ``propensity``; any other served event (a click, ...) needs ``request_id``, the key that
+    attributes it to its impression. Values are range-checked by the invalid-value rules.
+    """
+    served = ~_blank(F.col(C.LIST_RUN_ID))
+    imp = served & (etype == "impression")
+    return F.concat_ws(
+        ",",
+        F.when(served & _blank(F.col(C.REQUEST_ID)), F.lit(C.REQUEST_ID)),
+        F.when(imp & F.col(C.POSITION).isNull(), F.lit(C.POSITION)),
+        F.when(imp & _blank(F.col(C.ARM)), F.lit(C.ARM)),
+        F.when(imp & F.col(C.PROPENSITY).isNull(), F.lit(C.PROPENSITY)),
+    )
+
+
 def classify(
     df: DataFrame,
     allowed_event_types: list[str],
@@ -223,8 +245,12 @@ def classify(
     """Add ``event_type_norm``, ``ts_parsed`` and ``reason``/``detail`` (null reason = valid).
 
     Checked in order: malformed, missing_field, unknown_event_type, bad_timestamp,
-    future_timestamp, invalid_field — a record gets the first reason that applies.
+    future_timestamp, invalid_field — a record gets the first reason that applies. invalid_field
+    covers values out of range and served records (``list_run_id`` set) without the fields of the
+    serving-log contract (:func:`_served_missing`). The raw ``reason`` field becomes
+    :data:`REASON_CODE`.
     """
+    df = df.withColumnRenamed(C.REASON, REASON_CODE)
     etype = F.lower(F.trim(F.col("event_type")))
     if aliases:
         mapping = F.create_map(*[x for k, v in aliases.items() for x in (F.lit(k), F.lit(v))])
@@ -243,6 +269,15 @@ def classify(
             F.col("propensity").isNotNull() & (prop.isNull() | (prop <= 0) | (prop > 1)), F.lit("propensity")
         ),
     )
+    served_missing = _served_missing(etype)
+    invalid_detail = F.concat_ws(
+        "; ",
+        F.when(invalid != "", F.concat(F.lit("invalid value in: "), invalid)),
+        F.when(
+            served_missing != "",
+            F.concat(etype, F.lit(" from a served list (list_run_id set) without: "), served_missing),
+        ),
+    )
     min_col = F.lit(min_ts).cast("timestamp")
     reason = (
         F.when(F.col("parse_error").isNotNull(), F.lit(C.MALFORMED))
@@ -250,7 +285,7 @@ def classify(
         .when(~etype.isin(allowed_event_types), F.lit(C.UNKNOWN_EVENT_TYPE))
         .when(ts.isNull() | (ts < min_col), F.lit(C.BAD_TIMESTAMP))
         .when(ts > max_ts, F.lit(C.FUTURE_TIMESTAMP))
-        .when(invalid != "", F.lit(C.INVALID_FIELD))
+        .when(invalid_detail != "", F.lit(C.INVALID_FIELD))
     )
     detail = (
         F.when(F.col("parse_error").isNotNull(), F.col("parse_error"))
@@ -259,7 +294,7 @@ def classify(
         .when(ts.isNull(), F.concat(F.lit("unparseable ts="), F.col("ts")))
         .when(ts < min_col, F.concat(F.lit(f"ts before {min_ts}: "), F.col("ts")))
         .when(ts > max_ts, F.concat(F.lit("ts in the future: "), F.col("ts")))
-        .when(invalid != "", F.concat(F.lit("invalid value in: "), invalid))
+        .when(invalid_detail != "", invalid_detail)
     )
     return (
         df.withColumn("event_type_norm", etype)
@@ -304,7 +339,8 @@ def user_pseudonym(col: Column, key: str) -> Column:
 
 
 def to_silver(df: DataFrame, key: str, batch_id: str, ingested_at: Column) -> DataFrame:
-    """Valid classified records -> the ``silver.events`` schema (ids normalized, user pseudonymized)."""
+    """Valid classified records -> the ``silver.events`` schema (ids normalized, user pseudonymized),
+    ``C.SILVER_EVENTS_FULL_SCHEMA``, plus ``source_file`` and ``line``."""
     user = user_pseudonym(F.col("user_id"), key)
     item = F.trim(F.col("item_id"))
     ts_ms = F.unix_micros(F.col("ts_parsed"))
@@ -343,6 +379,9 @@ def to_silver(df: DataFrame, key: str, batch_id: str, ingested_at: Column) -> Da
         F.lit(batch_id).alias(C.BATCH_ID),
         ingested_at.alias(C.INGESTED_AT),
         F.to_date(F.col("ts_parsed")).alias(C.EVENT_DATE),
+        nullif_blank(C.LIST_RUN_ID).alias(C.LIST_RUN_ID),
+        nullif_blank(C.ARM).alias(C.ARM),
+        nullif_blank(REASON_CODE).alias(C.REASON),
         F.col(C.SOURCE_FILE),
         F.col(C.LINE),
     )

@@ -192,8 +192,13 @@ class Lake(abc.ABC):
         keys: list[str],
         partition_by: list[str] | None = None,
         txn: Txn | None = None,
+        add_columns: bool = False,
     ) -> CommitResult:
-        """Append only the rows whose key is not already stored (``df`` must be unique by key)."""
+        """Append only the rows whose key is not already stored (``df`` must be unique by key).
+
+        ``add_columns``: the data may have columns the table lacks (a new optional field): they
+        are added to the schema and the rows already stored read them as null.
+        """
 
     @abc.abstractmethod
     def upsert(

@@ -286,6 +286,13 @@ class DeltaRsLake(Lake):
                 return CommitResult(table, dt.version() if dt else None, False, skipped_reason="no change")
             if dt is not None and df is not None and not replace_schema:
                 check_schema(table, self.schema(table), df.schema, add_columns=add_columns)
+                if add_columns and mode == "append":
+                    added = self._add_columns(table, dt, df)
+                    if added is False:
+                        continue  # a concurrent commit: redo from the next snapshot
+                    if added:  # recompute from the snapshot that has the columns
+                        dt = self._require(table)
+                        df = df_fn(dt)
             pcols = list(partition_by or [])
             if dt is not None:
                 table_pcols = list(dt.metadata().partition_columns)
@@ -365,6 +372,22 @@ class DeltaRsLake(Lake):
             f"first: {last_error}. Nothing was committed by this write."
         )
 
+    def _add_columns(self, table: str, dt: DeltaTable, df: DataFrame) -> bool | None:
+        """Add the columns of ``df`` that the table lacks in a schema-only commit, before an
+        append (whose commit keeps the table's schema). None: nothing to add; True: added;
+        False: a concurrent commit got in the way (nothing added)."""
+        have = set(dt.schema().to_arrow().names)
+        new = [f for f in DeltaSchema.from_arrow(_spark_to_arrow(df.schema)).fields if f.name not in have]
+        if not new:
+            return None
+        try:
+            dt.alter.add_columns(new)
+        except (CommitFailedError, DeltaError) as exc:
+            log.warning("%s: concurrent commit while adding columns (%s), retrying", table, exc)
+            return False
+        log.info("%s: added columns %s", table, [f.name for f in new])
+        return True
+
     def append(self, table, df, partition_by=None, txn=None) -> CommitResult:
         return self._commit(table, lambda dt: df, partition_by, txn, "append", blind=True)
 
@@ -421,13 +444,13 @@ class DeltaRsLake(Lake):
             existing = existing.where(F.col(pcols[0]).isin(values))
         return existing.select(*keys)
 
-    def insert_new(self, table, df, keys, partition_by=None, txn=None) -> CommitResult:
+    def insert_new(self, table, df, keys, partition_by=None, txn=None, add_columns=False) -> CommitResult:
         def new_rows(dt: DeltaTable | None) -> DataFrame:
             if dt is None:
                 return df
             return df.join(self._existing_keys(dt, table, df, keys), on=keys, how="left_anti")
 
-        return self._commit(table, new_rows, partition_by, txn, "insert_new")
+        return self._commit(table, new_rows, partition_by, txn, "insert_new", add_columns=add_columns)
 
     def _rewrite(
         self,

@@ -112,13 +112,17 @@ class DeltaSparkLake(Lake):
         w.save(self.path(table))
         return self._result(table)
 
-    def insert_new(self, table, df, keys, partition_by=None, txn=None) -> CommitResult:
+    def insert_new(self, table, df, keys, partition_by=None, txn=None, add_columns=False) -> CommitResult:
         if not self.exists(table):
             return self.append(table, df, partition_by, txn)
         if (done := self._done(table, txn)) is not None:
             return done
         cond = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-        self._dt(table).alias("t").merge(df.alias("s"), cond).whenNotMatchedInsertAll().execute()
+        check_schema(table, self.schema(table), df.schema, add_columns=add_columns)
+        merge = self._dt(table).alias("t").merge(df.alias("s"), cond)
+        if add_columns:  # Delta's own schema evolution, bounded by ours: new columns only
+            merge = merge.withSchemaEvolution()
+        merge.whenNotMatchedInsertAll().execute()
         return self._result(table)
 
     def upsert(self, table, df, keys, partition_by=None, txn=None) -> CommitResult:

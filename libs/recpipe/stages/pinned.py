@@ -72,8 +72,9 @@ class PinnedLake(Lake):
         keys: list[str],
         partition_by: list[str] | None = None,
         txn: Txn | None = None,
+        add_columns: bool = False,
     ) -> CommitResult:
-        return self.inner.insert_new(table, df, keys, partition_by, txn)
+        return self.inner.insert_new(table, df, keys, partition_by, txn, add_columns=add_columns)
 
     def upsert(
         self,
