@@ -13,8 +13,8 @@ setup:
 demo: setup
 	$(VENV)/bin/recpipe run --conf $(CONF)
 
-# The suite (under 45 min on 2 cores). The Airflow end-to-end run (12 spark-submits) and the
-# demo-log noise count (`recpipe run` on 20k events) are test-e2e.
+# The suite (under 45 min on 2 cores). The Airflow end-to-end run (12 spark-submits), the
+# demo-log noise count (`recpipe run` on 20k events) and a two-day `recpipe simulate` are test-e2e.
 test: setup
 	$(PY) -m pytest tests -m "not e2e" $(PYTEST_ARGS)
 
@@ -27,9 +27,11 @@ test-fast: setup
 bench: setup
 	$(PY) tests/perf/run_bench.py --out bench-results
 
+# ruff, then mypy over libs/recpipe (configuration and the strictly typed modules: pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check libs jobs tests deploy
 	$(VENV)/bin/ruff format --check libs jobs tests deploy
+	$(VENV)/bin/mypy
 
 # Wheel + packed environment (dist/) for spark-submit --archives; see deploy/README.md.
 package: setup

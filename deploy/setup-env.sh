@@ -80,6 +80,12 @@ if [ "$("$VENV/bin/python" -m pip show mlflow-skinny 2>/dev/null | sed -n 's/^Ve
   $PIP install "mlflow-skinny==3.18.0" "sqlalchemy>=2.0,<2.2" "alembic>=1.13,<2" "protobuf>=3.20.3,<5" \
     "numpy<2" "pyarrow==18.1.0" "pandas<3"
 fi
+# The type checker of `make lint` (pyproject.toml [tool.mypy]), pinned like the `dev` extra of
+# setup.py and checked on every run so an existing .venv gets it too.
+if [ "$("$VENV/bin/python" -m pip show mypy 2>/dev/null | sed -n 's/^Version: //p')" != 2.4.1 ]; then
+  echo "setup: installing mypy 2.4.1 (make lint)"
+  $PIP install "mypy==2.4.1"
+fi
 # The package itself (editable): cheap, always refreshed.
 $PIP install --no-deps -e .
 # pip check, except tf-keras' requirement of the name `tensorflow` (tensorflow-cpu provides it).

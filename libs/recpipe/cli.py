@@ -466,6 +466,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser(
+        "simulate",
+        help="closed loop on the synthetic world: users served by arm, clicks, daily runs, online CTR and OPE",
+        description=SIMULATE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(p)
+    p.add_argument("--days", type=int, required=True, help="days to simulate (>= 1)")
+    p.add_argument(
+        "--start",
+        type=_date,
+        help="first simulated day, YYYY-MM-DD (default: the day after the generated logs)",
+    )
+    p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
+    p.set_defaults(func=cmd_simulate)
+
     p = sub.add_parser("status", help="stages by run date from ops.runs: status, duration, counts, reasons")
     _common(p)
     p.add_argument("--date", type=_date, help="last run date shown (default: the latest in ops.runs)")
@@ -492,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "report",
-        help="list the HTML/JSON reports of evaluate, train and ingest; --render rebuilds the pages",
+        help="list the HTML/JSON reports of evaluate, train, ingest and simulate; --render rebuilds the pages",
         description=REPORT_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -501,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--date",
         type=_date,
         help="only the reports of this run date, YYYY-MM-DD (evaluation: the lists' date; train: "
-        "daily run ids start with the date; ingest: the batch's day folder)",
+        "daily run ids start with the date; ingest: the batch's day folder; simulation: its first day)",
     )
     p.add_argument(
         "--render",
@@ -515,6 +531,65 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_parser(sub, _common, _date)
     return parser
+
+
+def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
+    from recpipe.simulation.loop import run_simulation
+
+    if args.days < 1:
+        raise ValueError(f"--days must be >= 1, got {args.days}")
+    cfg = _load(args)
+    out = run_simulation(cfg, _session(cfg, "simulate"), args.days, args.start)
+    if not args.json:
+        print(
+            f"\n=== recpipe simulate: {out['days_simulated']} days from {out['start']} ===", file=sys.stderr
+        )
+        for arm, m in out["arms"].items():
+            print(
+                f"  {arm:<11} ctr {m['ctr']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]  "
+                f"clicks/list {m['clicks_per_list']:.3f}  lists {m['lists']:,}",
+                file=sys.stderr,
+            )
+        lift = out.get("lift_over_popularity")
+        if lift:
+            print(
+                f"  recpipe vs popularity: ctr lift {lift['lift']:+.1%} [{lift['ci_low']:+.1%}, {lift['ci_high']:+.1%}]",
+                file=sys.stderr,
+            )
+        o = out["ope_summary"]
+        if o["days_checked"]:
+            print(
+                f"  next-day OPE: mean abs error {o['mean_abs_error']:.3f} clicks/list, CI contains the "
+                f"online value on {o['ci_contains_share']:.0%} of {o['days_checked']} days",
+                file=sys.stderr,
+            )
+        if out.get("report_html") or out.get("report_path"):
+            print(f"  report: {out.get('report_html') or out.get('report_path')}", file=sys.stderr)
+    return out
+
+
+SIMULATE_DESCRIPTION = """Closed loop on the synthetic world (data.source: synthetic). The generated logs are the
+history; each simulated day D:
+  1. new items are published (simulate.new_items_per_day) and interests drift (simulate.drift_per_day);
+  2. about simulate.users_per_day users arrive; each is in one arm for good (a stable hash of the
+     user id and simulate.seed, cut by simulate.arms) and is shown that arm's list:
+       recpipe     the list published for D (gold.recommendations; users without one get the
+                   popularity list, counted as fallback_lists)
+       popularity  the most popular allowed items the user has not consumed
+       random      allowed items drawn uniformly (exact propensities)
+     clicks come from the world's true click model with its position bias; the impressions and
+     clicks land in <raw_dir>/events/D/ with the serving-log contract's fields;
+  3. the daily plan of D + 1 (ingest .. recommend, as `recpipe run --date`) learns from them and
+     publishes the next lists (training every train.every_days);
+  4. the off-policy estimate of the D + 1 lists is made from D's recpipe logs and checked against
+     their online value the next day.
+The command can be run again: served days and finished stages are reused. Ends with one JSON line:
+arms (per arm over the run: ctr, ci_low, ci_high, clicks_per_list, impressions, lists), days (the
+same per day, the ope estimate with its CI for the next day's lists and its observed value), the
+lift of recpipe over popularity with its CI, and ope_summary. <raw_dir>/_simulation/ keeps the
+served slots of each day and the summary; the reports folder gets simulation-<start>.json and its
+HTML page (report_path, report_html; see `recpipe report`).
+"""
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -546,6 +621,8 @@ no network): open the .html in any browser.
                                 test AUC against the popularity and oracle baselines
   ingest-<batch id>.json/.html  `recpipe ingest`: records accepted/duplicate/quarantined/late, by
                                 quarantine reason and by file
+  simulation-<start>.json/.html `recpipe simulate`: online CTR by arm over days, recpipe's CTR lift
+                                over popularity by day, next-day OPE against the online value
 
 The pages are rendered from the JSON alone: --render rebuilds them (a page that fails is listed
 with its error; exit 0). Prints one JSON line: {"job": "report", "reports": [...], ...}.

@@ -88,9 +88,9 @@ def _check_value(value: Any, checks: dict[str, Any], key: str, file: str) -> Non
             ) from None
 
 
-# Metadata of a field that says where results are reported, not what a stage computes: left out
-# of the stages' skip-if-done fingerprints (recpipe.stages.base.config_part), so changing it
-# does not redo finished work.
+# Metadata of a field that says where results are reported (or on what hardware the work runs),
+# not what a stage computes: left out of the stages' skip-if-done fingerprints
+# (recpipe.stages.base.config_part), so changing it does not redo finished work.
 NOT_FINGERPRINTED = {"fingerprint": False}
 
 
@@ -295,6 +295,17 @@ class TrainConfig:
     checkpoint_every_steps: int = checked(200, ge=1)
     early_stopping_patience: int = checked(2, ge=0)
     seed: int = 7
+    # GPU workers (README, "GPU workers"). precision: `mixed_float16` computes in float16 with
+    # float32 weights, a float32 output and dynamic loss scaling (faster on GPUs with tensor cores,
+    # slower on CPUs); the exported model is float32 either way. sparse_as_dense: Horovod densifies
+    # the embeddings' sparse gradients and allreduces them (True), or allgathers them as
+    # IndexedSlices (False: less traffic for huge vocabularies). Both change the model: fingerprinted.
+    precision: Literal["float32", "mixed_float16"] = "float32"
+    sparse_as_dense: bool = True
+    # GPUs per Spark executor, one Horovod rank per GPU (0 = none requested). On a cluster (> 0)
+    # the session asks Spark for them (recpipe.spark.gpu_conf: spark.executor/task.resource.gpu.*)
+    # for every task of the application. Ranks use a GPU whenever TensorFlow sees one.
+    gpus_per_worker: int = field(default=0, metadata={**NOT_FINGERPRINTED, "checks": {"ge": 0}})
     # "" = <paths.artifacts>/models
     model_dir: str = ""
     auc_tolerance: float = checked(0.005, ge=0, le=1)
@@ -425,6 +436,37 @@ class SegmentsConfig:
             raise ConfigError(str(exc)) from None
 
 
+SIMULATE_ARMS = ("recpipe", "popularity", "random")
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    """`recpipe simulate`: the closed loop on the synthetic world (owned by recpipe.simulation)."""
+
+    # Arm -> share of users (stable hash of the user id); arms: recpipe (the published lists),
+    # popularity (most popular allowed items), random (uniform over allowed items).
+    arms: dict[str, float] = checked(
+        factory=lambda: {"recpipe": 0.5, "popularity": 0.25, "random": 0.25},
+        gt=0,
+        le=1,
+        keys=SIMULATE_ARMS,
+    )
+    # Human users arriving per day on average (one request each, top_n items shown).
+    users_per_day: int = checked(1000, ge=1)
+    # Items published on each simulated day (drawn like the generator's).
+    new_items_per_day: int = checked(60, ge=0)
+    # Interest drift: log-interests move by this times a fixed normal direction per day.
+    drift_per_day: float = checked(0.03, ge=0)
+    seed: int = 7
+    # Confidence intervals are 1 - alpha.
+    alpha: float = checked(0.05, gt=0, lt=1)
+
+    def __post_init__(self) -> None:
+        total = sum(self.arms.values())
+        if not self.arms or abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"simulate.arms: the shares must add up to 1, got {total:g} ({self.arms})")
+
+
 @dataclass(frozen=True)
 class Config:
     mode: Literal["local", "cluster"]
@@ -444,6 +486,7 @@ class Config:
     stream: StreamConfig = field(default_factory=StreamConfig)
     profiles: ProfilesConfig = field(default_factory=ProfilesConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
     source_file: str = "<dict>"
 
     def artifacts_dir(self, kind: str) -> str:
@@ -475,7 +518,7 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(tp: Any, value: Any, key: str, file: str) -> Any:
     origin = get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{file}: key '{key}' must be a mapping, got {type(value).__name__}")
         return _build(tp, value, key, file)
@@ -547,7 +590,7 @@ def _build(cls: type, data: dict, prefix: str, file: str) -> Any:
             value = (
                 kwargs[name]
                 if name in kwargs
-                else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                else (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
             )
             _check_value(value, checks, key, file)
     try:
@@ -648,6 +691,14 @@ def _cross_checks(cfg: Config, file: str) -> None:
             f"{file}: key 'train.warmup_epochs' ({cfg.train.warmup_epochs}) must not exceed "
             f"'train.epochs' ({cfg.train.epochs})"
         )
+    tc, instances = cfg.train, cfg.spark.conf.get("spark.executor.instances", "")
+    if cfg.mode == "cluster" and tc.gpus_per_worker and instances.isdigit():
+        if int(instances) * tc.gpus_per_worker < tc.num_proc:
+            raise ConfigError(
+                f"{file}: key 'train.num_proc' ({tc.num_proc}) exceeds 'spark.conf.spark.executor.instances' "
+                f"x 'train.gpus_per_worker' ({instances} x {tc.gpus_per_worker}): with GPU scheduling an "
+                "executor runs one task per GPU, and Horovod needs one concurrent task per rank"
+            )
 
 
 def replace(cfg: Config, overrides: list[str]) -> Config:

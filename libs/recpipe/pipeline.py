@@ -233,7 +233,9 @@ def _f(v: Any) -> str:
 
 
 def add_run_parser(
-    sub, common: Callable[[argparse.ArgumentParser], None], date: Callable[[str], dt.date]
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: Callable[[argparse.ArgumentParser], None],
+    date: Callable[[str], dt.date],
 ) -> None:
     p = sub.add_parser(
         "run",

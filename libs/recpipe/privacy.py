@@ -45,6 +45,7 @@ from pyspark.sql.types import (
 from recpipe import constants as C
 from recpipe.config import Config
 from recpipe.events import transforms as T
+from recpipe.frames import one_row
 from recpipe.lake import Lake, open_lake
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def _with_parsed_user(lines: DataFrame, json_key: str) -> DataFrame:
 
     def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            users = []
+            users: list[str | None] = []
             for raw in batch.column(C.RAW).to_pylist():
                 if raw is None:
                     users.append(None)
@@ -131,7 +132,7 @@ def _migrate_deletions(lake: Lake, spark: SparkSession, key: str) -> bool:
     """Replace the pseudonyms of an ``ops.deletions`` written by older versions with digests."""
     if not lake.exists(OPS_DELETIONS) or "user_pseudonym" not in lake.schema(OPS_DELETIONS).fieldNames():
         return False
-    rows = [
+    rows: list[tuple[Any, ...]] = [
         (request_digest(r["user_pseudonym"], key), r["requested_at"], {}, r["rows_removed"])
         + (r["vacuumed"], {}, {}, None)
         for r in lake.read(OPS_DELETIONS).collect()
@@ -154,7 +155,7 @@ def forget_user(
     lake = lake or open_lake(cfg, spark)
     key = cfg.pseudonym_key()
     raw_id = raw_user_id.strip()
-    pseudonym = spark.range(1).select(T.user_pseudonym(F.lit(raw_user_id), key)).first()[0]
+    pseudonym = one_row(spark.range(1).select(T.user_pseudonym(F.lit(raw_user_id), key)))[0]
     digest = request_digest(pseudonym, key)
     json_key = _user_key(cfg)
     removed: dict[str, int] = {}

@@ -77,6 +77,36 @@ def java_reason(exc: BaseException) -> str:
 
 LOG4J2_PROPERTIES = Path(__file__).with_name("log4j2.properties")
 
+# Where the image has Spark's GPU discovery script (deploy/gpu/discover-gpus.sh; deploy/docker/Dockerfile).
+GPU_DISCOVERY_SCRIPT = "/opt/recpipe/gpu/discover-gpus.sh"
+
+
+def gpu_conf(cfg: Config) -> dict[str, str]:
+    """Spark's GPU resource requests for ``train.gpus_per_worker`` > 0 on a cluster: that many GPUs
+    per executor, one per task (so one Horovod rank per GPU), found by the discovery script, from
+    Kubernetes' ``nvidia.com`` device plugin. They apply to every task of the application (Spark
+    runs at most ``gpus_per_worker`` tasks at a time on an executor). Local mode: none (Spark does
+    not schedule GPUs there; the ranks still use the GPUs TensorFlow sees)."""
+    n = cfg.train.gpus_per_worker
+    if n <= 0 or cfg.mode != "cluster":
+        return {}
+    return {
+        "spark.executor.resource.gpu.amount": str(n),
+        "spark.task.resource.gpu.amount": "1",
+        "spark.executor.resource.gpu.discoveryScript": GPU_DISCOVERY_SCRIPT,
+        "spark.executor.resource.gpu.vendor": "nvidia.com",
+    }
+
+
+def session_conf(cfg: Config) -> dict[str, str]:
+    """The conf the session is built with: :func:`gpu_conf`, then ``spark.conf`` (which wins over
+    it), then :data:`REQUIRED_CONF`; in local mode the log4j2 file on the driver's JVM options."""
+    conf = {**gpu_conf(cfg), **cfg.spark.conf, **REQUIRED_CONF}
+    if cfg.mode == "local":
+        conf["spark.driver.extraJavaOptions"] = local_java_options(conf)
+    conf.setdefault("spark.ui.showConsoleProgress", str(cfg.spark.show_progress).lower())
+    return conf
+
 
 def local_java_options(conf: Mapping[str, str]) -> str:
     """``spark.driver.extraJavaOptions`` of a local session: the configured options plus
@@ -106,10 +136,9 @@ def build_session(cfg: Config, app_suffix: str | None = None) -> SparkSession:
         # and picked an outside interface for a driver nothing outside talks to).
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(cfg.spark.master)
-    conf = {**cfg.spark.conf, **REQUIRED_CONF}
-    if cfg.mode == "local":
-        conf["spark.driver.extraJavaOptions"] = local_java_options(conf)
-    conf.setdefault("spark.ui.showConsoleProgress", str(cfg.spark.show_progress).lower())
+    conf = session_conf(cfg)
+    if cfg.mode == "local" and cfg.train.gpus_per_worker:
+        log.info("train.gpus_per_worker ignored in local mode: Spark schedules GPUs only on a cluster")
     check_launch_conf(conf, cfg.source_file)
     for key, value in conf.items():
         builder = builder.config(key, value)

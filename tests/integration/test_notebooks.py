@@ -98,3 +98,31 @@ def test_evaluation_notebook_shows_the_calibration_of_a_report_with_a_model(tmp_
     assert "ECE 0.0110 | Brier 0.0512 | 900 test rows in 10 equal-count (quantile) bins" in text
     assert sum("text/html" in o.get("data", {}) for o in cell.outputs) == 1
     assert sum("image/png" in o.get("data", {}) for o in cell.outputs) == 1
+    # without a simulation report beside it, the closed-loop section says how to get one and moves on
+    sim = next(c for c in nb.cells if c.cell_type == "code" and "RECPIPE_SIMULATION_REPORT" in c.source)
+    text = "".join(o.get("text", "") for o in sim.outputs)
+    assert text.count("\n") == 1 and "`recpipe simulate --days 7` writes one" in text
+    figs = next(c for c in nb.cells if c.cell_type == "code" and "simulation_figures" in c.source)
+    assert not figs.outputs
+
+
+def test_evaluation_notebook_plots_the_newest_simulation_report(tmp_path):
+    from tests.unit.test_reports import evaluation_report, simulation_report
+
+    # given an evaluation report and, beside it, a simulation summary built by the real measures
+    (tmp_path / "evaluation-2026-10-12.json").write_text(json.dumps(evaluation_report()))
+    report = simulation_report()
+    (tmp_path / "simulation-2026-10-15.json").write_text(json.dumps(report))
+    nb = execute("evaluation_report.ipynb", {"RECPIPE_REPORT": str(tmp_path / "evaluation-2026-10-12.json")})
+    # then the closed-loop section shows the arms and the days, and plots the three figures
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "RECPIPE_SIMULATION_REPORT" in c.source)
+    text = "".join(o.get("text", "") for o in cell.outputs)
+    assert "simulation-2026-10-15.json: 3 days from 2026-10-15 | arms recpipe 50%" in text
+    assert "'days_checked': 2" in text
+    tables = [o["data"]["text/html"] for o in cell.outputs if "text/html" in o.get("data", {})]
+    assert len(tables) == 2
+    assert all(arm in tables[0] for arm in ("recpipe", "popularity", "random"))
+    assert "2026-10-17" in tables[1] and "ope observed" in tables[1]
+    figs = next(c for c in nb.cells if c.cell_type == "code" and "simulation_figures" in c.source)
+    assert sum("image/png" in o.get("data", {}) for o in figs.outputs) == 3
+    assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))

@@ -116,6 +116,7 @@ def _assert_mlflow_run(cfg, s, rep, meta):
     tc = cfg.train
     keys = ["model", "batch_size", "learning_rate", "warmup_epochs", "epochs", "early_stopping_patience"]
     keys += ["checkpoint_every_steps", "seed", "num_proc", "dropout", "l2", "vector_dim", "cross_layers"]
+    keys += ["precision", "sparse_as_dense", "gpus_per_worker"]
     expected = {k: str(getattr(tc, k)) for k in keys}
     expected.update(
         run_id="two-ranks",

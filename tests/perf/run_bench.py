@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-BENCHES = ["ingest", "features", "train", "recommend", "stream"]
+BENCHES = ["ingest", "features", "train", "recommend", "stream", "simulate"]
 
 
 def main() -> int:
@@ -49,6 +49,15 @@ def main() -> int:
                 kwargs["sizes"] = args.ingest_sizes or (20_000,)
             if name == "stream" and args.quick:
                 kwargs.update(events=20_000, files=4, trigger_seconds=10, land_every=3.0)
+            if name == "simulate" and args.quick:
+                kwargs.update(
+                    days=2,
+                    overrides=(
+                        "data.synthetic.events=20000",
+                        "data.synthetic.days=6",
+                        "simulate.users_per_day=200",
+                    ),
+                )
             result = mod.bench(out / "work", **kwargs)
             if hasattr(mod, "bench_mind") and not args.quick:
                 result = {"synthetic": result, "mind": mod.bench_mind(out / "work-mind")}

@@ -22,7 +22,11 @@ def _subcommands() -> list[str]:
 
 
 # Arguments a subcommand requires besides the common ones.
-REQUIRED = {"import": ["mind", "--source", "s", "--out", "o"], "forget": ["--user-id", "u"]}
+REQUIRED = {
+    "import": ["mind", "--source", "s", "--out", "o"],
+    "forget": ["--user-id", "u"],
+    "simulate": ["--days", "1"],
+}
 
 
 @pytest.mark.parametrize("flag", ["-q", "--quiet", "-v", "--verbose"])

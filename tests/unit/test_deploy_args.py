@@ -132,7 +132,7 @@ def test_dag_arguments_parse_with_the_run_date_and_overrides():
 def test_kubernetes_arguments_parse_and_pass_a_run_date():
     _defaults, stages, _ns = dag_source()
     lists = k8s_argument_lists(stages)
-    files = {"recpipe-daily.yaml", "recpipe-stage.yaml", "recpipe-stream.yaml"}
+    files = {"recpipe-daily.yaml", "recpipe-stage.yaml", "recpipe-stream.yaml", "recpipe-train-gpu.yaml"}
     assert {name.split(" ")[0] for name, _ in lists} == files
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     # the continuous stream has no run date: continuous mode (no --once), the cluster config
@@ -145,6 +145,11 @@ def test_kubernetes_arguments_parse_and_pass_a_run_date():
         # the scheduled run has no templating: `--date yesterday` (UTC) resolved by recpipe
         expected = yesterday if source.startswith("recpipe-daily") else dt.date.fromisoformat(DS)
         assert ns.date == expected, source
+    # the GPU training run: the train stage, its GPU settings as --set overrides of the cluster config
+    (gpu,) = [args for source, args in lists if source.startswith("recpipe-train-gpu")]
+    ns = parse("recpipe-train-gpu.yaml", gpu)
+    assert ns.command == "train" and ns.conf == "/opt/recpipe/conf/cluster.yaml"
+    assert "train.gpus_per_worker=1" in ns.overrides and "train.precision=mixed_float16" in ns.overrides
 
 
 @pytest.mark.parametrize("readme", ["README.md", "deploy/README.md"])

@@ -107,3 +107,58 @@ def test_spark_submit_script_help():
         ["bash", str(REPO / "deploy" / "spark-submit.sh"), "no-such-stage"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "no job for stage" in bad.stderr
+
+
+def _set_overrides(arguments: list[str]) -> list[str]:
+    return [arguments[i + 1] for i, a in enumerate(arguments) if a == "--set"]
+
+
+def test_gpu_executors_match_the_gpus_recpipe_asks_spark_for():
+    from recpipe.config import load_config
+    from recpipe.spark import gpu_conf
+
+    gpu_apps = 0
+    for name, spec in spark_apps():
+        # the manifest's --set overrides on the config it names (the real loader and its checks)
+        cfg = load_config(REPO / "conf" / "cluster.yaml", _set_overrides(spec["arguments"]))
+        gpu = spec["executor"].get("gpu")
+        assert "gpu" not in spec["driver"], name  # the driver does not train
+        if gpu is None:
+            assert cfg.train.gpus_per_worker == 0 and not spec["image"].endswith("-gpu"), name
+            continue
+        gpu_apps += 1
+        # the pod's nvidia.com/gpu limit = Spark's GPUs per executor = train.gpus_per_worker
+        assert gpu["name"] == "nvidia.com/gpu" and gpu["quantity"] == cfg.train.gpus_per_worker > 0, name
+        conf = gpu_conf(cfg)
+        assert conf["spark.executor.resource.gpu.amount"] == str(gpu["quantity"]), name
+        assert conf["spark.executor.resource.gpu.vendor"] == "nvidia.com", name
+        # one Horovod rank per GPU: as many ranks as the executors' GPUs, on the GPU image
+        assert cfg.train.num_proc == spec["executor"]["instances"] * gpu["quantity"], name
+        assert spec["image"].endswith("-gpu") and cfg.train.precision == "mixed_float16", name
+        assert spec["mainApplicationFile"].endswith("/jobs/train.py"), name
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+            "executor"
+        ].get("tolerations", []), name
+    assert gpu_apps == 1
+
+
+def test_dockerfile_gpu_variant_is_opt_in_at_the_pinned_tensorflow():
+    text = (REPO / "deploy" / "docker" / "Dockerfile").read_text()
+    # the default image is the CPU one, with the tensorflow-cpu pin of the packed requirements
+    assert re.search(r"^ARG TF_VARIANT=cpu$", text, re.M)
+    assert "HOROVOD_CPU_OPERATIONS=GLOO" in text
+    # the GPU build: tensorflow[and-cuda] at the version setup.py pins for tensorflow-cpu
+    gpu_req = re.search(r'^ARG TF_GPU_REQUIREMENT="tensorflow\[and-cuda\]==([0-9.]+)"$', text, re.M)
+    cpu_pin = re.search(r'"tensorflow-cpu==([0-9.]+)"', (REPO / "setup.py").read_text())
+    assert gpu_req and cpu_pin and gpu_req.group(1) == cpu_pin.group(1)
+    # NCCL only inside an `if [ "$TF_VARIANT" = gpu ]` branch, next to tensorflow[and-cuda]
+    lines = text.splitlines()
+    (i,) = [i for i, ln in enumerate(lines) if "HOROVOD_GPU_OPERATIONS=NCCL" in ln]
+    opened = max(j for j in range(i) if lines[j].lstrip().startswith(("&& if ", "if ")))
+    assert 'if [ "$TF_VARIANT" = gpu ]; then' in lines[opened]
+    assert not any(ln.strip().startswith("fi") for ln in lines[opened:i])
+    assert any('"$TF_GPU_REQUIREMENT"' in ln for ln in lines[opened:i])
+    # the discovery script is in the build context and copied into the image
+    ignore = (REPO / "deploy" / "docker" / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "!deploy/gpu/discover-gpus.sh" in ignore
+    assert "COPY deploy/gpu/discover-gpus.sh /opt/recpipe/gpu/discover-gpus.sh" in text

@@ -4,11 +4,14 @@ PNG figures and its tables; `recpipe report` lists and re-renders; a rendering e
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import logging
 import re
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from recpipe.reports import html, store
@@ -182,6 +185,127 @@ def ingest_report() -> dict:
     }
 
 
+SIM_USERS, SIM_ITEMS, SIM_SLOTS = 48, 30, 6
+
+
+def _sim_quality(item: int) -> float:
+    return 0.08 + 0.3 * (item % 7) / 6
+
+
+def _recpipe_lists(t: int) -> pd.DataFrame:
+    """The recpipe lists of day ``t`` (all users of that arm): the first three slots keep their
+    items from day to day, the others move on, so a next-day estimate has slots that match."""
+    rows = []
+    for u in range(0, SIM_USERS, 2):
+        for k in range(SIM_SLOTS):
+            item = (3 * u + k + (t if k >= 3 else 0)) % SIM_ITEMS
+            rows.append(
+                {
+                    "user": f"u{u:02d}",
+                    "position": k,
+                    "item_id": f"I{item:02d}",
+                    "propensity": 0.9,
+                    "score": _sim_quality(item) * 0.9,  # the ranker's probability: a bit low
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def served_slots(t: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Day ``t``'s served slots as `Simulation.serve_day` leaves them: users of even index in the
+    recpipe arm, 1 mod 4 popularity, 3 mod 4 random; clicks drawn from a position-based model."""
+    rec = _recpipe_lists(t).drop(columns="score").assign(arm="recpipe")
+    popular = sorted(range(SIM_ITEMS), key=lambda i: -_sim_quality(i))[:SIM_SLOTS]
+    rows = [rec]
+    for u in range(1, SIM_USERS, 2):
+        if u % 4 == 1:
+            items, prop, arm = popular, [1.0] * SIM_SLOTS, "popularity"
+        else:
+            items = rng.choice(SIM_ITEMS, SIM_SLOTS, replace=False).tolist()
+            prop, arm = [1 / (SIM_ITEMS - k) for k in range(SIM_SLOTS)], "random"
+        rows.append(
+            pd.DataFrame(
+                {
+                    "user": f"u{u:02d}",
+                    "position": range(SIM_SLOTS),
+                    "item_id": [f"I{i:02d}" for i in items],
+                    "propensity": prop,
+                    "arm": arm,
+                }
+            )
+        )
+    out = pd.concat(rows, ignore_index=True)
+    quality = out["item_id"].str[1:].astype(int).map(_sim_quality)
+    out["p_click"] = quality * (1.0 + out["position"]) ** -0.6
+    out["clicked"] = rng.random(len(out)) < out["p_click"]
+    out["request_id"] = f"d{t}-" + out["user"]
+    cols = ["request_id", "user", "arm", "position", "item_id", "propensity", "clicked", "p_click"]
+    return out[cols]
+
+
+def simulation_report(days: int = 3) -> dict:
+    """A `recpipe simulate` summary of ``days`` hand-made days, assembled as `run_simulation` does
+    from the functions of `recpipe.simulation.measure` (so the shape is the real one)."""
+    from recpipe.simulation import measure
+
+    rng = np.random.default_rng(11)
+    start, alpha = dt.date(2026, 10, 15), 0.05
+    served: dict[int, pd.DataFrame] = {}
+    ope_by_day: dict[int, dict] = {}
+    rows = []
+    for t in range(days):
+        served[t] = day = served_slots(t, rng)
+        logged = day[day["arm"] == "recpipe"]
+        target = _recpipe_lists(t + 1)
+        curve = measure.position_curve(pd.concat(served.values(), ignore_index=True), max_positions=SIM_SLOTS)
+        est = measure.next_day_dr(logged, target, curve["theta"], alpha)
+        est["position_curve"] = {k: curve[k] for k in ("beta", "impressions", "clicks")}
+        est["snips_per_slot"] = measure.next_day_ope(logged, target, alpha)
+        ope_by_day[t] = est
+        rows.append(
+            {
+                "date": (start + dt.timedelta(days=t)).isoformat(),
+                "arms": measure.arm_metrics(day, alpha),
+                "lift_over_popularity": measure.ctr_lift(day, "recpipe", "popularity", alpha),
+                "fallback_lists": 0,
+                "model_version": "m00001",
+                "pipeline_next_day": {
+                    "ingest": "ok",
+                    "features": "ok",
+                    "examples": "ok",
+                    "train": "skipped",
+                    "recommend": "ok",
+                },
+                "ope": est,
+                "duration_s": 60.0,
+            }
+        )
+        if t - 1 in ope_by_day:  # yesterday's estimate meets today's online value
+            value = float(logged.groupby("user")["clicked"].sum().mean())
+            prev = ope_by_day[t - 1]
+            prev["observed"] = round(value, 5)
+            prev["ci_contains_observed"] = bool(prev["ci_low"] <= value <= prev["ci_high"])
+            prev["abs_error"] = round(abs(prev["value"] - value), 5)
+    everything = pd.concat(served.values(), ignore_index=True)
+    checked = [o for o in ope_by_day.values() if "observed" in o]
+    return {
+        "job": "simulate",
+        "start": start.isoformat(),
+        "days_simulated": days,
+        "arm_shares": {"recpipe": 0.5, "popularity": 0.25, "random": 0.25},
+        "arms": measure.arm_metrics(everything, alpha),
+        "lift_over_popularity": measure.ctr_lift(everything, "recpipe", "popularity", alpha),
+        "days": rows,
+        "ope_summary": {
+            "days_checked": len(checked),
+            "mean_abs_error": round(float(np.mean([o["abs_error"] for o in checked])), 5),
+            "ci_contains_share": round(sum(o["ci_contains_observed"] for o in checked) / len(checked), 3),
+        },
+        "seconds_per_day": 60.0,
+        "duration_s": 180.0,
+    }
+
+
 def pngs(page: str) -> list[bytes]:
     return [base64.b64decode(m) for m in IMG.findall(page)]
 
@@ -335,3 +459,56 @@ def test_many_files_are_plotted_per_day_folder_and_all_listed():
     page = html.ingest_page(rep)
     assert_self_contained(page, min_images=3)
     assert "events/2026-10-03/23.jsonl" in page  # the table lists every file
+
+
+SIMULATION_FIGURES = ("Online CTR by arm", "Next-day OPE vs. online value", "CTR lift over popularity")
+
+
+def test_simulation_page_has_the_three_figures_the_arms_and_the_checked_estimates():
+    rep = simulation_report()
+    # the page renders from the JSON alone (NaN and all), as `recpipe report --render` reads it
+    page = html.simulation_page(json.loads(json.dumps(rep)))
+    assert_self_contained(page, min_images=3)
+    for caption in SIMULATION_FIGURES:
+        assert f"<figcaption>{caption}</figcaption>" in page
+    # the arms table: one row per arm with its share, CTR and interval, and expected clicks
+    assert '<th class="l">arm</th><th>share</th><th>lists</th><th>impressions</th>' in page
+    assert "<th>expected_clicks_per_list</th>" in page
+    for arm, m in rep["arms"].items():
+        assert f'<td class="l">{arm}</td><td>{rep["arm_shares"][arm]:.4f}</td><td>{m["lists"]}</td>' in page
+    # the estimate of day 1 is of the lists served on day 2, checked against their online value
+    first = rep["days"][0]["ope"]
+    assert (
+        '<td class="l">2026-10-15</td><td class="l">2026-10-16</td><td class="l">dr_position_based</td>'
+        f"<td>{first['value']:.4f}</td><td>{first['ci_low']:.4f}</td><td>{first['ci_high']:.4f}</td>"
+        f"<td>{first['observed']:.4f}</td><td>true</td>" in page
+    )
+    assert '<td class="l">days_checked</td><td>2</td>' in page  # ope_summary
+    assert "train skipped" in page  # the next day's plan, in a few words
+
+
+def test_simulation_page_without_estimates_or_lift_still_renders():
+    rep = simulation_report()
+    for day in rep["days"]:
+        day["ope"] = {"skipped": "no recpipe list served"}
+        day["lift_over_popularity"] = None
+    rep["lift_over_popularity"] = None
+    rep["ope_summary"] = {"days_checked": 0, "mean_abs_error": float("nan"), "ci_contains_share": None}
+    page = html.simulation_page(json.loads(json.dumps(rep)))
+    assert_self_contained(page, min_images=1)
+    assert "<figcaption>Online CTR by arm</figcaption>" in page
+    assert "<figcaption>CTR lift over popularity</figcaption>" not in page
+    assert "<figcaption>Next-day OPE vs. online value</figcaption>" not in page
+    assert "no off-policy estimate in this summary" in page and "no lift over the whole run" in page
+    assert page.count("no recpipe list served") == 3  # the reason, on each day's row
+
+
+def test_simulation_reports_are_listed_and_rerendered(tmp_path):
+    folder = str(tmp_path / "reports")
+    store.write_report(folder, "simulation-2026-10-15.json", simulation_report())
+    assert store.kind_of("simulation-2026-10-15.json") == "simulation"
+    out = store.list_and_render(folder, date="2026-10-15", render=True)
+    assert (out["rendered"], out["errors"]) == (1, 0)
+    (entry,) = out["reports"]
+    assert entry["kind"] == "simulation" and entry["html"].endswith("simulation-2026-10-15.html")
+    assert_self_contained((tmp_path / "reports" / "simulation-2026-10-15.html").read_text(), 3)

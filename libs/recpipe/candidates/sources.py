@@ -280,7 +280,7 @@ def _index(df: DataFrame, col: str, out: str) -> DataFrame:
     ids = df.select(col).distinct().orderBy(col).withColumn("_m", F.monotonically_increasing_id())
     ids = ids.localCheckpoint(eager=True)
     part, pos = F.shiftright("_m", 33), F.col("_m").bitwiseAND((1 << 33) - 1)
-    counts = dict(ids.groupBy(part.alias("p")).count().collect())
+    counts: dict[int, int] = dict(ids.groupBy(part.alias("p")).count().collect())
     offsets, start = [], 0
     for p in sorted(counts):
         offsets += [F.lit(p), F.lit(start)]
@@ -390,7 +390,9 @@ def tfidf_vectors(items: DataFrame, num_features: int) -> DataFrame:
 
 def feature_table_vectors(item_features: DataFrame, column: str) -> DataFrame:
     """(item_id, features) from ``gold.item_features``' text vector (array<float>), L2-normalized."""
-    v = item_features.where(F.col(column).isNotNull()).select(C.ITEM_ID, array_to_vector(column).alias("raw"))
+    v = item_features.where(F.col(column).isNotNull()).select(
+        C.ITEM_ID, array_to_vector(F.col(column)).alias("raw")
+    )
     return Normalizer(inputCol="raw", outputCol="features", p=2.0).transform(v).select(C.ITEM_ID, "features")
 
 
@@ -504,7 +506,7 @@ def content_neighbours(
     recommend benchmark); items without a vector (or a zero one) never match.
     """
     spark = vectors.sparkSession
-    vecs = vectors.select(C.ITEM_ID, vector_to_array("features", dtype="float32").alias("v"))
+    vecs = vectors.select(C.ITEM_ID, vector_to_array(F.col("features"), dtype="float32").alias("v"))
     tgt = vecs.join(targets.select(C.ITEM_ID).distinct(), C.ITEM_ID, "left_semi").orderBy(C.ITEM_ID).toArrow()
     out_schema = f"{C.ITEM_ID} string, neighbour_id string, sim double"
     t_ids = np.asarray(tgt.column(C.ITEM_ID).to_pylist(), dtype=str)

@@ -30,6 +30,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -299,7 +300,8 @@ class EventWriter:
     # -- output
     def close(self) -> dict:
         if self._closed:
-            return self.stats
+            # (None only after a close() that raised: the with-block callers never read it then)
+            return cast(dict, self.stats)
         self._closed = True
         self._flush_buffer(spill=False)
         self.events_dir.mkdir(parents=True, exist_ok=True)

@@ -1311,7 +1311,11 @@ def generate(
 
 @dataclass(frozen=True)
 class SyntheticWorld:
-    """The generator's world (items and users) rebuilt from its parameters, for the true click model."""
+    """The generator's world (items and users) rebuilt from its parameters, for the true click model.
+
+    A world extended by ``recpipe simulate`` (``OUT/_simulation.json``) also holds the items published
+    on the simulated days, and its users' interests drift from ``drift_start_ms`` on (see
+    :meth:`interest_at`)."""
 
     user_ids: np.ndarray
     item_ids: list
@@ -1320,6 +1324,12 @@ class SyntheticWorld:
     item_quality: np.ndarray
     interest: np.ndarray
     is_bot: np.ndarray
+    user_activity: np.ndarray | None = None
+    user_country: np.ndarray | None = None
+    user_device: np.ndarray | None = None
+    drift_start_ms: int | None = None
+    drift_per_day: float = 0.0
+    drift_z: np.ndarray | None = None
 
     def user_index(self, user_ids) -> np.ndarray:
         idx = {u: i for i, u in enumerate(self.user_ids.tolist())}
@@ -1335,6 +1345,36 @@ class SyntheticWorld:
         except KeyError as exc:
             raise KeyError(f"item {exc.args[0]!r} is not an item of this synthetic world") from None
 
+    def interest_at(self, u: np.ndarray, cat: np.ndarray, t_ms: np.ndarray) -> np.ndarray:
+        """User ``u``'s interest in category ``cat`` at ``t_ms``: the generator's interest, which
+        from ``drift_start_ms`` on drifts log-linearly, ``interest * exp(drift_per_day * days *
+        z)`` renormalized, with a fixed standard-normal direction ``z`` per (user, category)."""
+        if self.drift_z is None or self.drift_start_ms is None or not self.drift_per_day:
+            return self.interest[u, cat]
+        days = np.clip((np.asarray(t_ms, dtype=np.float64) - self.drift_start_ms) / _MS_DAY, 0.0, None)
+        w = self.interest[u] * np.exp(self.drift_per_day * days[:, None] * self.drift_z[u])
+        w /= w.sum(axis=1, keepdims=True)
+        return w[np.arange(len(u)), cat]
+
+
+# beside manifest.json; a leading "_" keeps ingest from reading it as input
+SIMULATION_FILE = "_simulation.json"
+
+
+def _day_ms(day: _dt.date) -> int:
+    return int((_dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC) - _EPOCH).total_seconds()) * 1000
+
+
+def simulated_items(seed: int, sim_start: _dt.date, day: int, per_day: int, first_index: int) -> dict:
+    """The items published on simulated day ``day`` (0 = ``sim_start``): ``per_day`` items drawn
+    like the generator's, published within that UTC day, ids ``N<first_index>``... onwards."""
+    day_ms = _day_ms(sim_start) + day * _MS_DAY
+    # _make_items publishes in [start - 7 days, end): shift start so that range is the one day
+    items = _make_items(_rng(seed, 10_000 + day), per_day, day_ms + 7 * _MS_DAY, day_ms + _MS_DAY)
+    for j, rec in enumerate(items["records"]):
+        rec["item_id"] = f"N{first_index + j:06d}"
+    return items
+
 
 def load_world(
     out_dir: str | Path | None = None,
@@ -1345,8 +1385,9 @@ def load_world(
     days: int | None = None,
 ) -> SyntheticWorld:
     """Rebuild the world of a generated data set deterministically, from ``out_dir/manifest.json``
-    or from the same arguments as :func:`generate` (events, seed, start, days). Reads nothing else
-    and writes nothing."""
+    or from the same arguments as :func:`generate` (events, seed, start, days). With ``out_dir``,
+    a ``_simulation.json`` beside the manifest (written by ``recpipe simulate``) adds the items of
+    the simulated days and the interest drift. Reads nothing else and writes nothing."""
     if out_dir is not None:
         m = json.loads((Path(out_dir) / "manifest.json").read_text())
         events, seed = int(m["events_requested"]), int(m["seed"])
@@ -1363,14 +1404,36 @@ def load_world(
     n_bots = max(3, int(round(0.001 * n_users)))
     items = _make_items(_rng(seed, 1), n_items, start_ms, end_ms)
     users = _make_users(_rng(seed, 2), n_users, n_bots)
+    item_ids = [f"N{i:06d}" for i in range(n_items)]
+    cat, pub, quality = [items["cat"]], [items["pub"]], [items["quality"]]
+    drift: dict = {}
+    sim_file = Path(out_dir) / SIMULATION_FILE if out_dir is not None else None
+    if sim_file is not None and sim_file.exists():
+        spec = json.loads(sim_file.read_text())
+        sim_start, per_day = _dt.date.fromisoformat(spec["start"]), int(spec["new_items_per_day"])
+        for day in range(int(spec["days"])):
+            extra = simulated_items(seed, sim_start, day, per_day, n_items + day * per_day)
+            item_ids += [r["item_id"] for r in extra["records"]]
+            cat.append(extra["cat"])
+            pub.append(extra["pub"])
+            quality.append(extra["quality"])
+        drift = dict(
+            drift_start_ms=_day_ms(sim_start),
+            drift_per_day=float(spec["drift_per_day"]),
+            drift_z=_rng(seed, 20_000).standard_normal(users["interest"].shape),
+        )
     return SyntheticWorld(
         user_ids=users["ids"],
-        item_ids=[f"N{i:06d}" for i in range(n_items)],
-        item_cat=items["cat"],
-        item_pub_ms=items["pub"],
-        item_quality=items["quality"],
+        item_ids=item_ids,
+        item_cat=np.concatenate(cat),
+        item_pub_ms=np.concatenate(pub),
+        item_quality=np.concatenate(quality),
         interest=users["interest"],
         is_bot=users["is_bot"],
+        user_activity=users["activity"],
+        user_country=np.array(COUNTRIES, dtype=object)[users["country"]],
+        user_device=np.array(DEVICES, dtype=object)[users["device"]],
+        **drift,
     )
 
 
@@ -1393,7 +1456,7 @@ def true_click_probability(world, user_ids, item_ids, positions, ts) -> np.ndarr
     t = np.broadcast_to(t.astype(np.int64), u.shape)
     age_hours = (t - world.item_pub_ms[i]) / _MS_HOUR
     fresh = 0.3 + 0.7 * np.power(0.5, np.clip(age_hours, 0.0, None) / 36.0)
-    aff = len(CATEGORIES) * world.interest[u, world.item_cat[i]] * world.item_quality[i]
+    aff = len(CATEGORIES) * world.interest_at(u, world.item_cat[i], t) * world.item_quality[i]
     pos_bias = 1.0 / np.power(1.0 + pos, 0.8)
     p = np.clip(0.16 * aff * pos_bias * fresh, 0.0, 0.95)
     p = np.where(world.is_bot[u], 0.9, p)

@@ -11,20 +11,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pyspark.ml.evaluation import RankingEvaluator
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recpipe import constants as C
+from recpipe.frames import one_row
 
 if TYPE_CHECKING:
     from recpipe.candidates.sources import AlsFactors
 
 log = logging.getLogger(__name__)
 
-RANKING_METRICS = {
+# Our name -> Spark ML's RankingEvaluator metricName.
+RankingMetric = Literal[
+    "meanAveragePrecision", "meanAveragePrecisionAtK", "precisionAtK", "ndcgAtK", "recallAtK"
+]
+RANKING_METRICS: dict[str, RankingMetric] = {
     "ndcg": "ndcgAtK",
     "recall": "recallAtK",
     "precision": "precisionAtK",
@@ -97,9 +102,9 @@ def accuracy_metrics(lists: DataFrame, truth: DataFrame, k: int) -> dict[str, fl
             lambda x: x.isNotNull(),
         )
     )
-    row = df.agg(
-        F.avg(hit.cast("double")).alias("hr"), F.avg(F.coalesce(1.0 / first, F.lit(0.0))).alias("mrr")
-    ).first()
+    row = one_row(
+        df.agg(F.avg(hit.cast("double")).alias("hr"), F.avg(F.coalesce(1.0 / first, F.lit(0.0))).alias("mrr"))
+    )
     out[f"hit_rate@{k}"] = float(row["hr"])
     out["mrr"] = float(row["mrr"])
     df.unpersist()
@@ -124,19 +129,16 @@ def beyond_accuracy(
         .groupBy(C.USER_ID)
         .agg(F.sum("count").alias("n"), F.sum(F.col("count") * (F.col("count") - 1)).alias("same_pairs"))
     )
-    ild = (
-        per_list.where("n > 1")
-        .agg(F.avg(1 - F.col("same_pairs") / (F.col("n") * (F.col("n") - 1))))
-        .first()[0]
-    )
-    total = popularity.agg(F.sum("clicks")).first()[0] or 0
+    ild = one_row(
+        per_list.where("n > 1").agg(F.avg(1 - F.col("same_pairs") / (F.col("n") * (F.col("n") - 1))))
+    )[0]
+    total = one_row(popularity.agg(F.sum("clicks")))[0] or 0
     n_items = max(catalog, 1)
-    nov = (
+    nov = one_row(
         top.join(popularity, C.ITEM_ID, "left")
         .select((-F.log2((F.coalesce("clicks", F.lit(0)) + 1) / F.lit(total + n_items))).alias("nov"))
         .agg(F.avg("nov"))
-        .first()[0]
-    )
+    )[0]
     return {
         "catalog_coverage": recommended / catalog if catalog else None,
         "intra_list_diversity": None if ild is None else float(ild),
@@ -232,10 +234,10 @@ def item_segment_hit_rates(
     j = pairs.join(recd, [C.USER_ID, C.ITEM_ID], "left")
     out = {}
     for seg, cond in (("cold_items", F.col("_k").isNull()), ("warm_items", F.col("_k").isNotNull())):
-        r = (
-            j.where(cond)
-            .agg(F.count("*").alias("n"), F.avg(F.col("_r").isNotNull().cast("double")).alias("hit"))
-            .first()
+        r = one_row(
+            j.where(cond).agg(
+                F.count("*").alias("n"), F.avg(F.col("_r").isNotNull().cast("double")).alias("hit")
+            )
         )
         out[seg] = {
             "clicked_pairs": int(r["n"]),

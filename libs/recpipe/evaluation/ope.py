@@ -49,8 +49,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "Estimate",
@@ -63,6 +65,8 @@ __all__ = [
 ]
 
 _CI_METHODS = ("normal", "bootstrap")
+# A validated 1-d float array (rewards, propensities, weights, per-row terms).
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class Estimate:
     n: int
     effective_sample_size: float
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def contains(self, x: float) -> bool:
@@ -88,7 +92,7 @@ class Estimate:
 # validation helpers
 
 
-def _as_1d(name: str, values, n: int | None = None) -> np.ndarray:
+def _as_1d(name: str, values: npt.ArrayLike, n: int | None = None) -> FloatArray:
     try:
         arr = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -108,7 +112,7 @@ def _as_1d(name: str, values, n: int | None = None) -> np.ndarray:
     return arr
 
 
-def _check_range(name: str, arr: np.ndarray, low: float, high: float, low_open: bool) -> None:
+def _check_range(name: str, arr: FloatArray, low: float, high: float, low_open: bool) -> None:
     bad_low = arr <= low if low_open else arr < low
     bad = np.flatnonzero(bad_low | (arr > high))
     if bad.size:
@@ -123,7 +127,9 @@ def _check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
-def _validate(rewards, logging_propensity, target_propensity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _validate(
+    rewards: npt.ArrayLike, logging_propensity: npt.ArrayLike, target_propensity: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     r = _as_1d("rewards", rewards)
     n = r.size
     p0 = _as_1d("logging_propensity", logging_propensity, n)
@@ -137,14 +143,14 @@ def _z(alpha: float) -> float:
     return NormalDist().inv_cdf(1.0 - alpha / 2.0)
 
 
-def effective_sample_size(weights) -> float:
+def effective_sample_size(weights: npt.ArrayLike) -> float:
     """Kish's effective sample size ``(sum w)^2 / sum(w^2)``; 0.0 when every weight is 0."""
     w = np.asarray(weights, dtype=float)
     s2 = float(np.sum(w * w))
     return float(np.sum(w)) ** 2 / s2 if s2 > 0 else 0.0
 
 
-def _normal_ci(value: float, terms: np.ndarray, alpha: float) -> tuple[float, float]:
+def _normal_ci(value: float, terms: FloatArray, alpha: float) -> tuple[float, float]:
     n = terms.size
     if n < 2 or not math.isfinite(value):
         return math.nan, math.nan
@@ -158,7 +164,7 @@ def _normal_ci(value: float, terms: np.ndarray, alpha: float) -> tuple[float, fl
 
 def bootstrap_ci(
     fn: Callable[..., float | Estimate],
-    *arrays,
+    *arrays: npt.ArrayLike,
     n_boot: int = 1000,
     alpha: float = 0.05,
     seed: int | None = 0,
@@ -195,7 +201,7 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-def _point(estimator: str, *arrays: np.ndarray) -> float:
+def _point(estimator: str, *arrays: FloatArray) -> float:
     """Point estimate only (used inside the bootstrap, inputs already validated)."""
     if estimator == "ips":
         r, p0, pe = arrays
@@ -212,13 +218,13 @@ def _point(estimator: str, *arrays: np.ndarray) -> float:
 def _finish(
     estimator: str,
     value: float,
-    terms: np.ndarray,
-    weights: np.ndarray,
+    terms: FloatArray,
+    weights: FloatArray,
     alpha: float,
     ci: str,
     n_boot: int,
     seed: int | None,
-    arrays: Sequence[np.ndarray],
+    arrays: Sequence[FloatArray],
 ) -> Estimate:
     if ci == "normal":
         low, high = _normal_ci(value, terms, alpha)
@@ -243,9 +249,9 @@ def _finish(
 
 
 def ips(
-    rewards,
-    logging_propensity,
-    target_propensity,
+    rewards: npt.ArrayLike,
+    logging_propensity: npt.ArrayLike,
+    target_propensity: npt.ArrayLike,
     alpha: float = 0.05,
     *,
     ci: str = "normal",
@@ -261,9 +267,9 @@ def ips(
 
 
 def snips(
-    rewards,
-    logging_propensity,
-    target_propensity,
+    rewards: npt.ArrayLike,
+    logging_propensity: npt.ArrayLike,
+    target_propensity: npt.ArrayLike,
     alpha: float = 0.05,
     *,
     ci: str = "normal",
@@ -290,11 +296,11 @@ def snips(
 
 
 def doubly_robust(
-    rewards,
-    logging_propensity,
-    target_propensity,
-    reward_hat_logged,
-    reward_hat_target,
+    rewards: npt.ArrayLike,
+    logging_propensity: npt.ArrayLike,
+    target_propensity: npt.ArrayLike,
+    reward_hat_logged: npt.ArrayLike,
+    reward_hat_target: npt.ArrayLike,
     alpha: float = 0.05,
     *,
     ci: str = "normal",
@@ -312,11 +318,11 @@ def doubly_robust(
 
 
 def evaluate_policy(
-    rewards,
-    logging_propensity,
-    target_propensity,
-    reward_hat_logged=None,
-    reward_hat_target=None,
+    rewards: npt.ArrayLike,
+    logging_propensity: npt.ArrayLike,
+    target_propensity: npt.ArrayLike,
+    reward_hat_logged: npt.ArrayLike | None = None,
+    reward_hat_target: npt.ArrayLike | None = None,
     alpha: float = 0.05,
     *,
     ci: str = "normal",
@@ -327,12 +333,12 @@ def evaluate_policy(
     if (reward_hat_logged is None) != (reward_hat_target is None):
         missing = "reward_hat_target" if reward_hat_target is None else "reward_hat_logged"
         raise ValueError(f"doubly robust needs both reward-model inputs; {missing} is missing")
-    kw = {"alpha": alpha, "ci": ci, "n_boot": n_boot, "seed": seed}
+    kw: dict[str, Any] = {"alpha": alpha, "ci": ci, "n_boot": n_boot, "seed": seed}
     out = {
         "ips": ips(rewards, logging_propensity, target_propensity, **kw),
         "snips": snips(rewards, logging_propensity, target_propensity, **kw),
     }
-    if reward_hat_logged is not None:
+    if reward_hat_logged is not None and reward_hat_target is not None:  # (both or neither: checked above)
         out["dr"] = doubly_robust(
             rewards, logging_propensity, target_propensity, reward_hat_logged, reward_hat_target, **kw
         )

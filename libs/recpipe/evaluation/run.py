@@ -21,10 +21,13 @@ from recpipe.evaluation import ope
 from recpipe.evaluation.calibration import calibration_summary
 from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import read_items
+from recpipe.frames import one_row
 from recpipe.lake import Lake, Txn, open_lake
 from recpipe.reports.store import publish, write_report
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from recpipe.candidates.sources import AlsFactors
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,7 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
         prior = 0.0
         pop = train.groupBy(C.ITEM_ID).agg(F.sum(C.LABEL).cast("double").alias("pop"))
     else:
-        prior = train.agg(F.avg(C.LABEL)).first()[0] or 0.0
+        prior = one_row(train.agg(F.avg(C.LABEL)))[0] or 0.0
         strength = cfg.features.ctr_prior_strength
         pop = train.groupBy(C.ITEM_ID).agg(
             ((F.sum(C.LABEL) + prior * strength) / (F.count("*") + strength)).alias("pop")
@@ -77,7 +80,7 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
         model, spec, row, no_model = None, None, None, f"no current model: {exc}"
     # Only the columns used: the label, the popularity score and the model's inputs.
     cols = [C.LABEL, "pop"] + ([c for c in spec.columns if c not in (C.LABEL, "pop")] if spec else [])
-    pdf = test.join(pop, C.ITEM_ID, "left").fillna({"pop": prior}).select(*cols).toPandas()
+    pdf: pd.DataFrame = test.join(pop, C.ITEM_ID, "left").fillna({"pop": prior}).select(*cols).toPandas()
     if pdf.empty or pdf[C.LABEL].nunique() < 2:
         return {"skipped": "test split is empty or has a single label"}
     y = pdf[C.LABEL].to_numpy().astype(int)
@@ -87,7 +90,7 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
         "test_negatives": "uniformly sampled clicked items" if clicks_only else "logged impressions",
         "popularity_auc": float(roc_auc_score(y, pdf["pop"])),
     }
-    if model is None:
+    if model is None or row is None:  # (both None together)
         out["model"] = no_model
         return out
     p = model.predict(to_model_inputs(pdf, spec), batch_size=4096, verbose=0).reshape(-1)
@@ -101,7 +104,7 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
     return out
 
 
-def logged_policy_ope(events, start: dt.date, end: dt.date) -> dict[str, Any]:
+def logged_policy_ope(events: DataFrame, start: dt.date, end: dt.date) -> dict[str, Any]:
     """IPS / SNIPS of the logging policy on its own impressions (must contain the observed CTR).
 
     A sanity check of the propensities that the same estimators apply to our own published
@@ -118,7 +121,7 @@ def logged_policy_ope(events, start: dt.date, end: dt.date) -> dict[str, Any]:
         .select(C.REQUEST_ID, C.ITEM_ID, F.lit(1).alias("clicked"))
         .distinct()
     )
-    pdf = (
+    pdf: pd.DataFrame = (
         imps.join(clicks, [C.REQUEST_ID, C.ITEM_ID], "left")
         .select(F.coalesce("clicked", F.lit(0)).alias("r"), C.PROPENSITY)
         .toPandas()
@@ -180,7 +183,7 @@ def run_evaluate(
         raise RuntimeError(f"{C.GOLD_RECOMMENDATIONS} does not exist: run `recpipe recommend` first")
     recs = lake.read(C.GOLD_RECOMMENDATIONS)
     if date is None:
-        date = recs.agg(F.max("run_date")).first()[0]
+        date = one_row(recs.agg(F.max("run_date")))[0]
     recs = recs.where(F.col("run_date") == F.lit(date))
     if recs.limit(1).count() == 0:
         raise RuntimeError(f"{C.GOLD_RECOMMENDATIONS} has no lists for {date}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Final, Literal
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -19,11 +20,13 @@ from recpipe.lake import Lake
 
 log = logging.getLogger(__name__)
 
-IMPRESSIONS = "impressions"
-CLICKS_ONLY = "clicks_only"
+IMPRESSIONS: Final = "impressions"
+CLICKS_ONLY: Final = "clicks_only"
+# A resolved data.feedback (not "auto").
+Feedback = Literal["impressions", "clicks_only"]
 
 
-def detect_feedback(events: DataFrame) -> str:
+def detect_feedback(events: DataFrame) -> Feedback:
     """``impressions`` when ``events`` hold a non-history impression, else ``clicks_only``."""
     imps = events.where(
         (F.col(C.EVENT_TYPE) == "impression") & ~F.coalesce(F.col(C.IS_HISTORY), F.lit(False))
@@ -31,7 +34,7 @@ def detect_feedback(events: DataFrame) -> str:
     return IMPRESSIONS if imps.limit(1).count() else CLICKS_ONLY
 
 
-def feedback_kind(cfg: Config, lake: Lake) -> str:
+def feedback_kind(cfg: Config, lake: Lake) -> Feedback:
     """The configured ``data.feedback``, or (``auto``) the kind detected from ``silver.events``."""
     if cfg.data.feedback != "auto":
         return cfg.data.feedback

@@ -125,7 +125,8 @@ class _Catalog:
         if self.cfs.get_file_info(self.state).type != pafs.FileType.File:
             return None
         with self.cfs.open_input_stream(self.state) as fh:
-            return json.loads(fh.read().decode()).get("fingerprint")
+            fingerprint: str | None = json.loads(fh.read().decode()).get("fingerprint")
+        return fingerprint
 
     def remember(self, fingerprint: str) -> None:
         self.cfs.create_dir(self.state.rsplit("/", 1)[0], recursive=True)

@@ -7,7 +7,8 @@ import hashlib
 import hmac
 import json
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Window
@@ -85,7 +86,7 @@ def parse_jsonl_bytes(
         bline = bline.rstrip(b"\r")
         raw = bline.decode("utf-8", errors="replace")
         error = None
-        obj: object = None
+        obj: Any = None
         if "\ufffd" in raw and b"\xef\xbf\xbd" not in bline:
             error = "invalid UTF-8"
         else:
@@ -182,7 +183,7 @@ def _epoch_to_iso(col: Column, unit: str) -> Column:
     return F.when(s.rlike(rf"^-?\d{{1,{digits}}}(\.\d{{1,9}})?$"), iso).otherwise(col)
 
 
-def apply_column_specs(df: DataFrame, consts: dict[str, str], epoch_units: dict[str, str]) -> DataFrame:
+def apply_column_specs(df: DataFrame, consts: Mapping[str, str], epoch_units: Mapping[str, str]) -> DataFrame:
     """Fill constant fields and turn epoch-number fields into ISO text (``ingest.column_mapping``).
 
     ``consts``: canonical field -> value for every record; ``epoch_units``: field -> s/ms/us.

@@ -130,7 +130,9 @@ def text_vectors(items: DataFrame, num_features: int) -> DataFrame:
         ]
     )
     model = pipe.fit(docs)
-    return model.transform(docs).select(C.ITEM_ID, vector_to_array("_tfidf", dtype="float32").alias(TEXT_VEC))
+    return model.transform(docs).select(
+        C.ITEM_ID, vector_to_array(F.col("_tfidf"), dtype="float32").alias(TEXT_VEC)
+    )
 
 
 def item_features(
@@ -209,7 +211,7 @@ def item_features(
         else F.coalesce(F.try_divide(F.col(c), F.col(i)), F.lit(0.0)).alias(r)
         for w, c, i, r in zip(wins, cols["clicks"], cols["impressions"], cols["ctr"])
     ]
-    select = [
+    select: list[Column | str] = [
         C.ITEM_ID,
         F.coalesce(F.col(CATEGORY), F.lit(UNKNOWN_CATEGORY)).alias(CATEGORY),
         F.coalesce(F.col(SUBCATEGORY), F.lit(UNKNOWN_CATEGORY)).alias(SUBCATEGORY),

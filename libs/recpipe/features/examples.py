@@ -34,7 +34,7 @@ from pyspark.sql import functions as F
 from recpipe import constants as C
 from recpipe import quality
 from recpipe.config import Config
-from recpipe.events.feedback import CLICKS_ONLY, IMPRESSIONS, is_clicks_only, with_feedback
+from recpipe.events.feedback import CLICKS_ONLY, IMPRESSIONS, Feedback, is_clicks_only, with_feedback
 from recpipe.events.items import read_items
 from recpipe.features import build as B
 from recpipe.features.leakage import check_leakage
@@ -46,6 +46,7 @@ from recpipe.features.spec import (
     SequenceFeature,
     VectorFeature,
 )
+from recpipe.frames import one_row
 from recpipe.guard import guard_partition_replace
 from recpipe.lake import Lake, Txn, open_lake
 
@@ -357,7 +358,9 @@ def add_text_vectors(examples: DataFrame, vectors: DataFrame, dim: int) -> DataF
 
 
 # -- quality ---------------------------------------------------------------------------------------
-def example_checks(windows: list[int], splits: list[str], label_bounds=(0.001, 0.5)) -> list[quality.Check]:
+def example_checks(
+    windows: list[int], splits: list[str], label_bounds: tuple[float, float] = (0.001, 0.5)
+) -> list[quality.Check]:
     wins = sorted(windows)
     ic = B.item_window_cols(wins)
     uc = B.user_window_cols(wins)
@@ -419,11 +422,13 @@ def build_spec(cfg: Config, examples: DataFrame, version: int | None, extra: dic
         x = F.col(c).cast("double")
         return F.log1p(F.greatest(x, F.lit(0.0))) if transforms[c] == "log1p" else x
 
-    row = train.agg(
-        *[F.mean(value(c)).alias(f"m_{c}") for c in dense],
-        *[F.stddev_pop(value(c)).alias(f"s_{c}") for c in dense],
-        *[F.sort_array(F.collect_set(c)).alias(f"v_{c}") for c in CATEGORICAL],
-    ).first()
+    row = one_row(
+        train.agg(
+            *[F.mean(value(c)).alias(f"m_{c}") for c in dense],
+            *[F.stddev_pop(value(c)).alias(f"s_{c}") for c in dense],
+            *[F.sort_array(F.collect_set(c)).alias(f"v_{c}") for c in CATEGORICAL],
+        )
+    )
 
     def num(v: Any, default: float) -> float:
         return float(v) if v is not None else default
@@ -496,7 +501,7 @@ def run_examples(
     timings: dict[str, float] = {}
     lake = lake or open_lake(cfg, spark)
     if click_only is not None:
-        kind = CLICKS_ONLY if click_only else IMPRESSIONS
+        kind: Feedback = CLICKS_ONLY if click_only else IMPRESSIONS
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, feedback=kind))
     cfg = with_feedback(cfg, lake)
     click_only = is_clicks_only(cfg)

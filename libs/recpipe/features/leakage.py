@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from recpipe import constants as C
 from recpipe.features.build import cutoff_ts
+from recpipe.frames import one_row
 
 
 class LeakageError(RuntimeError):
@@ -33,10 +34,10 @@ def check_leakage(examples: DataFrame) -> dict[str, Any]:
     bad = examples.where(leaking())
     n = bad.count()
     if n:
-        ex = (
-            bad.select(C.EXAMPLE_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TS, C.FEATURE_TS, C.AS_OF_DATE)
-            .orderBy(C.EVENT_TS, C.EXAMPLE_ID)
-            .first()
+        ex = one_row(
+            bad.select(C.EXAMPLE_ID, C.USER_ID, C.ITEM_ID, C.EVENT_TS, C.FEATURE_TS, C.AS_OF_DATE).orderBy(
+                C.EVENT_TS, C.EXAMPLE_ID
+            )
         )
         raise LeakageError(
             f"leakage check failed: {n} training examples use features computed from events at or "

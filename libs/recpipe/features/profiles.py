@@ -182,7 +182,7 @@ def profiles_from_events(
     if vectors is not None:
         vec = vectors.select(C.ITEM_ID, "features")
         if isinstance(vec.schema["features"].dataType, ArrayType):
-            vec = vec.select(C.ITEM_ID, array_to_vector("features").alias("features"))
+            vec = vec.select(C.ITEM_ID, array_to_vector(F.col("features")).alias("features"))
         text = (
             per_item.join(vec, C.ITEM_ID)
             .groupBy(C.USER_ID)
@@ -190,7 +190,7 @@ def profiles_from_events(
                 Summarizer.mean(F.col("features"), F.col("w")).alias("_c"),
                 F.sum("w").alias("_tw"),
             )
-            .select(C.USER_ID, vector_to_array("_c", dtype="float32").alias("_c"), "_tw")
+            .select(C.USER_ID, vector_to_array(F.col("_c"), dtype="float32").alias("_c"), "_tw")
         )
         out = out.join(text, C.USER_ID, "left")
         centroid, text_weight = F.col("_c"), F.coalesce("_tw", F.lit(0.0))

@@ -87,7 +87,8 @@ def _bare(key: str) -> bool:
 
 def _tokens(text: str) -> list[tuple[str, str, int]]:
     """``(kind, token, position)`` for each token; RuleError at the first unreadable character."""
-    out, pos = [], 0
+    out: list[tuple[str, str, int]] = []
+    pos = 0
     while pos < len(text):
         if text[pos:].strip() == "":
             break

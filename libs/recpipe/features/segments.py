@@ -31,6 +31,7 @@ from recpipe.features.profiles import (
     TAG_INTERESTS,
 )
 from recpipe.features.segment_rules import Clause, Rule, parse_rules
+from recpipe.frames import one_row
 from recpipe.guard import refuse
 from recpipe.lake import Lake
 
@@ -104,6 +105,7 @@ def field_column(clause: Clause, as_of: dt.datetime, half_life_hours: float) -> 
         return F.coalesce(F.col(INTEREST_WEIGHT), F.lit(0.0)) * F.pow(F.lit(2.0), -half_lives)
     if clause.field == "events":
         return F.coalesce(F.col(EVENT_COUNTS)[clause.key], F.lit(0))
+    assert clause.key is not None  # parse_rule gives every keyed field (SHARE_MAPS) its key
     return _share(SHARE_MAPS[clause.field], clause.key)
 
 
@@ -216,7 +218,7 @@ def cluster_members(profiles: DataFrame, k: int, seed: int, max_categories: int)
         distinct = vectors.select("shares").distinct().limit(k).count()
         if distinct < 2:
             return Clusters(None, info, f"{distinct} distinct interest vector(s): nothing to cluster")
-        data = vectors.select(C.USER_ID, array_to_vector("shares").alias("features"))
+        data = vectors.select(C.USER_ID, array_to_vector(F.col("shares")).alias("features"))
         model = KMeans(k=min(k, distinct), seed=seed, featuresCol="features", predictionCol="cluster").fit(
             data
         )
@@ -318,9 +320,9 @@ def build_segments(
     profiles = _profiles(lake).persist()
     frames = [profiles]
     try:
-        stats = profiles.agg(
-            F.count(F.lit(1)).alias("n"), F.max(F.unix_micros(LAST_SEEN)).alias("latest")
-        ).first()
+        stats = one_row(
+            profiles.agg(F.count(F.lit(1)).alias("n"), F.max(F.unix_micros(LAST_SEEN)).alias("latest"))
+        )
         latest = None if stats["latest"] is None else _EPOCH + dt.timedelta(microseconds=stats["latest"])
         n_profiles, as_of = stats["n"], _resolve_as_of(as_of, latest)
         run_id = f"segments/{as_of.isoformat()}/{uuid.uuid4().hex[:8]}"

@@ -8,6 +8,7 @@ with the same code and the same vocabularies/hash sizes.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,7 +47,7 @@ class DenseFeature:
     std: float = 1.0
     transform: str = "none"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.transform not in DENSE_TRANSFORMS:
             raise ValueError(
                 f"dense feature {self.name!r}: unknown transform {self.transform!r}; "
@@ -71,6 +72,9 @@ class SequenceFeature:
     item_feature: str = "item_id"
 
 
+Feature = HashedFeature | CategoricalFeature | DenseFeature | VectorFeature | SequenceFeature
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     label: str
@@ -85,7 +89,13 @@ class FeatureSpec:
     @property
     def columns(self) -> list[str]:
         """Every input column a model reads (label excluded)."""
-        groups = [self.hashed, self.categorical, self.dense, self.vectors, self.sequences]
+        groups: list[Sequence[Feature]] = [
+            self.hashed,
+            self.categorical,
+            self.dense,
+            self.vectors,
+            self.sequences,
+        ]
         return [f.name for g in groups for f in g]
 
     def to_json(self) -> str:

@@ -29,7 +29,8 @@ __all__ = [
 def delta_spark_available(spark: SparkSession) -> tuple[bool, str]:
     """Whether the Delta Lake Spark connector is on this session's classpath (and why not)."""
     try:
-        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # noqa: SLF001
+        # pyspark types _jvm as Optional (None only before a context starts; this one is running).
+        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # type: ignore[union-attr]  # noqa: SLF001
     except Exception:  # py4j raises a generic Py4JJavaError wrapping ClassNotFoundException
         return False, "io.delta.tables.DeltaTable is not on the Spark classpath (no Delta jars)"
     ext = spark.conf.get("spark.sql.extensions", "") or ""

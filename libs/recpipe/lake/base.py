@@ -114,7 +114,7 @@ def check_schema(
 
 def _same_type(a: Any, b: Any) -> bool:
     # Nullability is not part of the contract; compare the type tree only.
-    return _strip_nullable(a.jsonValue()) == _strip_nullable(b.jsonValue())
+    return bool(_strip_nullable(a.jsonValue()) == _strip_nullable(b.jsonValue()))
 
 
 def _strip_nullable(v: Any) -> Any:

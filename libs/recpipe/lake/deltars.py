@@ -260,7 +260,7 @@ class DeltaRsLake(Lake):
         txn: Txn | None,
         operation: str,
         mode: str = "append",
-        partition_filters: Callable[[DeltaTable | None], list | None] | None = None,
+        partition_filters: Callable[[DeltaTable], list | None] | None = None,
         removes_fn: Callable[[DeltaTable], tuple[list[RemoveAction], int]] | None = None,
         blind: bool = False,
         replace_schema: bool = False,
@@ -311,6 +311,7 @@ class DeltaRsLake(Lake):
                 schema = _spark_to_arrow(df.schema)
             else:
                 actions, t_write = [], 0.0
+                assert dt is not None  # no rows to write: only removes, which come from a snapshot
                 schema = pa.schema(dt.schema().to_arrow())
             rows = sum(json.loads(a.stats)["numRecords"] for a in actions)
             props = CommitProperties(
@@ -397,7 +398,7 @@ class DeltaRsLake(Lake):
         if replace_schema and partitions:
             raise LakeError(f"overwrite of {table}: a new schema replaces the whole table, not partitions")
 
-        def filters(dt: DeltaTable | None) -> list | None:
+        def filters(dt: DeltaTable) -> list | None:
             if not partitions:
                 return None
             pcols = list(dt.metadata().partition_columns)

@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
+from recpipe.frames import one_row
 from recpipe.lake.base import CommitResult, Lake, LakeError, Txn, check_schema, stats_properties
 
 
@@ -51,7 +52,7 @@ class DeltaSparkLake(Lake):
         log = self.spark.read.json(f"{self.path(table)}/_delta_log/*.json")
         if "txn" not in log.columns:
             return None
-        row = log.where(F.col("txn.appId") == app_id).agg(F.max("txn.version")).first()
+        row = one_row(log.where(F.col("txn.appId") == app_id).agg(F.max("txn.version")))
         return None if row[0] is None else int(row[0])
 
     def _writer(self, table: str, df: DataFrame, mode: str, partition_by: list[str] | None, txn: Txn | None):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 
@@ -38,12 +39,12 @@ def _as_table(rows: Any, columns: list[str]) -> pa.Table:
     return rows
 
 
-def _strings(col: pa.ChunkedArray) -> np.ndarray:
-    values = col.cast(pa.string()).fill_null(PAD).to_numpy(zero_copy_only=False)
+def _strings(col: pa.ChunkedArray) -> npt.NDArray[Any]:
+    values: npt.NDArray[Any] = col.cast(pa.string()).fill_null(PAD).to_numpy(zero_copy_only=False)
     return values.astype(object).reshape(-1, 1)
 
 
-def _list_values(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+def _list_values(col: pa.ChunkedArray) -> tuple[pa.Array, npt.NDArray[Any], npt.NDArray[Any]]:
     """Child values, per-row start offsets into them and per-row lengths (null lists = empty)."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if pa.types.is_null(arr.type):  # an all-missing column (e.g. a pandas column of None)
@@ -55,22 +56,25 @@ def _list_values(col: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray, np.ndarray
     return arr.values, starts, lengths
 
 
-def _gather(flat: np.ndarray, starts: np.ndarray, n: np.ndarray, width: int, fill: Any) -> np.ndarray:
+def _gather(
+    flat: npt.NDArray[Any], starts: npt.NDArray[Any], n: npt.NDArray[Any], width: int, fill: Any
+) -> npt.NDArray[Any]:
     """``out[i, j] = flat[starts[i] + j]`` for ``j < n[i]``, else ``fill`` (vectorized)."""
     flat = np.append(flat, np.array([fill], dtype=flat.dtype))  # a safe index for padding
     j = np.arange(width)[None, :]
     valid = j < n[:, None]
     idx = np.where(valid, starts[:, None] + j, len(flat) - 1)
-    return flat[idx]
+    out: npt.NDArray[Any] = flat[idx]
+    return out
 
 
-def _vectors(col: pa.ChunkedArray, dim: int) -> np.ndarray:
+def _vectors(col: pa.ChunkedArray, dim: int) -> npt.NDArray[Any]:
     values, starts, lengths = _list_values(col)
     flat = values.cast(pa.float32()).fill_null(0.0).to_numpy(zero_copy_only=False).astype(np.float32)
     return _gather(flat, starts, np.minimum(lengths, dim), dim, np.float32(0.0))
 
 
-def _sequences(col: pa.ChunkedArray, max_len: int) -> np.ndarray:
+def _sequences(col: pa.ChunkedArray, max_len: int) -> npt.NDArray[Any]:
     """The last ``max_len`` ids of each list, left-aligned, padded with ``PAD``."""
     values, starts, lengths = _list_values(col)
     flat = values.cast(pa.string()).fill_null(PAD).to_numpy(zero_copy_only=False).astype(object)
@@ -78,25 +82,26 @@ def _sequences(col: pa.ChunkedArray, max_len: int) -> np.ndarray:
     return _gather(flat, starts + lengths - n, n, max_len, PAD)
 
 
-def to_model_inputs(rows: Any, spec: FeatureSpec) -> dict[str, np.ndarray]:
+def to_model_inputs(rows: Any, spec: FeatureSpec) -> dict[str, npt.NDArray[Any]]:
     """Example rows (pandas / pyarrow) -> ``{input name: array}`` for the spec's models."""
     table = _as_table(rows, spec.columns)
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, npt.NDArray[Any]] = {}
     for f in spec.hashed + spec.categorical:
         out[f.name] = _strings(table.column(f.name))
-    for f in spec.dense:
-        col = table.column(f.name).cast(pa.float64())
-        values = col.fill_null(f.mean).to_numpy(zero_copy_only=False).astype(np.float32)
-        values = np.where(np.isfinite(values), values, np.float32(f.mean))
-        out[f.name] = values.reshape(-1, 1)
-    for f in spec.vectors:
-        out[f.name] = _vectors(table.column(f.name), f.dim)
-    for f in spec.sequences:
-        out[f.name] = _sequences(table.column(f.name), f.max_len)
+    for d in spec.dense:
+        col = table.column(d.name).cast(pa.float64())
+        values = col.fill_null(d.mean).to_numpy(zero_copy_only=False).astype(np.float32)
+        values = np.where(np.isfinite(values), values, np.float32(d.mean))
+        out[d.name] = values.reshape(-1, 1)
+    for v in spec.vectors:
+        out[v.name] = _vectors(table.column(v.name), v.dim)
+    for s in spec.sequences:
+        out[s.name] = _sequences(table.column(s.name), s.max_len)
     return out
 
 
-def labels(rows: Any, spec: FeatureSpec) -> np.ndarray:
+def labels(rows: Any, spec: FeatureSpec) -> npt.NDArray[Any]:
     """The label column as float32 (n, 1)."""
     table = _as_table(rows, [spec.label])
-    return table.column(spec.label).cast(pa.float32()).fill_null(0.0).to_numpy().reshape(-1, 1)
+    values: npt.NDArray[Any] = table.column(spec.label).cast(pa.float32()).fill_null(0.0).to_numpy()
+    return values.reshape(-1, 1)

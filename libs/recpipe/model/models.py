@@ -6,6 +6,10 @@ up inside the model, so unseen ids and out-of-vocabulary values never fail at sc
 
 Keras is the Keras 2 API of ``tf_keras`` (``TF_USE_LEGACY_KERAS=1``); custom layers are registered
 under the ``recpipe`` package so ``load_model`` finds them once this module is imported.
+
+Under the ``mixed_float16`` policy (``train.precision``) the layers compute in float16, except the
+output: the final logit and the sigmoid are float32 layers (``dtype="float32"``), so the click
+probability and the loss stay float32. Under the default float32 policy that changes nothing.
 """
 
 from __future__ import annotations
@@ -102,12 +106,12 @@ def _inputs(spec: FeatureSpec) -> dict[str, keras.Input]:
     out: dict[str, keras.Input] = {}
     for f in spec.hashed + spec.categorical:
         out[f.name] = keras.Input(shape=(1,), dtype=tf.string, name=f.name)
-    for f in spec.dense:
-        out[f.name] = keras.Input(shape=(1,), dtype=tf.float32, name=f.name)
-    for f in spec.vectors:
-        out[f.name] = keras.Input(shape=(f.dim,), dtype=tf.float32, name=f.name)
-    for f in spec.sequences:
-        out[f.name] = keras.Input(shape=(f.max_len,), dtype=tf.string, name=f.name)
+    for d in spec.dense:
+        out[d.name] = keras.Input(shape=(1,), dtype=tf.float32, name=d.name)
+    for v in spec.vectors:
+        out[v.name] = keras.Input(shape=(v.dim,), dtype=tf.float32, name=v.name)
+    for s in spec.sequences:
+        out[s.name] = keras.Input(shape=(s.max_len,), dtype=tf.string, name=s.name)
     return out
 
 
@@ -127,41 +131,41 @@ def _field_vectors(
         )
         idx = hashers[f.name](inputs[f.name])
         fields.append((f.name, keras.layers.Flatten(name=f"flat_{f.name}")(embeddings[f.name](idx))))
-    for f in spec.categorical:
-        vocab = list(f.vocabulary) or ["<empty>"]
+    for c in spec.categorical:
+        vocab = list(c.vocabulary) or ["<empty>"]
         lookup = keras.layers.StringLookup(
-            vocabulary=vocab, num_oov_indices=1, mask_token=None, name=f"lookup_{f.name}"
+            vocabulary=vocab, num_oov_indices=1, mask_token=None, name=f"lookup_{c.name}"
         )
-        emb = keras.layers.Embedding(len(vocab) + 1, f.embedding_dim, name=f"emb_{f.name}")
-        fields.append((f.name, keras.layers.Flatten(name=f"flat_{f.name}")(emb(lookup(inputs[f.name])))))
-    for f in spec.dense:
-        std = f.std if f.std and f.std > 0 else 1.0
-        x = inputs[f.name]
-        if f.transform == "log1p":
-            x = Log1p(name=f"log1p_{f.name}")(x)
-        norm = keras.layers.Normalization(mean=f.mean, variance=std * std, name=f"norm_{f.name}")
-        fields.append((f.name, norm(x)))
-    for f in spec.vectors:
-        v = inputs[f.name]
+        emb = keras.layers.Embedding(len(vocab) + 1, c.embedding_dim, name=f"emb_{c.name}")
+        fields.append((c.name, keras.layers.Flatten(name=f"flat_{c.name}")(emb(lookup(inputs[c.name])))))
+    for d in spec.dense:
+        std = d.std if d.std and d.std > 0 else 1.0
+        x = inputs[d.name]
+        if d.transform == "log1p":
+            x = Log1p(name=f"log1p_{d.name}")(x)
+        norm = keras.layers.Normalization(mean=d.mean, variance=std * std, name=f"norm_{d.name}")
+        fields.append((d.name, norm(x)))
+    for vf in spec.vectors:
+        v = inputs[vf.name]
         if vector_dim:
             # A wide sparse vector (e.g. 256 TF-IDF dims) fed raw into the cross layers lets the
             # model memorize items; a small linear projection keeps what generalizes.
-            v = keras.layers.Dense(vector_dim, use_bias=False, kernel_regularizer=reg, name=f"proj_{f.name}")(
-                v
-            )
-        fields.append((f.name, v))
-    for f in spec.sequences:
-        item = next((h for h in spec.hashed if h.name == f.item_feature), None)
+            v = keras.layers.Dense(
+                vector_dim, use_bias=False, kernel_regularizer=reg, name=f"proj_{vf.name}"
+            )(v)
+        fields.append((vf.name, v))
+    for s in spec.sequences:
+        item = next((h for h in spec.hashed if h.name == s.item_feature), None)
         if item is None:
             raise ValueError(
-                f"sequence feature {f.name!r} refers to item feature {f.item_feature!r}, "
+                f"sequence feature {s.name!r} refers to item feature {s.item_feature!r}, "
                 f"which is not a hashed feature of the spec"
             )
         # Same hashing and (shared) embedding table as the item id: a history item and a
         # candidate item with the same id land in the same row.
-        idx = hashers[item.name](inputs[f.name])
+        idx = hashers[item.name](inputs[s.name])
         emb = embeddings[item.name](idx)
-        fields.append((f.name, MaskedMeanPooling(name=f"pool_{f.name}")([emb, inputs[f.name]])))
+        fields.append((s.name, MaskedMeanPooling(name=f"pool_{s.name}")([emb, inputs[s.name]])))
     if not fields:
         raise ValueError("feature spec has no input features")
     return fields
@@ -206,7 +210,8 @@ def build_dcn(
         xl = CrossLayer(l2=l2, name=f"cross_{i}")([x0, xl])
     deep = _mlp(x0, tuple(deep_units), dropout, "deep")
     both = keras.layers.Concatenate(name="cross_deep")([xl, deep])
-    out = keras.layers.Dense(1, activation="sigmoid", name="p_click")(both)
+    # float32 under mixed precision too: the logit and the sigmoid (module docstring).
+    out = keras.layers.Dense(1, activation="sigmoid", name="p_click", dtype="float32")(both)
     return keras.Model(inputs=inputs, outputs=out, name="dcn_v2")
 
 
@@ -236,8 +241,9 @@ def build_deepfm(
     deep = keras.layers.Dense(1, name="deep_logit")(
         _mlp(keras.layers.Flatten(name="fm_flat")(stacked), tuple(deep_units), dropout, "deep")
     )
-    logit = keras.layers.Add(name="logit")([linear, fm, deep])
-    out = keras.layers.Activation("sigmoid", name="p_click")(logit)
+    # float32 under mixed precision too: the logit and the sigmoid (module docstring).
+    logit = keras.layers.Add(name="logit", dtype="float32")([linear, fm, deep])
+    out = keras.layers.Activation("sigmoid", name="p_click", dtype="float32")(logit)
     return keras.Model(inputs=inputs, outputs=out, name="deepfm")
 
 

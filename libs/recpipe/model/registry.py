@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recpipe.config import Config
 from recpipe.constants import MODEL_REGISTRY, MODEL_REGISTRY_SCHEMA
+
+if TYPE_CHECKING:
+    from recpipe.lake import Lake
 
 __all__ = ["decide_status", "load_current_model", "read_registry", "register_model"]
 
@@ -31,7 +34,7 @@ def decide_status(new_auc: float | None, current_auc: float | None, tolerance: f
     return REJECTED, f"val_auc {new_auc:.4f} < current {current_auc:.4f} - tolerance {tolerance}"
 
 
-def read_registry(lake) -> list[dict[str, Any]]:
+def read_registry(lake: Lake) -> list[dict[str, Any]]:
     """All registry rows (empty when the table does not exist yet)."""
     if not lake.exists(MODEL_REGISTRY):
         return []
@@ -44,7 +47,7 @@ def _next_version(rows: list[dict[str, Any]]) -> str:
 
 
 def register_model(
-    lake,
+    lake: Lake,
     *,
     run_id: str,
     data_version: int,
@@ -91,7 +94,7 @@ def register_model(
     return new
 
 
-def load_current_model(cfg: Config, lake) -> tuple[Any, Any, dict[str, Any]]:
+def load_current_model(cfg: Config, lake: Lake) -> tuple[Any, Any, dict[str, Any]]:
     """``(keras model, FeatureSpec, registry row)`` of the current model (for the scorer)."""
     import tensorflow as tf
 

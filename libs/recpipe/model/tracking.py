@@ -119,7 +119,7 @@ def log_training_run(
     return {"run_id": run_id, "tracking_uri": uri, "experiment": experiment}
 
 
-def _import_mlflow():
+def _import_mlflow() -> Any:
     for key, value in _MLFLOW_ENV.items():
         os.environ.setdefault(key, value)
     import mlflow  # noqa: F401  (configures its loggers at import; quieted below)

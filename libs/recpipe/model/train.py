@@ -2,9 +2,10 @@
 
 ``run_train`` (driver) resolves the examples snapshot and its feature spec, launches
 ``horovod.spark.run(train_fn, num_proc=train.num_proc)``, computes the popularity/oracle baselines,
-and registers the exported model in ``ops.model_registry``. ``train_fn`` runs once per rank: it reads
-its row shard straight from the snapshot's Parquet files, trains with ``DistributedGradientTape``,
-evaluates with metrics summed across ranks, checkpoints (rank 0) and exports (rank 0).
+and registers the exported model in ``ops.model_registry``. ``train_fn`` runs once per rank: it pins
+the rank to its GPU when there is one (``recpipe.model.devices``), reads its row shard straight from
+the snapshot's Parquet files, trains with ``DistributedGradientTape`` (in ``train.precision``),
+evaluates with metrics summed across ranks, checkpoints (rank 0) and exports (rank 0, in float32).
 
 Checkpoints live in ``<models>/runs/<run_id>/ckpt`` (``Config.artifacts_dir("models")``); running
 again with the same run id resumes from the last one (model, optimizer, step, epoch, position in
@@ -30,7 +31,7 @@ from recpipe.constants import GOLD_TRAINING_EXAMPLES
 
 log = logging.getLogger(__name__)
 
-__all__ = ["auc_from_histograms", "run_train", "train_fn"]
+__all__ = ["auc_from_histograms", "make_train_step", "run_train", "train_fn"]
 
 AUC_BUCKETS = 1 << 14
 EXPORT_MODEL = "model.keras"
@@ -78,9 +79,42 @@ def metrics_from_sums(sums: np.ndarray, buckets: int = AUC_BUCKETS) -> dict[str,
 
 
 # -- the per-rank training function (pickled to the executors: imports inside) ------------------
+def make_train_step(model, opt, loss_fn, precision: str = "float32", wrap_tape=None):
+    """One training step as a ``tf.function``: forward, loss (+ the model's regularization losses),
+    gradients through ``wrap_tape(tape)`` (Horovod's ``DistributedGradientTape`` in the ranks), update.
+
+    Under ``mixed_float16`` ``opt`` is a ``LossScaleOptimizer`` (``devices.wrap_optimizer``): the loss
+    is scaled before the gradients and the gradients unscaled after them, as Keras' ``fit`` does. The
+    gradients are allreduced scaled; a step whose averaged gradients overflow is skipped (and the
+    scale lowered) on every rank alike. Returns the unscaled loss.
+    """
+    import tensorflow as tf
+
+    from recpipe.model.devices import is_mixed
+
+    mixed = is_mixed(precision)
+    wrap = wrap_tape or (lambda tape: tape)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            p = model(x, training=True)
+            loss = loss_fn(y, p) + tf.add_n([tf.constant(0.0)] + model.losses)
+            target = opt.get_scaled_loss(loss) if mixed else loss
+        grads = wrap(tape).gradient(target, model.trainable_variables)
+        if mixed:
+            grads = opt.get_unscaled_gradients(grads)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return train_step
+
+
 def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     """Train on this rank's shard; returns this rank's summary (rank 0 adds metrics + export)."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    # TensorFlow numbers GPUs as nvidia-smi does (the Spark discovery script's addresses).
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     import hashlib
 
     import horovod.tensorflow as hvd
@@ -89,6 +123,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
 
     from recpipe.features.spec import FeatureSpec
     from recpipe.model import data as D
+    from recpipe.model import devices
     from recpipe.model.models import build_model
 
     hvd.init()  # Horovod: initialize (Gloo controller, rank/size from the Spark task services)
@@ -109,6 +144,11 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         logging.getLogger("absl").setLevel(logging.WARNING)
     else:
         rlog.setLevel(logging.WARNING)
+    # Horovod: one GPU per rank (its Spark-assigned GPU, else local rank), before TensorFlow
+    # initializes its devices; on CPU a no-op (rank 0 logs one line).
+    devices.pin_gpu(hvd.local_rank(), tf.config, devices.spark_assigned_gpus(), rank=rank)
+    precision = params.get("precision", "float32")
+    devices.set_precision(precision, keras)  # before the model is built
 
     seed = int(params["seed"])
     tf.random.set_seed(seed)
@@ -132,7 +172,8 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         time.perf_counter() - t_load,
     )
 
-    model = build_model(params["model"], spec, **params.get("model_kwargs", {}))
+    model_kwargs = params.get("model_kwargs", {})
+    model = build_model(params["model"], spec, **model_kwargs)
 
     base_lr = float(params["learning_rate"])
     warmup_steps = int(params["warmup_epochs"]) * steps
@@ -149,7 +190,8 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         def get_config(self):
             return {}
 
-    opt = keras.optimizers.Adam(learning_rate=WarmupLR())
+    # mixed_float16: dynamic loss scaling around Adam (its state is in the checkpoint).
+    opt = devices.wrap_optimizer(keras.optimizers.Adam(learning_rate=WarmupLR()), precision, keras)
     opt.build(model.trainable_variables)  # slots exist before restore/broadcast
 
     step_v = tf.Variable(0, dtype=tf.int64, name="step")
@@ -187,22 +229,20 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     state_vars = [step_v, epoch_v, step_in_epoch_v, epoch_seed_v, best_auc_v, bad_epochs_v, done_v, rng.state]
     # Horovod: every rank starts from rank 0's (initial or restored) weights, optimizer and state.
     hvd.broadcast_variables(model.variables, root_rank=0)
-    hvd.broadcast_variables(opt.variables, root_rank=0)
+    hvd.broadcast_variables(devices.optimizer_state_variables(opt), root_rank=0)  # + loss scale
     hvd.broadcast_variables(state_vars, root_rank=0)
     resumed_from = int(step_v)
 
-    bce = keras.losses.BinaryCrossentropy()
-
-    @tf.function(reduce_retracing=True)
-    def train_step(x, y):
-        with tf.GradientTape() as tape:
-            p = model(x, training=True)
-            loss = bce(y, p) + tf.add_n([tf.constant(0.0)] + model.losses)
-        # Horovod: gradients averaged across ranks (embeddings' sparse gradients densified).
-        tape = hvd.DistributedGradientTape(tape, sparse_as_dense=True)
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+    sparse_as_dense = bool(params.get("sparse_as_dense", True))
+    # Horovod: gradients averaged across ranks; the embeddings' sparse gradients densified and
+    # allreduced (train.sparse_as_dense) or allgathered as IndexedSlices.
+    train_step = make_train_step(
+        model,
+        opt,
+        keras.losses.BinaryCrossentropy(),
+        precision,
+        wrap_tape=lambda tape: hvd.DistributedGradientTape(tape, sparse_as_dense=sparse_as_dense),
+    )
 
     @tf.function(reduce_retracing=True)
     def predict_step(x):
@@ -330,7 +370,13 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         calibration = calibration_summary(test_rows[:, 0], test_rows[:, 1])
         export_dir = params["export_dir"]
         tf.io.gfile.makedirs(export_dir)
-        model.save(os.path.join(export_dir, EXPORT_MODEL))
+        # The export is float32 whatever train.precision: scoring (CPU executors) is unchanged.
+        exported = (
+            devices.float32_copy(model, lambda: build_model(params["model"], spec, **model_kwargs), keras)
+            if devices.is_mixed(precision)
+            else model
+        )
+        exported.save(os.path.join(export_dir, EXPORT_MODEL))
         meta = {
             "run_id": params["run_id"],
             "model": params["model"],
@@ -379,6 +425,8 @@ TRAIN_PARAM_KEYS = [
     "early_stopping_patience",
     "checkpoint_every_steps",
     "seed",
+    "precision",
+    "sparse_as_dense",
 ]
 
 
@@ -513,6 +561,8 @@ def run_train(
         "early_stopping_patience": tc.early_stopping_patience,
         "checkpoint_every_steps": tc.checkpoint_every_steps,
         "seed": tc.seed,
+        "precision": tc.precision,
+        "sparse_as_dense": tc.sparse_as_dense,
         # Rank 0 logs at the driver's level (not a training parameter: not in TRAIN_PARAM_KEYS).
         "log_level": logging.getLogger("recpipe").getEffectiveLevel(),
     }
@@ -616,6 +666,7 @@ def _track(
             **{k: params[k] for k in TRAIN_PARAM_KEYS},
             **params["model_kwargs"],
             "num_proc": cfg.train.num_proc,
+            "gpus_per_worker": cfg.train.gpus_per_worker,
             "examples_table": params["examples_table"],
             "examples_version": params["examples_version"],
         },

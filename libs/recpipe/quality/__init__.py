@@ -78,7 +78,7 @@ class QualityReport:
             parts = [
                 f"{r.label}: {r.unexpected_count} unexpected of {r.element_count}"
                 + (
-                    f" (e.g. {r.details.get('partial_unexpected_list')[:3]})"
+                    f" (e.g. {r.details['partial_unexpected_list'][:3]})"
                     if r.details.get("partial_unexpected_list")
                     else ""
                 )
@@ -90,7 +90,7 @@ class QualityReport:
             )
 
 
-def _context():
+def _context() -> tuple[Any, Any]:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 

@@ -142,8 +142,8 @@ def evaluation_page(report: dict[str, Any]) -> str:
     sections = [
         section(
             "Ranker",
-            note(skipped(ranker))
-            if skipped(ranker)
+            note(why)
+            if (why := skipped(ranker))
             else kv_table({k_: v for k_, v in ranker.items() if k_ != "calibration"}),
             figs.get("Ranker AUC", ""),
         ),
@@ -156,12 +156,12 @@ def evaluation_page(report: dict[str, Any]) -> str:
         section("Coverage, diversity, novelty", figs.get("Coverage, diversity, novelty", "")),
         section(
             "Expected clicks per list (true click model)",
-            note(skipped(tc)) if skipped(tc) else figs.get("Expected clicks per list", "") + kv_table(tc),
+            note(why) if (why := skipped(tc)) else figs.get("Expected clicks per list", "") + kv_table(tc),
         ),
         section(
             "Off-policy estimates of the logging policy",
-            note(skipped(ope))
-            if skipped(ope)
+            note(why)
+            if (why := skipped(ope))
             else kv_table(ope_facts)
             + table(ope_rows, ["estimator", "value", "ci_low", "ci_high", "n", "effective_sample_size"]),
         ),
@@ -239,7 +239,7 @@ def train_page(report: dict[str, Any]) -> str:
 def ingest_page(report: dict[str, Any]) -> str:
     """One ingested batch (``ingest-<batch id>.json``: the reconciliation summary plus per-file counts)."""
     figs = _figures(plots.ingest_figures(report))
-    counts = {
+    counts: dict[str, Any] = {
         k: report.get(k)
         for k in (
             "input_records",
@@ -273,3 +273,120 @@ def ingest_page(report: dict[str, Any]) -> str:
     ]
     meta = [f"batch {report.get('batch_id', '?')} | run {report.get('run_id', '?')}"]
     return page(f"recpipe ingest batch {report.get('batch_id', '')}", meta, sections)
+
+
+SIMULATION_ARM_COLUMNS = (
+    "arm",
+    "share",
+    "lists",
+    "impressions",
+    "clicks",
+    "ctr",
+    "ci_low",
+    "ci_high",
+    "clicks_per_list",
+    "clicks_per_list_ci_low",
+    "clicks_per_list_ci_high",
+    "expected_clicks_per_list",
+)
+SIMULATION_OPE_KEYS = (
+    "estimator",
+    "value",
+    "ci_low",
+    "ci_high",
+    "observed",
+    "ci_contains_observed",
+    "abs_error",
+    "direct_method",
+    "users",
+    "matched_slot_share",
+)
+SIMULATION_OPE_COLUMNS = ("estimate made", "lists served", *SIMULATION_OPE_KEYS, "position beta")
+
+
+def _stage_statuses(stages: Any) -> str:
+    """The next day's plan in a few words: the stages that did not end ``ok``, or ``all ok``."""
+    if not isinstance(stages, dict) or not stages:
+        return "–"
+    return ", ".join(f"{name} {status}" for name, status in stages.items() if status != "ok") or "all ok"
+
+
+def simulation_page(report: dict[str, Any]) -> str:
+    """A ``recpipe simulate`` summary (``simulation-<start>.json``): online CTR by arm per day, the
+    lift over popularity, and the next-day off-policy estimates against the online value."""
+    figs = _figures(plots.simulation_figures(report))
+    days = report.get("days") or []
+    shares = report.get("arm_shares") or {}
+    arms = report.get("arms") or {}
+    names = list(dict.fromkeys([*arms, *(a for d in days for a in (d.get("arms") or {}))]))
+    arm_rows = [{"arm": a, "share": shares.get(a), **(arms.get(a) or {})} for a in names]
+    by_day = [
+        {"date": d.get("date"), "arm": a, **m}
+        for d in days
+        for a, m in (d.get("arms") or {}).items()
+        if isinstance(m, dict)
+    ]
+    day_rows = []
+    for d in days:
+        lift = d.get("lift_over_popularity") or {}
+        day_rows.append(
+            {
+                "date": d.get("date"),
+                "model_version": d.get("model_version"),
+                "fallback_lists": d.get("fallback_lists"),
+                **{f"ctr {a}": ((d.get("arms") or {}).get(a) or {}).get("ctr") for a in names},
+                "lift": lift.get("lift"),
+                "lift_ci_low": lift.get("ci_low"),
+                "lift_ci_high": lift.get("ci_high"),
+                "next day's plan": _stage_statuses(d.get("pipeline_next_day")),
+                "duration_s": d.get("duration_s"),
+            }
+        )
+    ope_rows = []
+    for d in days:
+        o = d.get("ope") if isinstance(d.get("ope"), dict) else {}
+        row = {
+            "estimate made": d.get("date"),
+            "lists served": plots.next_day(str(d.get("date", "?"))),
+            **{c: o.get(c) for c in SIMULATION_OPE_KEYS},
+            "position beta": (o.get("position_curve") or {}).get("beta"),
+        }
+        if why := skipped(o):
+            row["skipped"] = why
+        ope_rows.append(row)
+    ope_cols = [*SIMULATION_OPE_COLUMNS, *(["skipped"] if any("skipped" in r for r in ope_rows) else [])]
+    run_lift = report.get("lift_over_popularity")
+    sections = [
+        section("Arms over the whole run", table(arm_rows, SIMULATION_ARM_COLUMNS)),
+        section(
+            "Online CTR by arm over days",
+            figs.get("Online CTR by arm", note("no served day in this summary")),
+            table(day_rows, left=1),
+            table(by_day, ["date", "arm", *SIMULATION_ARM_COLUMNS[2:]], left=2),
+        ),
+        section(
+            "CTR lift over popularity",
+            figs.get("CTR lift over popularity", ""),
+            kv_table(run_lift)
+            if isinstance(run_lift, dict)
+            else note("no lift over the whole run: an arm served no list or got no click"),
+        ),
+        section(
+            "Next-day off-policy estimate vs. online value",
+            note(
+                "The estimate made on day D from D's recpipe-arm logs is of the lists served on D + 1; "
+                "observed is their online clicks per list on D + 1 (none for the last day: its lists "
+                "were not served in the run)."
+            ),
+            figs.get("Next-day OPE vs. online value", note("no off-policy estimate in this summary")),
+            table(ope_rows, ope_cols, left=2),
+            kv_table(report.get("ope_summary") or {}),
+        ),
+    ]
+    share_text = ", ".join(f"{a} {v:.0%}" for a, v in shares.items() if isinstance(v, (int, float)))
+    meta = [
+        f"{fmt(report.get('days_simulated'))} simulated days from {report.get('start', '?')}"
+        + (f" | arms {share_text}" if share_text else ""),
+        f"{fmt(report.get('duration_s'))} s in all, {fmt(report.get('seconds_per_day'))} s per day",
+    ]
+    return page(f"recpipe simulate from {report.get('start', '')}", meta, sections)

@@ -6,10 +6,13 @@ each function returns ``[(title, figure), ...]`` and skips what the report does 
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 POLICY_COLORS = {"published": "tab:blue", "popularity": "tab:orange", "als": "tab:green"}
 SPREAD_METRICS = ("catalog_coverage", "intra_list_diversity", "novelty_bits")
@@ -23,7 +26,7 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def _grouped_bars(ax, groups: list[str], series: dict[str, list[float | None]], title: str) -> None:
+def _grouped_bars(ax: Axes, groups: list[str], series: dict[str, list[float | None]], title: str) -> None:
     """One bar group per ``groups`` entry, one bar per series (None -> no bar)."""
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
@@ -36,8 +39,8 @@ def _grouped_bars(ax, groups: list[str], series: dict[str, list[float | None]], 
 
 
 def ranker_auc_figure(ranker: dict[str, Any]) -> Figure | None:
-    aucs = {k: _num(ranker.get(k)) for k in ("auc", "popularity_auc")}
-    aucs = {("model" if k == "auc" else "popularity"): v for k, v in aucs.items() if v is not None}
+    raw = {k: _num(ranker.get(k)) for k in ("auc", "popularity_auc")}
+    aucs = {("model" if k == "auc" else "popularity"): v for k, v in raw.items() if v is not None}
     if not aucs:
         return None
     fig = Figure(figsize=(6, 2))
@@ -133,8 +136,8 @@ def reasons_figure(reasons: dict[str, int]) -> Figure | None:
 
 def expected_clicks_figure(tc: dict[str, Any]) -> Figure | None:
     """Expected clicks per list under the generator's true click model (synthetic data)."""
-    vals = {p: _num(tc.get(f"{p}_expected_clicks_per_list")) for p in ("published", "popularity", "als_only")}
-    vals = {p: v for p, v in vals.items() if v is not None}
+    raw = {p: _num(tc.get(f"{p}_expected_clicks_per_list")) for p in ("published", "popularity", "als_only")}
+    vals = {p: v for p, v in raw.items() if v is not None}
     if not vals:
         return None
     fig = Figure(figsize=(6, 2.4))
@@ -187,8 +190,8 @@ def train_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
     by_rank = report.get("samples_per_s_by_rank") or []
     if hist or by_rank:
         fig = Figure(figsize=(12, 3))
-        axes = fig.subplots(1, 2 if by_rank and hist else 1)
-        axes = list(axes) if hasattr(axes, "__len__") else [axes]
+        grid: Any = fig.subplots(1, 2 if by_rank and hist else 1)  # an Axes, or an array of two
+        axes = list(grid) if hasattr(grid, "__len__") else [grid]
         if hist:
             axes[0].bar([h["epoch"] for h in hist], [_num(h.get("samples_per_s")) or 0.0 for h in hist])
             axes[0].set_title("samples/s per epoch (all ranks; epoch 1 includes tracing)", fontsize=10)
@@ -200,9 +203,7 @@ def train_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
             ax.set_title("samples/s per rank (whole run)", fontsize=10)
         fig.tight_layout()
         out.append(("Throughput", fig))
-    base = {
-        k: _num(report.get(k)) for k in ("test_auc", "popularity_auc", "oracle_auc") if _num(report.get(k))
-    }
+    base = {k: v for k in ("test_auc", "popularity_auc", "oracle_auc") if (v := _num(report.get(k)))}
     if base:
         fig = Figure(figsize=(6, 2.2))
         ax = fig.subplots()
@@ -212,9 +213,9 @@ def train_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
         ax.set_title("test AUC: model vs. baselines", fontsize=10)
         fig.tight_layout()
         out.append(("Model vs. baselines", fig))
-    fig = reliability_figure(report.get("calibration") or {})
-    if fig is not None:
-        out.append(("Calibration", fig))
+    reliability = reliability_figure(report.get("calibration") or {})
+    if reliability is not None:
+        out.append(("Calibration", reliability))
     return out
 
 
@@ -243,8 +244,8 @@ def _per_file_or_folder(files: list[dict[str, Any]]) -> tuple[list[dict[str, Any
 def ingest_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
     """Outcome of a batch's records, quarantine reasons and records per file."""
     out: list[tuple[str, Figure]] = []
-    outcome = {k: _num(report.get(k)) for k in ("accepted", "duplicates", "quarantined", "late_events")}
-    outcome = {k: v for k, v in outcome.items() if v is not None}
+    raw = {k: _num(report.get(k)) for k in ("accepted", "duplicates", "quarantined", "late_events")}
+    outcome = {k: v for k, v in raw.items() if v is not None}
     if outcome:
         fig = Figure(figsize=(7, 2.4))
         ax = fig.subplots()
@@ -277,3 +278,188 @@ def ingest_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
         fig.tight_layout()
         out.append(("Records per file", fig))
     return out
+
+
+# -- recpipe simulate ------------------------------------------------------------------------------
+
+ARM_COLORS = {"recpipe": "tab:blue", "popularity": "tab:orange", "random": "tab:grey"}
+MAX_DAY_LABELS = 15
+
+
+def _finite(v: Any) -> float | None:
+    """``v`` as a float when it is a finite number (the summary's intervals can be NaN or null)."""
+    x = _num(v)
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _ci_points(
+    ax: Axes, xs: list[float], rows: list[dict[str, Any] | None], key: str, lo: str, hi: str, **style: Any
+) -> int:
+    """Points ``row[key]`` at ``xs`` with error bars down to ``row[lo]`` and up to ``row[hi]``;
+    rows without a finite value are left out, a missing bound draws no bar on that side."""
+    x, y, down, up = [], [], [], []
+    for xi, row in zip(xs, rows, strict=True):
+        v = _finite((row or {}).get(key))
+        if v is None or row is None:
+            continue
+        low, high = _finite(row.get(lo)), _finite(row.get(hi))
+        x.append(xi)
+        y.append(v)
+        down.append(max(0.0, v - low) if low is not None else 0.0)
+        up.append(max(0.0, high - v) if high is not None else 0.0)
+    if x:
+        ax.errorbar(x, y, yerr=[down, up], marker="o", markersize=4, capsize=3, **style)
+    return len(x)
+
+
+def _day_axis(ax: Axes, labels: list[str], xlabel: str) -> None:
+    """One tick per day, at most ``MAX_DAY_LABELS`` of them labelled."""
+    step = max(1, math.ceil(len(labels) / MAX_DAY_LABELS))
+    shown = [lab if i % step == 0 else "" for i, lab in enumerate(labels)]
+    ax.set_xticks(range(len(labels)), shown, rotation=30 if len(labels) > 5 else 0, fontsize=8)
+    ax.set_xlim(-0.5, len(labels) - 0.5)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+
+
+def _legend_outside(ax: Axes) -> None:
+    """The legend right of the plot, where it hides no point of a day."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
+def next_day(date: str) -> str:
+    """The day after ``date`` (YYYY-MM-DD): the day the lists estimated on ``date`` were served."""
+    try:
+        return (dt.date.fromisoformat(date) + dt.timedelta(days=1)).isoformat()
+    except ValueError:
+        return f"{date} + 1"
+
+
+def online_ctr_figure(days: list[dict[str, Any]]) -> Figure | None:
+    """Online CTR of each arm per simulated day with its interval over lists, one line per arm."""
+    arms = list(dict.fromkeys(a for d in days for a in (d.get("arms") or {})))
+    if not arms:
+        return None
+    fig = Figure(figsize=(11.5, 3.6))
+    ax = fig.subplots()
+    for i, arm in enumerate(arms):
+        dodge = (i - (len(arms) - 1) / 2) * 0.08  # side by side, so the bars do not hide each other
+        _ci_points(
+            ax,
+            [j + dodge for j in range(len(days))],
+            [(d.get("arms") or {}).get(arm) for d in days],
+            "ctr",
+            "ci_low",
+            "ci_high",
+            label=arm,
+            color=ARM_COLORS.get(arm),
+        )
+    _day_axis(ax, [str(d.get("date", "?")) for d in days], "simulated day")
+    ax.set_ylabel("CTR (clicks / impressions)")
+    ax.set_title("online CTR by arm (bars: confidence interval over lists)", fontsize=10)
+    _legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+def ope_figure(days: list[dict[str, Any]]) -> Figure | None:
+    """The off-policy estimate made on day D for the lists of D + 1, with its interval, against
+    their online clicks per list on D + 1 (x: the day the lists were served)."""
+    pairs = [
+        (next_day(str(d.get("date", "?"))), d["ope"])
+        for d in days
+        if isinstance(d.get("ope"), dict) and _finite(d["ope"].get("value")) is not None
+    ]
+    if not pairs:
+        return None
+    served = [day for day, _ in pairs]
+    est: list[dict[str, Any] | None] = [o for _, o in pairs]
+    xs = [float(i) for i in range(len(est))]
+    fig = Figure(figsize=(11.5, 3.6))
+    ax = fig.subplots()
+    name = pairs[0][1].get("estimator", "estimate")
+    _ci_points(
+        ax, xs, est, "value", "ci_low", "ci_high", color="tab:blue", label=f"{name} (made the day before)"
+    )
+    direct = [
+        (x, v)
+        for x, (_, o) in zip(xs, pairs, strict=True)
+        if (v := _finite(o.get("direct_method"))) is not None
+    ]
+    if direct:
+        ax.plot(
+            *zip(*direct, strict=True),
+            ls="none",
+            marker="_",
+            markersize=12,
+            color="tab:purple",
+            label="direct method alone",
+        )
+    seen = [
+        (x, v) for x, (_, o) in zip(xs, pairs, strict=True) if (v := _finite(o.get("observed"))) is not None
+    ]
+    if seen:
+        ax.plot(
+            *zip(*seen, strict=True),
+            ls="none",
+            marker="D",
+            markersize=6,
+            color="black",
+            zorder=3,
+            label="online value",
+        )
+    _day_axis(ax, served, "day the lists were served (estimated the day before)")
+    ax.set_ylabel("clicks per list (recpipe arm)")
+    ax.set_title("next-day off-policy estimate vs. online value", fontsize=10)
+    _legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+def lift_figure(days: list[dict[str, Any]], overall: dict[str, Any] | None) -> Figure | None:
+    """CTR lift of one arm over another per day with its interval, and the whole run's lift as a
+    dashed line in its interval's band."""
+    rows: list[dict[str, Any] | None] = [d.get("lift_over_popularity") for d in days]
+    run_lift = _finite((overall or {}).get("lift"))
+    if run_lift is None and all(_finite((r or {}).get("lift")) is None for r in rows):
+        return None
+    named = next((r for r in [overall, *rows] if r), {})
+    arm, baseline = named.get("arm", "recpipe"), named.get("baseline", "popularity")
+    fig = Figure(figsize=(11.5, 3.6))
+    ax = fig.subplots()
+    ax.axhline(0.0, color="grey", lw=1)
+    if overall and run_lift is not None:
+        lo, hi = _finite(overall.get("ci_low")), _finite(overall.get("ci_high"))
+        label = f"whole run {run_lift:+.1%}"
+        if lo is not None and hi is not None:
+            ax.axhspan(lo, hi, color="tab:green", alpha=0.15, lw=0)
+            label += f" [{lo:+.1%}, {hi:+.1%}]"
+        ax.axhline(run_lift, color="tab:green", ls="--", label=label)
+    _ci_points(
+        ax,
+        [float(i) for i in range(len(days))],
+        rows,
+        "lift",
+        "ci_low",
+        "ci_high",
+        color="tab:blue",
+        label="per day",
+    )
+    _day_axis(ax, [str(d.get("date", "?")) for d in days], "simulated day")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylabel(f"CTR({arm}) / CTR({baseline}) - 1")
+    ax.set_title(f"CTR lift of {arm} over {baseline}", fontsize=10)
+    _legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+def simulation_figures(report: dict[str, Any]) -> list[tuple[str, Figure]]:
+    """The figures of a ``recpipe simulate`` summary (``simulation-<start>.json``)."""
+    days = report.get("days") or []
+    figs = [
+        ("Online CTR by arm", online_ctr_figure(days)),
+        ("Next-day OPE vs. online value", ope_figure(days)),
+        ("CTR lift over popularity", lift_figure(days, report.get("lift_over_popularity"))),
+    ]
+    return [(t, f) for t, f in figs if f is not None]

@@ -11,10 +11,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-KINDS = ("evaluation", "train", "ingest")
+KINDS = ("evaluation", "train", "ingest", "simulation")
 
 
-def _fs(folder: str):
+def _fs(folder: str) -> tuple[Any, str, str]:
     """(pyarrow filesystem, base path, base as shown to the user) of a folder or URI."""
     import pyarrow.fs as pafs
 
@@ -47,11 +47,12 @@ def write_report(folder: str, name: str, report: dict[str, Any]) -> str:
 def read_report(folder: str, name: str) -> dict[str, Any]:
     fs, base, _ = _fs(folder)
     with fs.open_input_stream(f"{base}/{name}") as fh:
-        return json.loads(fh.read().decode())
+        report: dict[str, Any] = json.loads(fh.read().decode())
+    return report
 
 
 def kind_of(name: str) -> str | None:
-    """``evaluation`` / ``train`` / ``ingest`` for a report file name, else None."""
+    """``evaluation`` / ``train`` / ``ingest`` / ``simulation`` for a report file name, else None."""
     head = name.split("-", 1)[0]
     return head if head in KINDS and "-" in name else None
 
@@ -91,6 +92,7 @@ def renderer(kind: str) -> Callable[[dict[str, Any]], str]:
         "evaluation": html.evaluation_page,
         "train": html.train_page,
         "ingest": html.ingest_page,
+        "simulation": html.simulation_page,
     }[kind]
 
 

@@ -31,12 +31,14 @@ from recpipe.candidates import sources as S
 from recpipe.candidates.als import day_factors
 from recpipe.candidates.run import as_of_time
 from recpipe.config import Config
-from recpipe.datasets.synthetic import load_world, true_click_probability
+from recpipe.datasets.synthetic import SyntheticWorld, load_world, true_click_probability
 from recpipe.events.transforms import pseudonymize_py
 from recpipe.lake import Lake
 
 
-def expected_clicks(lists: pd.DataFrame, world, raw_user_of: dict[str, str], ts_ms: int) -> np.ndarray:
+def expected_clicks(
+    lists: pd.DataFrame, world: SyntheticWorld, raw_user_of: dict[str, str], ts_ms: int
+) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Per-row true click probability of ``lists`` (user_id pseudonym, item_id, rank)."""
     users = [raw_user_of[u] for u in lists[C.USER_ID]]
     return true_click_probability(
@@ -68,7 +70,7 @@ def evaluate_lists(
     bots = {pseudonymize_py(u, key) for u in world.user_ids[world.is_bot].tolist()}
 
     published = lake.read(C.GOLD_RECOMMENDATIONS).where(F.col(C.RUN_DATE) == F.lit(run_date))
-    users_pdf = published.select(C.USER_ID).distinct().toPandas()
+    users_pdf: pd.DataFrame = published.select(C.USER_ID).distinct().toPandas()
     users_pdf = users_pdf[users_pdf[C.USER_ID].isin(raw_user_of) & ~users_pdf[C.USER_ID].isin(bots)]
     spark = lake.spark
     users = spark.createDataFrame(users_pdf, f"{C.USER_ID} string")

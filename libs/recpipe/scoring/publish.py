@@ -21,6 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recpipe import constants as C
+from recpipe.frames import one_row
 from recpipe.guard import shrink_problems
 from recpipe.lake import Lake
 
@@ -129,15 +130,13 @@ def list_counts(recs: DataFrame, users: DataFrame, top_n: int) -> dict[str, int]
     """``lists``, ``rows``, ``users`` (with a list or in ``users``: one ``user_id`` column) and
     ``short`` (users whose list is shorter than ``top_n``; a missing list counts as length 0)."""
     lengths = recs.groupBy(C.USER_ID).agg(F.count("*").alias("n"))
-    row = (
-        lengths.join(users.select(C.USER_ID).distinct(), C.USER_ID, "full")
-        .agg(
+    row = one_row(
+        lengths.join(users.select(C.USER_ID).distinct(), C.USER_ID, "full").agg(
             F.count(F.col("n")).alias("lists"),
             F.coalesce(F.sum("n"), F.lit(0)).alias("rows"),
             F.count("*").alias("users"),
             F.sum(F.when(F.coalesce(F.col("n"), F.lit(0)) < top_n, 1).otherwise(0)).alias("short"),
         )
-        .first()
     )
     return {k: int(row[k] or 0) for k in ("lists", "rows", "users", "short")}
 
@@ -152,13 +151,13 @@ def last_publish(lake: Lake, run_date: dt.date) -> tuple[str, dict[str, int]] | 
         (F.col(C.RUN_DATE) == F.lit(run_date), f"the lists already published for {run_date}"),
         (F.col(C.RUN_DATE) < F.lit(run_date), "the last published lists"),
     ):
-        latest = table.where(where).agg(F.max(C.RUN_DATE)).first()[0]
+        latest = one_row(table.where(where).agg(F.max(C.RUN_DATE)))[0]
         if latest is None:
             continue
-        row = (
-            table.where(F.col(C.RUN_DATE) == F.lit(latest))
-            .agg(F.countDistinct(C.USER_ID).alias("lists"), F.count("*").alias("rows"))
-            .first()
+        row = one_row(
+            table.where(F.col(C.RUN_DATE) == F.lit(latest)).agg(
+                F.countDistinct(C.USER_ID).alias("lists"), F.count("*").alias("rows")
+            )
         )
         if row["rows"]:
             return (label if latest == run_date else f"{label} ({latest})"), {
@@ -203,11 +202,13 @@ def degenerate_problems(
 def fingerprint(recs: DataFrame) -> str:
     """An order-insensitive fingerprint of the lists' content (run_id/generated_at excluded)."""
     cols = [F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in CONTENT_COLUMNS]
-    row = recs.agg(
-        F.count("*").alias("n"),
-        F.sum(F.hash(*cols).cast("long")).alias("h1"),
-        F.sum(F.pmod(F.xxhash64(*cols), F.lit(2_147_483_647)).cast("long")).alias("h2"),
-    ).first()
+    row = one_row(
+        recs.agg(
+            F.count("*").alias("n"),
+            F.sum(F.hash(*cols).cast("long")).alias("h1"),
+            F.sum(F.pmod(F.xxhash64(*cols), F.lit(2_147_483_647)).cast("long")).alias("h2"),
+        )
+    )
     return f"{row['n']}-{row['h1'] or 0:x}-{row['h2'] or 0:x}"
 
 

@@ -29,8 +29,9 @@ categories as integer codes, numpy per slot). A test keeps the two identical.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,9 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from recpipe import constants as C
 from recpipe.batches import whole_groups
+
+if TYPE_CHECKING:
+    from recpipe.config import RecommendConfig
 
 # The rows a re-ranking returns: one schema, the Spark and pandas forms derived from it.
 OUT_ARROW = pa.schema(
@@ -83,7 +87,7 @@ class RerankParams:
     uncertain_impressions: int = 20
 
     @classmethod
-    def from_config(cls, rc, uncertain_impressions: int = 20) -> RerankParams:
+    def from_config(cls, rc: RecommendConfig, uncertain_impressions: int = 20) -> RerankParams:
         return cls(
             top_n=rc.top_n,
             max_per_category=rc.max_per_category,
@@ -171,7 +175,7 @@ def rerank_frame(pdf: pd.DataFrame, params: RerankParams, run_date: str) -> pd.D
     ends = np.r_[starts[1:], len(users)]
     n_cats = int(cats.max()) + 1 if len(cats) else 0
     eps = float(params.explore_share)
-    out: dict[str, list] = {c: [] for c in OUT_COLUMNS}
+    out: dict[str, list[Any]] = {c: [] for c in OUT_COLUMNS}
     for lo, hi in zip(starts, ends):
         rng = user_rng(params.seed, users[lo], run_date)
         cat = cats[lo:hi]
@@ -207,7 +211,9 @@ def rerank_frame(pdf: pd.DataFrame, params: RerankParams, run_date: str) -> pd.D
     return pd.DataFrame(out).astype(_OUT_DTYPES)
 
 
-def rerank_partitions(params: RerankParams, run_date: str):
+def rerank_partitions(
+    params: RerankParams, run_date: str
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function over partitions sorted by user (every user's rows in one
     partition, contiguous): re-ranks whole Arrow batches with :func:`rerank_frame`, carrying a
     user whose rows continue into the next batch. The job scores and re-ranks in one pass

@@ -27,6 +27,7 @@ from recpipe.candidates.run import (
 )
 from recpipe.config import Config
 from recpipe.events.items import read_items
+from recpipe.frames import one_row
 from recpipe.lake import Lake, open_lake
 from recpipe.scoring.publish import publish_recommendations
 from recpipe.scoring.rank import attach_model_features, item_vector_table, ranking_frame, score_and_rerank
@@ -41,7 +42,8 @@ def default_run_date(lake: Lake) -> dt.date:
     row = lake.read(C.SILVER_EVENTS).agg(F.max(C.EVENT_DATE)).first()
     if row is None or row[0] is None:
         raise ValueError("silver.events is empty: nothing to recommend from")
-    return row[0] + dt.timedelta(days=1)
+    latest: dt.date = row[0]
+    return latest + dt.timedelta(days=1)
 
 
 def run_recommend(
@@ -133,7 +135,7 @@ def run_recommend(
         r[C.REASON]: r["n"] for r in recs.groupBy(C.REASON).count().withColumnRenamed("count", "n").collect()
     }
     n_lists = recs.select(C.USER_ID).distinct().count()
-    n_cand_rows = cand_counts.agg(F.sum("n_candidates")).first()[0] or 0
+    n_cand_rows = one_row(cand_counts.agg(F.sum("n_candidates")))[0] or 0
     summary = {
         "job": "recommend",
         "run_date": run_date.isoformat(),

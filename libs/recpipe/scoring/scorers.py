@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 
@@ -31,9 +32,9 @@ MODEL_INPUTS_MODULE = "recpipe.model.inputs"
 
 
 class Scorer(Protocol):
-    def score(self, pdf: pd.DataFrame) -> np.ndarray: ...
+    def score(self, pdf: pd.DataFrame) -> npt.NDArray[Any]: ...
 
-    def score_batch(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray: ...
+    def score_batch(self, batch: pa.RecordBatch | pa.Table) -> npt.NDArray[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,11 @@ class PopularityScorer:
         self.half_life = recency_half_life_hours
         self.personal_boost = personal_boost
 
-    def score_batch(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    def score_batch(self, batch: pa.RecordBatch | pa.Table) -> npt.NDArray[Any]:
         names = batch.schema.names
         return self.score(batch.select([c for c in self.COLUMNS if c in names]).to_pandas())
 
-    def score(self, pdf: pd.DataFrame) -> np.ndarray:
+    def score(self, pdf: pd.DataFrame) -> npt.NDArray[Any]:
         pop = pdf["popularity"].fillna(0.0).to_numpy(float)
         aff = pdf["cat_affinity"].fillna(0.0).to_numpy(float)
         age = np.clip(pdf["age_hours"].fillna(24 * 365.0).to_numpy(float), 0.0, None)
@@ -75,7 +76,10 @@ class PopularityScorer:
         for col in ("s_co_visit", "s_similar_content", "s_als"):
             if col in pdf:
                 personal = np.maximum(personal, np.clip(pdf[col].fillna(0.0).to_numpy(float), 0.0, 1.0))
-        return (0.05 + aff) * (0.05 + pop) * (0.3 + 0.7 * recency) * (1.0 + self.personal_boost * personal)
+        scores: npt.NDArray[Any] = (
+            (0.05 + aff) * (0.05 + pop) * (0.3 + 0.7 * recency) * (1.0 + self.personal_boost * personal)
+        )
+        return scores
 
 
 class ModelScorer:
@@ -87,10 +91,10 @@ class ModelScorer:
         self.version = version
         self.batch_size = batch_size
 
-    def score_batch(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    def score_batch(self, batch: pa.RecordBatch | pa.Table) -> npt.NDArray[Any]:
         return self.score(batch)
 
-    def score(self, pdf: pd.DataFrame | pa.RecordBatch | pa.Table) -> np.ndarray:
+    def score(self, pdf: pd.DataFrame | pa.RecordBatch | pa.Table) -> npt.NDArray[Any]:
         inputs = importlib.import_module(MODEL_INPUTS_MODULE)
         # Every model input must be built by the serving frame (rank.attach_model_features), the
         # same way as for training: a silently defaulted column is training/serving skew.

@@ -132,7 +132,8 @@ def day_after_latest_event(lake: Lake) -> dt.date:
     row = lake.read(C.SILVER_EVENTS).agg(F.max(C.EVENT_DATE)).first()
     if row is None or row[0] is None:
         raise ValueError(f"{C.SILVER_EVENTS} is empty: pass --date")
-    return row[0] + dt.timedelta(days=1)
+    latest: dt.date = row[0]
+    return latest + dt.timedelta(days=1)
 
 
 def config_part(cfg: Config, key: str) -> Any:
@@ -142,7 +143,7 @@ def config_part(cfg: Config, key: str) -> Any:
     value = getattr(cfg, section)
     if field:
         return getattr(value, field)
-    if not dataclasses.is_dataclass(value):
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
         return value
     full = dataclasses.asdict(value)
     return {f.name: full[f.name] for f in dataclasses.fields(value) if f.metadata.get("fingerprint", True)}

@@ -95,7 +95,7 @@ def fingerprint(stage: Stage, ctx: StageContext, plan: dict[str, Any], pins: dic
 
 def _done_by(stage: Stage, ctx: StageContext, fp: str) -> dict[str, Any] | None:
     """The latest earlier ok/skipped attempt with this fingerprint whose outputs still stand."""
-    for r in reversed(runs.stage_rows(ctx.lake, [stage.name], fingerprint=fp)):
+    for r in runs.stage_rows(ctx.lake, [stage.name], fingerprint=fp)[::-1]:  # the latest first
         if r["status"] not in (runs.OK, runs.SKIPPED) or r["mode"] != ctx.mode:
             continue
         outputs = r["table_versions"] or {}
@@ -131,7 +131,9 @@ def _execute(stage: Stage, ctx: StageContext, order: Sequence[Stage]) -> StageRe
     fp = ""
     body_rows: list[runs.RunRow] = []
 
-    def finish(status: str, reason: str | None, summary: dict[str, Any], outputs: dict) -> StageResult:
+    def finish(
+        status: str, reason: str | None, summary: dict[str, Any], outputs: dict[str, Any]
+    ) -> StageResult:
         res = StageResult(
             stage=stage.name,
             run_date=ctx.run_date,
@@ -167,8 +169,8 @@ def _execute(stage: Stage, ctx: StageContext, order: Sequence[Stage]) -> StageRe
         fp = fingerprint(stage, ctx, plan, pins)
         done = None if ctx.rerun else _done_by(stage, ctx, fp)
         if done is not None:
-            why = f"done: same inputs and config as {done['run_id']} ({done['status']})"
-            return finish(runs.SKIPPED, why, {}, done["table_versions"] or {})
+            same = f"done: same inputs and config as {done['run_id']} ({done['status']})"
+            return finish(runs.SKIPPED, same, {}, done["table_versions"] or {})
         why = None if ctx.rerun else stage.skip_reason(ctx, plan, lake)
         if why is not None:
             return finish(runs.SKIPPED, why, {}, _versions(ctx.lake, stage.outputs))

@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from recpipe import constants as C
 from recpipe.config import Config
 from recpipe.evaluation.run import OPS_EVALUATIONS
+from recpipe.frames import one_row
 from recpipe.lake import Lake
 from recpipe.stages import runs
 from recpipe.stages.base import BACKTEST, DAILY, Stage, StageContext
@@ -175,13 +176,13 @@ class Examples(Stage):
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
         from recpipe.features.examples import default_range
 
-        given = ctx.options.get("start"), ctx.options.get("end")
+        given: tuple[Any, Any] = ctx.options.get("start"), ctx.options.get("end")
         daily = ctx.mode != BACKTEST
         if daily:
             window = ctx.run_date - dt.timedelta(days=ctx.cfg.examples.window_days)
             start, end = window, ctx.run_date - dt.timedelta(days=1)
         else:  # every event date (not read when both ends are given)
-            start, end = (None, None) if all(given) else default_range(lake, None)
+            start, end = given if all(given) else default_range(lake, None)
         start, end = given[0] or start, given[1] or end
         plan = {
             "start": start.isoformat(),
@@ -322,7 +323,7 @@ class Evaluate(Stage):
         """The run date whose evaluation covers the latest published lists."""
         if not lake.exists(C.GOLD_RECOMMENDATIONS):
             raise ValueError(f"{C.GOLD_RECOMMENDATIONS} does not exist: pass --date or run recommend first")
-        latest = lake.read(C.GOLD_RECOMMENDATIONS).agg(F.max(C.RUN_DATE)).first()[0]
+        latest: dt.date | None = one_row(lake.read(C.GOLD_RECOMMENDATIONS).agg(F.max(C.RUN_DATE)))[0]
         if latest is None:
             raise ValueError(f"{C.GOLD_RECOMMENDATIONS} is empty: pass --date")
         return latest + dt.timedelta(days=cfg.evaluate.horizon_days)

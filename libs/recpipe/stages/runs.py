@@ -154,7 +154,8 @@ def read_runs(lake: Lake) -> DataFrame | None:
             continue
         raw = F.get_json_object("summary_json", f"$._run.{col}")
         if isinstance(types[col], MapType):
-            value = F.from_json(raw, types[col])
+            # pyspark's stub omits MapType, which from_json takes (documented since Spark 2.4).
+            value = F.from_json(raw, types[col])  # type: ignore[arg-type]
         else:
             value = raw.cast(types[col])
         df = df.withColumn(col, value)

@@ -52,7 +52,8 @@ def stage_status(lake: Lake, last: dt.date | None = None, days: int = 7) -> dict
 def format_status(report: dict[str, Any], reason_width: int = 90) -> str:
     """The report as a text table (one line per run date and stage)."""
     if not report["runs"]:
-        return report.get("note", "no stage attempts")
+        note: str = report.get("note", "no stage attempts")
+        return note
     head = f"{'run date':<10}  {'stage':<9}  {'status':<7}  {'tries':>5}  {'time':>7}  counts / reason"
     lines = [f"stages from {report['first']} to {report['last']}", head]
     for r in report["runs"]:
