@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from recpipe import constants as C
 from recpipe.datasets.synthetic import _HOUR_OF_DAY_W, SyntheticWorld, true_click_probability
 
 MS_HOUR = 3_600_000
@@ -192,24 +193,7 @@ def write_day(events: pd.DataFrame, day_dir) -> int:
     ev["ts"] = (
         pd.to_datetime(ev["ts_ms"], unit="ms", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "Z"
     )
-    cols = [
-        "event_id",
-        "user_id",
-        "item_id",
-        "event_type",
-        "ts",
-        "session_id",
-        "request_id",
-        "position",
-        "dwell_ms",
-        "device",
-        "country",
-        "propensity",
-        "is_history",
-        "list_run_id",
-        "arm",
-        "reason",
-    ]
+    cols = list(C.RAW_FIELDS)  # every raw field, serving-log fields included
     n = 0
     for h, part in ev.groupby(hour, sort=True):
         tmp = out / f".{int(h):02d}.jsonl.tmp"
