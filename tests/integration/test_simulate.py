@@ -135,7 +135,9 @@ def test_each_user_stays_in_one_arm_and_recpipe_serves_the_published_lists(simul
     )
     arms = served.groupby("user")["arm"].nunique()
     assert (arms == 1).all()
-    assert len(set(served["user"]) & set(served[served["day"] == DAYS[0]]["user"])) > 0
+    # users who came back on the second day: the one-arm check above spans days for them
+    both = set(served[served["day"] == DAYS[0]]["user"]) & set(served[served["day"] == DAYS[1]]["user"])
+    assert len(both) > 10
     first_arm = served.drop_duplicates("user").set_index("user")["arm"]
     assert (
         serve.assign_arms(first_arm.index.tolist(), cfg.simulate.arms, cfg.simulate.seed) == first_arm
