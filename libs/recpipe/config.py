@@ -302,6 +302,11 @@ class TrainConfig:
     # IndexedSlices (False: less traffic for huge vocabularies). Both change the model: fingerprinted.
     precision: Literal["float32", "mixed_float16"] = "float32"
     sparse_as_dense: bool = True
+    # Position bias of logged clicks (recpipe.model.position; README, "Position bias"): feature =
+    # position is a training-only input, fixed to 0 at serving; none = no correction; ipw = labels
+    # divided by the examination curve fitted on the train split, 1/theta clipped at ipw_clip.
+    position_bias: Literal["feature", "none", "ipw"] = "feature"
+    ipw_clip: float = checked(10.0, ge=1)
     # GPUs per Spark executor, one Horovod rank per GPU (0 = none requested). On a cluster (> 0)
     # the session asks Spark for them (recpipe.spark.gpu_conf: spark.executor/task.resource.gpu.*)
     # for every task of the application. Ranks use a GPU whenever TensorFlow sees one.
@@ -436,7 +441,7 @@ class SegmentsConfig:
             raise ConfigError(str(exc)) from None
 
 
-SIMULATE_ARMS = ("recpipe", "popularity", "random")
+SIMULATE_ARMS = ("recpipe", "previous", "popularity", "random")
 
 
 @dataclass(frozen=True)
@@ -444,7 +449,9 @@ class SimulateConfig:
     """`recpipe simulate`: the closed loop on the synthetic world (owned by recpipe.simulation)."""
 
     # Arm -> share of users (stable hash of the user id); arms: recpipe (the published lists),
-    # popularity (most popular allowed items), random (uniform over allowed items).
+    # previous (the same candidates ranked by the model promoted before the one behind the
+    # published lists: what the retrain is worth), popularity (most popular allowed items),
+    # random (uniform over allowed items).
     arms: dict[str, float] = checked(
         factory=lambda: {"recpipe": 0.5, "popularity": 0.25, "random": 0.25},
         gt=0,

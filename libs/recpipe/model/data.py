@@ -11,7 +11,7 @@ shard repeated) to ``ceil(N/n)`` rows, so every rank runs exactly the same numbe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -170,6 +170,11 @@ class Shard:
     y: np.ndarray
     rows: int  # rows after padding (identical on every rank)
     real_rows: int  # rows of the rank's own range
+    # Columns read beside the inputs (``extra`` of :meth:`load`), padded like them, as float64
+    # with NaN for nulls (e.g. ``position`` for train.position_bias=ipw).
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # Per-row loss weights (None: unweighted), e.g. train.position_bias=ipw's.
+    w: np.ndarray | None = None
 
     @classmethod
     def load(
@@ -181,10 +186,12 @@ class Shard:
         rank: int,
         size: int,
         pad: bool = True,
+        extra: tuple[str, ...] = (),
     ) -> Shard:
         from recpipe.model.inputs import labels, to_model_inputs
 
-        table = read_split(table_path, version, split, spec.columns + [spec.label], rank, size)
+        wanted = list(dict.fromkeys([*spec.columns, spec.label, *extra]))
+        table = read_split(table_path, version, split, wanted, rank, size)
         total = sum(n for _, n in snapshot_files(table_path, version, split))
         real = table.num_rows
         target = math.ceil(total / size) if pad else real
@@ -192,7 +199,11 @@ class Shard:
             if real == 0:
                 raise ValueError(f"rank {rank} has no {split} rows to pad from ({total} rows, {size} ranks)")
             table = pa.concat_tables([table, table.take(np.arange(target - real) % real)])
-        return cls(to_model_inputs(table, spec), labels(table, spec), table.num_rows, real)
+        more = {
+            c: table.column(c).cast(pa.float64()).fill_null(math.nan).to_numpy(zero_copy_only=False)
+            for c in extra
+        }
+        return cls(to_model_inputs(table, spec), labels(table, spec), table.num_rows, real, more)
 
 
 def steps_per_epoch(rows: int, batch_size: int) -> int:
@@ -207,12 +218,14 @@ def epoch_order(rows: int, seed: int, epoch: int, rank: int) -> np.ndarray:
 def train_dataset(
     shard: Shard, batch_size: int, seed: int, epoch: int, rank: int, skip_batches: int = 0
 ) -> Any:
-    """One epoch of shuffled batches as tf.data, starting after ``skip_batches`` (resume)."""
+    """One epoch of shuffled batches ``(x, y)``, or ``(x, y, w)`` with loss weights, as tf.data,
+    starting after ``skip_batches`` (resume)."""
     import tensorflow as tf
 
     order = epoch_order(shard.rows, seed, epoch, rank)[skip_batches * batch_size :]
     x = {k: v[order] for k, v in shard.x.items()}
-    ds = tf.data.Dataset.from_tensor_slices((x, shard.y[order]))
+    parts = (x, shard.y[order]) if shard.w is None else (x, shard.y[order], shard.w[order])
+    ds = tf.data.Dataset.from_tensor_slices(parts)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

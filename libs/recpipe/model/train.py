@@ -28,6 +28,7 @@ import numpy as np
 
 from recpipe.config import Config
 from recpipe.constants import GOLD_TRAINING_EXAMPLES
+from recpipe.model.position import examination_curve, likely_bots, spec_for_mode
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,11 @@ def make_train_step(model, opt, loss_fn, precision: str = "float32", wrap_tape=N
     wrap = wrap_tape or (lambda tape: tape)
 
     @tf.function(reduce_retracing=True)
-    def train_step(x, y):
+    def train_step(x, y, w=None):
         with tf.GradientTape() as tape:
             p = model(x, training=True)
-            loss = loss_fn(y, p) + tf.add_n([tf.constant(0.0)] + model.losses)
+            data_loss = loss_fn(y, p) if w is None else loss_fn(y, p, sample_weight=w)
+            loss = data_loss + tf.add_n([tf.constant(0.0)] + model.losses)
             target = opt.get_scaled_loss(loss) if mixed else loss
         grads = wrap(tape).gradient(target, model.trainable_variables)
         if mixed:
@@ -121,9 +123,11 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     import tensorflow as tf
     import tf_keras as keras
 
+    from recpipe import constants as C
     from recpipe.features.spec import FeatureSpec
     from recpipe.model import data as D
     from recpipe.model import devices
+    from recpipe.model import position as P
     from recpipe.model.models import build_model
 
     hvd.init()  # Horovod: initialize (Gloo controller, rank/size from the Spark task services)
@@ -159,7 +163,13 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
 
     t_load = time.perf_counter()
     # Horovod: each rank reads a disjoint row range; training shards padded to equal length.
-    train = D.Shard.load(path, version, "train", spec, rank, size, pad=True)
+    theta = params.get("ipw_theta")  # train.position_bias=ipw: the examination curve
+    extra = (C.POSITION,) if theta else ()
+    train = D.Shard.load(path, version, "train", spec, rank, size, pad=True, extra=extra)
+    if theta:
+        # A click in slot k weighs 1/theta_k (clipped) in the loss; val/test are unweighted, so
+        # their AUC/logloss stay comparable across position_bias modes.
+        train.w = P.ipw_weights(train.y, train.extra[C.POSITION], theta, float(params["ipw_clip"]))
     val = D.Shard.load(path, version, "validation", spec, rank, size, pad=False)
     test = D.Shard.load(path, version, "test", spec, rank, size, pad=False)
     steps = D.steps_per_epoch(train.rows, bs)
@@ -273,9 +283,9 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         ds = D.train_dataset(train, bs, int(epoch_seed_v), epoch, rank, skip_batches=skip)
         t0, n0 = time.perf_counter(), 0
         loss_sum, loss_n = 0.0, 0
-        for x, y in ds:
-            loss = train_step(x, y)
-            n0 += int(y.shape[0])
+        for batch in ds:  # (x, y) or, with loss weights (position_bias=ipw), (x, y, w)
+            loss = train_step(*batch)
+            n0 += int(batch[1].shape[0])
             loss_sum, loss_n = loss_sum + float(loss), loss_n + 1
             step_v.assign_add(1)
             step_in_epoch_v.assign_add(1)
@@ -427,6 +437,8 @@ TRAIN_PARAM_KEYS = [
     "seed",
     "precision",
     "sparse_as_dense",
+    "position_bias",
+    "ipw_clip",
 ]
 
 
@@ -491,6 +503,48 @@ def _baselines(
     return out
 
 
+def _position_bias(path: str, version: int, tc: Any) -> dict[str, Any]:
+    """``train.position_bias`` and, for ``ipw``, the examination curve fitted on the train split's
+    logged impressions (``theta`` goes to the ranks; ``beta`` and counts to the summary)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from recpipe.constants import LABEL, POSITION, PROPENSITY, SAMPLED, USER_ID
+    from recpipe.model.data import read_split
+
+    out: dict[str, Any] = {"mode": tc.position_bias}
+    if tc.position_bias != "ipw":
+        return out
+    t = read_split(path, version, "train", [USER_ID, POSITION, PROPENSITY, LABEL, SAMPLED])
+    logged = t.filter(pc.invert(pc.fill_null(t.column(SAMPLED).cast(pa.bool_()), False)))
+
+    def floats(c: str) -> np.ndarray:
+        return logged.column(c).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+
+    labels = floats(LABEL)
+    bots = likely_bots(logged.column(USER_ID).to_numpy(zero_copy_only=False), np.nan_to_num(labels))
+    curve = examination_curve(floats(POSITION)[~bots], labels[~bots], floats(PROPENSITY)[~bots])
+    curve["bot_rows_left_out"] = int(bots.sum())
+    if curve["beta"] is None:
+        log.warning(
+            "train.position_bias=ipw: the train split has no clicked impression with a position "
+            "(%d impressions with one); labels are left as logged",
+            curve["impressions"],
+        )
+        curve["theta"] = None
+    else:
+        log.info(
+            "position bias (ipw): theta_k = (1 + k)^-%.2f from %d impressions, %d clicks (%d rows of "
+            "likely bots left out); click weights clipped at %g",
+            curve["beta"],
+            curve["impressions"],
+            curve["clicks"],
+            curve["bot_rows_left_out"],
+            tc.ipw_clip,
+        )
+    return {**out, **curve, "clip": tc.ipw_clip}
+
+
 def _first_file(path: str, version: int) -> str:
     from deltalake import DeltaTable
 
@@ -532,7 +586,8 @@ def run_train(
         )
     version = examples_version if examples_version is not None else lake.version(examples_table)
     path = lake.path(examples_table)
-    spec = read_feature_spec(path)
+    spec = spec_for_mode(read_feature_spec(path), tc.position_bias)
+    position_bias = _position_bias(path, version, tc)
     run_id = run_id or new_run_id()
     run_dir = f"{cfg.artifacts_dir('models').rstrip('/')}/runs/{run_id}"
     if "://" not in run_dir:
@@ -563,6 +618,9 @@ def run_train(
         "seed": tc.seed,
         "precision": tc.precision,
         "sparse_as_dense": tc.sparse_as_dense,
+        "position_bias": tc.position_bias,
+        "ipw_clip": tc.ipw_clip,
+        "ipw_theta": position_bias.get("theta"),
         # Rank 0 logs at the driver's level (not a training parameter: not in TRAIN_PARAM_KEYS).
         "log_level": logging.getLogger("recpipe").getEffectiveLevel(),
     }
@@ -614,6 +672,7 @@ def run_train(
         "oracle_source": base["oracle_source"],
         # Of the test scores behind test_auc (all ranks'); not in the registry's metrics.
         "calibration": r0["calibration"],
+        "position_bias": {k: v for k, v in position_bias.items() if k != "theta"},
         "test_negatives": "uniformly sampled clicked items" if clicks_only else "logged impressions",
         "steps": r0["steps"],
         "epochs_run": len(r0["history"]),

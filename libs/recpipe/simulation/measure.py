@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from recpipe.evaluation import ope
+from recpipe.model.position import fit_power_curve
 
 
 def _z(alpha: float) -> float:
@@ -154,31 +155,16 @@ def next_day_ope(logged: pd.DataFrame, target: pd.DataFrame, alpha: float = 0.05
 def position_curve(imp: pd.DataFrame, arm: str = "random", max_positions: int = 50) -> dict[str, Any]:
     """The examination curve ``theta_k = (1 + k) ** -beta`` (``theta_0 = 1``) fitted to the click
     rate by position of a randomized arm, whose items are exchangeable across positions, so its
-    click rate at k is proportional to theta_k. ``beta`` maximizes the Poisson likelihood of the
-    clicks per position (grid over [0, 3] by 0.01, the scale at its closed-form optimum).
+    click rate at k is proportional to theta_k (:func:`recpipe.model.position.fit_power_curve`:
+    Poisson likelihood of the clicks per position).
     """
     part = imp[imp["arm"] == arm]
     by = part.groupby("position")["clicked"].agg(["sum", "size"])
     if by.empty or by["sum"].sum() == 0:
         return {"beta": None, "theta": [1.0] * max_positions, "impressions": len(part), "clicks": 0}
-    k = by.index.to_numpy(float)
     c, n = by["sum"].to_numpy(float), by["size"].to_numpy(float)
-    best = (-math.inf, 0.0)
-    for beta in np.arange(0.0, 3.0001, 0.01):
-        shape = (1.0 + k) ** -beta
-        scale = c.sum() / (n * shape).sum()
-        mu = n * scale * shape
-        ll = float((c * np.log(mu) - mu).sum())
-        if ll > best[0]:
-            best = (ll, float(beta))
-    beta = round(best[1], 2)
-    theta = (1.0 + np.arange(max_positions)) ** -beta
-    return {
-        "beta": beta,
-        "theta": theta.round(6).tolist(),
-        "impressions": int(n.sum()),
-        "clicks": int(c.sum()),
-    }
+    curve = fit_power_curve(by.index.to_numpy(float), c, n, max_positions)
+    return {**curve, "impressions": int(n.sum()), "clicks": int(c.sum())}
 
 
 def next_day_dr(
