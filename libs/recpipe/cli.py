@@ -575,6 +575,9 @@ history; each simulated day D:
      user id and simulate.seed, cut by simulate.arms) and is shown that arm's list:
        recpipe     the list published for D (gold.recommendations; users without one get the
                    popularity list, counted as fallback_lists)
+       previous    (opt-in) the same candidates ranked by the model promoted before the one
+                   behind D's lists: what the last retrain is worth, e.g.
+                   --set 'simulate.arms={recpipe: 0.4, previous: 0.2, popularity: 0.2, random: 0.2}'
        popularity  the most popular allowed items the user has not consumed
        random      allowed items drawn uniformly (exact propensities)
      clicks come from the world's true click model with its position bias; the impressions and
@@ -586,7 +589,7 @@ history; each simulated day D:
 The command can be run again: served days and finished stages are reused. Ends with one JSON line:
 arms (per arm over the run: ctr, ci_low, ci_high, clicks_per_list, impressions, lists), days (the
 same per day, the ope estimate with its CI for the next day's lists and its observed value), the
-lift of recpipe over popularity with its CI, and ope_summary. <raw_dir>/_simulation/ keeps the
+lift of recpipe over popularity (and over previous) with its CI, and ope_summary. <raw_dir>/_simulation/ keeps the
 served slots of each day and the summary; the reports folder gets simulation-<start>.json and its
 HTML page (report_path, report_html; see `recpipe report`).
 """

@@ -127,6 +127,23 @@ def test_rerun_for_the_same_date_changes_nothing(published, spark):
     assert sorted(before) == sorted(after)
 
 
+def test_lists_for_users_rank_like_the_published_run_without_publishing(published, spark):
+    from recpipe.scoring.run import lists_for_users
+    from recpipe.scoring.scorers import POPULARITY
+
+    cfg, lake, summary, recs, _extra = published
+    version = lake.version(C.GOLD_RECOMMENDATIONS)
+    users = sorted(r[0] for r in recs.select(C.USER_ID).distinct().collect())[:25]
+    got = lists_for_users(cfg, spark, RUN_DATE, users, POPULARITY, params=PARAMS, lake=lake)
+    cols = [C.USER_ID, C.RANK, C.ITEM_ID, C.PROPENSITY, C.REASON, C.REASON_DETAIL]
+    want = recs.where(F.col(C.USER_ID).isin(users)).select(*cols).toPandas()
+    assert summary["ranker"] == "popularity" and len(want) == 25 * cfg.recommend.top_n
+    key = [C.USER_ID, C.RANK]
+    got = got[cols].sort_values(key).reset_index(drop=True)
+    assert got.equals(want.sort_values(key).reset_index(drop=True))
+    assert lake.version(C.GOLD_RECOMMENDATIONS) == version  # nothing published
+
+
 @pytest.mark.parametrize("damage", ["duplicate", "blocked", "short"])
 def test_failing_publish_check_keeps_the_last_good_lists(published, spark, damage):
     cfg, lake, _, recs, _ = published

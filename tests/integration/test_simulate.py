@@ -28,6 +28,7 @@ from tests.conftest import make_config
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
 
 DAYS = [dt.date(2026, 10, 5), dt.date(2026, 10, 6)]
+ARMS = {"recpipe": 0.4, "previous": 0.2, "popularity": 0.2, "random": 0.2}
 
 
 def _cfg(base: Path, **simulate):
@@ -39,8 +40,13 @@ def _cfg(base: Path, **simulate):
             "synthetic": {"events": 5000, "seed": 5, "start": "2026-10-01", "days": 4},
         },
         examples={"window_days": 3},
-        train={"every_days": 7, "epochs": 1, "num_proc": 1, "batch_size": 256},
-        simulate={"users_per_day": 120, "new_items_per_day": 10, **simulate},
+        train={"every_days": 1, "epochs": 1, "num_proc": 1, "batch_size": 256},
+        simulate={
+            "users_per_day": 160,
+            "new_items_per_day": 10,
+            "arms": ARMS,
+            **simulate,
+        },
     )
 
 
@@ -67,7 +73,7 @@ def test_the_summary_has_arms_days_and_the_checked_ope(simulated):
     _cfg_, _lake, out, _second, _v, _f, _base = simulated
     assert out["job"] == "simulate" and out["days_simulated"] == 2 and out["start"] == "2026-10-05"
     for summary in [out["arms"], *(d["arms"] for d in out["days"])]:
-        assert set(summary) == {"recpipe", "popularity", "random"}
+        assert set(summary) == set(ARMS)
         for m in summary.values():
             assert {"ctr", "ci_low", "ci_high", "clicks_per_list", "impressions"} <= set(m)
             assert m["ci_low"] <= m["ctr"] <= m["ci_high"]
@@ -89,6 +95,8 @@ def test_the_summary_has_arms_days_and_the_checked_ope(simulated):
     assert out["ope_summary"]["days_checked"] == 1
     lift = out["lift_over_popularity"]
     assert lift["ci_low"] <= lift["lift"] <= lift["ci_high"]
+    retrain = out["lift_over_previous"]
+    assert retrain["baseline"] == "previous" and retrain["ci_low"] <= retrain["lift"] <= retrain["ci_high"]
     # the run's report: the JSON (the summary itself) and its page
     stored = json.loads(Path(out["report_path"]).read_text())
     assert stored["arms"] == out["arms"] and [d["arms"] for d in stored["days"]] == [
@@ -163,6 +171,33 @@ def test_each_user_stays_in_one_arm_and_recpipe_serves_the_published_lists(simul
         assert (got["list_run_id"] == want[C.RUN_ID]).all()
 
 
+def test_the_previous_arm_is_ranked_by_the_model_promoted_before_the_published_one(simulated):
+    cfg, lake, out, _second, _v, _f, base = simulated
+    from recpipe.model.registry import read_registry
+
+    promoted = sorted(
+        r["model_version"] for r in read_registry(lake) if r["status"] in ("current", "archived")
+    )
+    assert len(promoted) >= 1
+    top_n = cfg.recommend.top_n
+    for day in out["days"]:
+        published = day["model_version"]
+        assert published in promoted
+        earlier = [v for v in promoted if v < published]
+        assert day["previous_ranker"] == (earlier[-1] if earlier else "popularity"), day
+        served = pd.read_parquet(base / "raw" / "_simulation" / f"served-{day['date']}.parquet")
+        prev = served[(served["arm"] == "previous") & ~served["fallback"]]
+        assert (
+            len(prev)
+            and prev["list_run_id"].eq(f"simulate-previous-{day['date']}-{day['previous_ranker']}").all()
+        )
+        # whole lists, each slot once, with the re-ranker's propensities and reasons
+        assert prev.groupby("user")["position"].agg(lambda p: sorted(p) == list(range(len(p)))).all()
+        assert prev.groupby("user").size().max() == top_n
+        assert prev["propensity"].between(0, 1, inclusive="right").all() and prev["reason"].notna().all()
+        assert not prev.duplicated(["user", "item_id"]).any()
+
+
 def test_new_items_arrive_in_the_catalog_and_the_world(simulated):
     cfg, lake, _out, _second, _v, _f, base = simulated
     spec = json.loads((base / "raw" / "_simulation.json").read_text())
@@ -191,6 +226,9 @@ def test_a_second_run_serves_nothing_again_and_commits_nothing(simulated):
     _cfg_, lake, first, second, versions, raw_files, base = simulated
     assert second["arms"] == first["arms"]
     assert [d["ope"] for d in second["days"]] == [d["ope"] for d in first["days"]]
+    # the rerun skips recommend and still names the model behind each day's lists
+    versions_by_day = [d["model_version"] for d in first["days"]]
+    assert all(versions_by_day) and [d["model_version"] for d in second["days"]] == versions_by_day
     assert {p: p.stat().st_mtime_ns for p in (base / "raw" / "events").rglob("*.jsonl")} == raw_files
     changed = {
         t: (v, lake.version(t)) for t, v in versions.items() if t != "ops.runs" and lake.version(t) != v

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -116,7 +117,7 @@ def _assert_mlflow_run(cfg, s, rep, meta):
     tc = cfg.train
     keys = ["model", "batch_size", "learning_rate", "warmup_epochs", "epochs", "early_stopping_patience"]
     keys += ["checkpoint_every_steps", "seed", "num_proc", "dropout", "l2", "vector_dim", "cross_layers"]
-    keys += ["precision", "sparse_as_dense", "gpus_per_worker"]
+    keys += ["precision", "sparse_as_dense", "gpus_per_worker", "position_bias", "ipw_clip"]
     expected = {k: str(getattr(tc, k)) for k in keys}
     expected.update(
         run_id="two-ranks",
@@ -137,6 +138,39 @@ def _assert_mlflow_run(cfg, s, rep, meta):
     # and the exported model is the run's artifact
     names = [f.path for f in client.list_artifacts(ml["run_id"], "model")]
     assert names == ["model/feature_spec.json", "model/model.keras", "model/model_meta.json"]
+
+
+def test_ipw_training_reweights_clicks_by_position_and_serves_without_position(spark, examples_lake):
+    from recpipe.config import replace
+    from recpipe.features.spec import FeatureSpec
+    from recpipe.model.inputs import to_model_inputs
+    from recpipe.model.models import load_model
+    from recpipe.model.train import run_train
+    from tests.support.model_examples import synthetic_examples
+
+    tmp, cfg, lake = examples_lake
+    # when the two ranks train with train.position_bias=ipw (examination curve from the train split)
+    cfg = replace(cfg, ["train.position_bias=ipw", "train.epochs=3", "train.early_stopping_patience=99"])
+    s = run_train(cfg, spark, lake, run_id="ipw", register=False, model_kwargs={"deep_units": [32, 16]})
+    # then the curve was fitted on the logged train impressions (clicks fall with position there)
+    pb = s["position_bias"]
+    train = lake.read("gold.training_examples").where("split = 'train'")
+    assert pb["mode"] == "ipw" and pb["clip"] == 10.0
+    assert pb["impressions"] == train.count() and pb["clicks"] == train.where("label = 1").count()
+    assert pb["beta"] is not None and pb["beta"] > 0.1, pb
+    # the ranks stayed identical with the reweighted labels, and the model ranks held-out clicks
+    assert len(s["weights_checksums"]) == 1 and s["test_auc"] > 0.6, s
+    # the exported spec has no position input: serving never feeds one to this model
+    export = Path(s["path"])
+    spec = FeatureSpec.from_json((export / "feature_spec.json").read_text())
+    assert "position" not in spec.columns and spec.metadata["position_bias"] == "ipw"
+    meta = json.loads((export / "model_meta.json").read_text())
+    assert meta["params"]["position_bias"] == "ipw" and meta["params"]["ipw_clip"] == 10.0
+    model = load_model(str(export / "model.keras"))
+    p = model.predict(
+        to_model_inputs(synthetic_examples(50, seed=9).drop(columns="position"), spec), verbose=0
+    )
+    assert p.shape == (50, 1) and np.isfinite(p).all()
 
 
 def test_registry_promotes_rejects_and_archives_in_one_commit(spark, tmp_path):
@@ -167,6 +201,46 @@ def test_registry_promotes_rejects_and_archives_in_one_commit(spark, tmp_path):
     rows = {r["run_id"]: r for r in read_registry(lake)}
     assert {k: r["status"] for k, r in rows.items()} == {"a": "archived", "b": "rejected", "c": "current"}
     assert rows["a"]["reason"] == "superseded by m00003"
+
+
+def test_previous_scorer_is_the_model_promoted_before_the_given_one(spark, tmp_path):
+    from recpipe.lake import open_lake
+    from recpipe.model.registry import register_model
+    from recpipe.scoring.scorers import POPULARITY, previous_scorer
+    from tests.support.model_examples import synthetic_spec
+
+    lake = open_lake(make_config(tmp_path / "lake", tmp_path / "raw"), spark)
+    spec = synthetic_spec()
+
+    def reg(run_id, auc):
+        export = tmp_path / "models" / run_id
+        export.mkdir(parents=True)
+        (export / "feature_spec.json").write_text(spec.to_json())
+        row = register_model(
+            lake,
+            run_id=run_id,
+            data_version=1,
+            params={"model": "dcn"},
+            metrics={"val_auc": auc},
+            path=str(export),
+            tolerance=0.005,
+        )
+        return row["model_version"], row["status"]
+
+    # m1 current, m2 rejected (worse), m3 promoted (m1 archived), m4 promoted (m3 archived)
+    assert [reg("a", 0.70), reg("b", 0.60), reg("c", 0.71), reg("d", 0.72)] == [
+        ("m00001", "current"),
+        ("m00002", "rejected"),
+        ("m00003", "current"),
+        ("m00004", "current"),
+    ]
+    ref, why = previous_scorer(lake, "m00004")
+    assert (ref.kind, ref.version, why) == ("model", "m00003", "promoted before m00004")
+    assert ref.uri == str(tmp_path / "models" / "c") and ref.inputs == tuple(spec.columns)
+    # the rejected m00002 never served: before m00003 came m00001
+    assert previous_scorer(lake, "m00003")[0].version == "m00001"
+    assert previous_scorer(lake, "m00001") == (POPULARITY, "no model was promoted before m00001")
+    assert previous_scorer(lake, None)[0] == POPULARITY
 
 
 def _descendants(pid: int) -> list[int]:

@@ -512,3 +512,32 @@ def test_simulation_reports_are_listed_and_rerendered(tmp_path):
     (entry,) = out["reports"]
     assert entry["kind"] == "simulation" and entry["html"].endswith("simulation-2026-10-15.html")
     assert_self_contained((tmp_path / "reports" / "simulation-2026-10-15.html").read_text(), 3)
+
+
+def test_simulation_page_with_a_previous_arm_shows_the_retrains_lift():
+    rep = simulation_report()
+    rep["arm_shares"] = {"recpipe": 0.4, "previous": 0.2, "popularity": 0.2, "random": 0.2}
+    rep["arms"]["previous"] = dict(rep["arms"]["popularity"])
+    rep["lift_over_previous"] = {
+        "arm": "recpipe",
+        "baseline": "previous",
+        "lift": 0.0712,
+        "ci_low": -0.0213,
+        "ci_high": 0.1724,
+    }
+    for i, day in enumerate(rep["days"]):
+        day["arms"]["previous"] = dict(day["arms"]["popularity"])
+        day["lift_over_previous"] = {**rep["lift_over_previous"], "lift": 0.05 + i / 100}
+        day["previous_ranker"] = "popularity" if i == 0 else f"m0000{i}"
+    page = html.simulation_page(json.loads(json.dumps(rep)))
+    assert "CTR lift over the previous model (the retrain&#x27;s worth)" in page or (
+        "CTR lift over the previous model (the retrain's worth)" in page
+    )
+    assert '<td class="l">baseline</td><td class="l">previous</td>' in page
+    assert '<td class="l">ci_low</td><td>-0.0213</td>' in page
+    assert "<th>lift over previous</th>" in page and "<th>previous ranker</th>" in page
+    assert '<td class="l">previous</td><td>0.2000</td>' in page  # the arms table
+    # without a previous arm there is no such section
+    assert "lift over the previous model" not in html.simulation_page(
+        json.loads(json.dumps(simulation_report()))
+    )

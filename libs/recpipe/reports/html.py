@@ -338,6 +338,14 @@ def simulation_page(report: dict[str, Any]) -> str:
                 "lift": lift.get("lift"),
                 "lift_ci_low": lift.get("ci_low"),
                 "lift_ci_high": lift.get("ci_high"),
+                **(
+                    {
+                        "lift over previous": (d.get("lift_over_previous") or {}).get("lift"),
+                        "previous ranker": d.get("previous_ranker"),
+                    }
+                    if "previous" in names
+                    else {}
+                ),
                 "next day's plan": _stage_statuses(d.get("pipeline_next_day")),
                 "duration_s": d.get("duration_s"),
             }
@@ -370,6 +378,23 @@ def simulation_page(report: dict[str, Any]) -> str:
             kv_table(run_lift)
             if isinstance(run_lift, dict)
             else note("no lift over the whole run: an arm served no list or got no click"),
+        ),
+        *(
+            [
+                section(
+                    "CTR lift over the previous model (the retrain's worth)",
+                    note(
+                        "The previous arm's lists come from the same candidates and re-ranking, ranked "
+                        "by the model promoted before the one behind the published lists (the "
+                        "popularity ranker before the first model)."
+                    ),
+                    kv_table(report["lift_over_previous"])
+                    if isinstance(report.get("lift_over_previous"), dict)
+                    else note("no lift over the whole run: an arm served no list or got no click"),
+                )
+            ]
+            if "previous" in names
+            else []
         ),
         section(
             "Next-day off-policy estimate vs. online value",

@@ -13,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -20,6 +21,7 @@ from pyspark.sql import functions as F
 from recpipe import constants as C
 from recpipe.candidates.run import (
     CandidateParams,
+    CandidateSet,
     as_of_time,
     build_candidates,
     read_candidates,
@@ -44,6 +46,58 @@ def default_run_date(lake: Lake) -> dt.date:
         raise ValueError("silver.events is empty: nothing to recommend from")
     latest: dt.date = row[0]
     return latest + dt.timedelta(days=1)
+
+
+def rank_candidates(
+    cfg: Config,
+    lake: Lake,
+    cs: CandidateSet,
+    cands: DataFrame,
+    scorer: ScorerRef,
+    params: CandidateParams,
+    scored: Any = None,
+) -> DataFrame:
+    """Candidates (``gold.candidates`` rows of ``cs.run_date``) -> ranked, re-ranked top-N lists
+    (``OUT_DDL`` rows of :func:`score_and_rerank`), scored by ``scorer``; ``scored``: an
+    accumulator counting the scored candidates."""
+    rc = cfg.recommend
+    frame = ranking_frame(cands, cs.allowed, cs.affinity, cs.item_stats, cs.as_of, rc.fresh_window_hours)
+    item_inputs = None
+    if scorer.kind == "model":
+        frame = attach_model_features(
+            frame, lake, cs.run_date, cfg.features.windows_days, cs.as_of, text_vectors=False
+        )
+        item_inputs = item_vector_table(lake, cs.run_date, cs.allowed)
+    # Scored and re-ranked in one pass over batches of whole users.
+    rr = RerankParams.from_config(rc, params.uncertain_impressions)
+    return score_and_rerank(frame, scorer, rr, cs.run_date, items=item_inputs, scored=scored)
+
+
+def lists_for_users(
+    cfg: Config,
+    spark: SparkSession,
+    run_date: dt.date,
+    users: list[str],
+    scorer: ScorerRef,
+    params: CandidateParams | None = None,
+    lake: Lake | None = None,
+) -> pd.DataFrame:
+    """The lists ``scorer`` would give ``users`` (pseudonymized ids) on ``run_date`` from the same
+    candidates and re-ranking as :func:`run_recommend`, NOT published: e.g. the lists of an
+    earlier model for a simulated arm. Columns: user_id, rank, item_id, score, propensity,
+    reason, reason_detail. Users without candidates get no rows."""
+    lake = lake or open_lake(cfg, spark)
+    params = params or cfg.candidates
+    who = spark.createDataFrame(pd.DataFrame({C.USER_ID: users}), f"{C.USER_ID} string")
+    cs = build_candidates(cfg, lake, run_date, None, params)
+    try:
+        cands = cs.candidates.join(F.broadcast(who), C.USER_ID, "left_semi")
+        lists = rank_candidates(cfg, lake, cs, cands, scorer, params)
+        cols = [C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE, C.PROPENSITY, C.REASON, C.REASON_DETAIL]
+        out: pd.DataFrame = lists.select(*cols).toPandas()
+    finally:
+        cs.unpersist()
+    return out
 
 
 def run_recommend(
@@ -87,17 +141,8 @@ def run_recommend(
     else:
         why = "given by the caller"
     log.info("ranker %s (%s), model version %s", scorer.ranker, why, scorer.version)
-    frame = ranking_frame(cands, cs.allowed, cs.affinity, cs.item_stats, as_of, rc.fresh_window_hours)
-    item_inputs = None
-    if scorer.kind == "model":
-        frame = attach_model_features(
-            frame, lake, run_date, cfg.features.windows_days, as_of, text_vectors=False
-        )
-        item_inputs = item_vector_table(lake, run_date, cs.allowed)
-    # Scored and re-ranked in one pass over batches of whole users: score_s covers both.
-    rr = RerankParams.from_config(rc, params.uncertain_impressions)
     counter = spark.sparkContext.accumulator(0)
-    lists = score_and_rerank(frame, scorer, rr, run_date, items=item_inputs, scored=counter)
+    lists = rank_candidates(cfg, lake, cs, cands, scorer, params, scored=counter)
     recs = lists.select(
         F.lit(run_date).cast("date").alias(C.RUN_DATE),
         C.USER_ID,

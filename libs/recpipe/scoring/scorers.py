@@ -140,6 +140,38 @@ def resolve_scorer(cfg: Any, lake: Any) -> tuple[ScorerRef, str]:
     return ref, "current registered model"
 
 
+def previous_scorer(lake: Any, version: str | None) -> tuple[ScorerRef, str]:
+    """The ranker that served before model ``version`` (driver side): the latest model promoted
+    before it (registry status ``current`` or ``archived``, a lower version number), else the
+    popularity ranker (``version`` None or the first promoted model). Returns (ref, why)."""
+    import tensorflow as tf
+
+    from recpipe.features.spec import FeatureSpec
+    from recpipe.model.registry import ARCHIVED, CURRENT, read_registry
+    from recpipe.model.train import EXPORT_SPEC
+
+    def number(v: Any) -> int:
+        text = str(v or "")
+        return int(text[1:]) if text[1:].isdigit() else -1
+
+    if version is None:
+        return POPULARITY, "no model before the popularity ranker"
+    before = [
+        r
+        for r in read_registry(lake)
+        if r["status"] in (CURRENT, ARCHIVED) and 0 <= number(r["model_version"]) < number(version)
+    ]
+    if not before:
+        return POPULARITY, f"no model was promoted before {version}"
+    row = max(before, key=lambda r: number(r["model_version"]))
+    with tf.io.gfile.GFile(f"{row['path']}/{EXPORT_SPEC}") as fh:
+        spec = FeatureSpec.from_json(fh.read())
+    ref = ScorerRef(
+        "model", version=str(row["model_version"]), uri=str(row["path"]), inputs=tuple(spec.columns)
+    )
+    return ref, f"promoted before {version}"
+
+
 def load_model_artifact(path: str) -> tuple[Any, Any]:
     """(keras model, FeatureSpec) from a model export folder (runs on the Python workers)."""
     import tensorflow as tf

@@ -137,17 +137,29 @@ class Simulation:
             .toPandas()
         )
         recs = recs[recs[C.USER_ID].isin(raw_of)]
-        return pd.DataFrame(
-            {
-                "user": recs[C.USER_ID].map(raw_of),
-                "position": recs[C.RANK].astype(int) - 1,
-                "item_id": recs[C.ITEM_ID],
-                "propensity": recs[C.PROPENSITY].astype(float),
-                "reason": recs[C.REASON],
-                "list_run_id": recs[C.RUN_ID],
-                "arm": "recpipe",
-                "score": recs[C.SCORE].astype(float),
-            }
+        return _slots(recs, raw_of, "recpipe", recs[C.RUN_ID])
+
+    def _previous(self, day: dt.date, raw_of: dict[str, str]) -> pd.DataFrame:
+        """The "previous" arm's lists of D: the candidates of D ranked and re-ranked by the model
+        promoted before the one behind D's published lists (the popularity ranker before the
+        first model), not published; ``list_run_id`` names that ranker."""
+        from recpipe.scoring.run import lists_for_users
+        from recpipe.scoring.scorers import previous_scorer
+
+        current = self.published_model_version(day)
+        ref, why = previous_scorer(self.lake, current)
+        recs = lists_for_users(self.cfg, self.spark, day, list(raw_of), ref)
+        log.info(
+            "simulate: %s previous arm: ranker %s %s (%s; published lists: %s), %d lists",
+            day,
+            ref.ranker,
+            ref.version or "",
+            why,
+            current or "popularity ranker",
+            recs[C.USER_ID].nunique(),
+        )
+        return _slots(
+            recs, raw_of, "previous", f"simulate-previous-{day.isoformat()}-{ref.version or 'popularity'}"
         )
 
     def _catalog_state(self, day: dt.date, users: list[str]) -> tuple[list[str], list[str], dict[str, set]]:
@@ -206,6 +218,16 @@ class Simulation:
         parts.append(
             serve.popularity_lists(fallback, ranked, consumed, top_n, f"simulate-fallback-{tag}", "recpipe")
         )
+        prev_users = [u for u in came if arm_of[u] == "previous"]
+        if prev_users:
+            earlier = self._previous(day, {pseudonymize_py(u, self.key): u for u in prev_users})
+            parts.append(earlier.drop(columns="score"))
+            missing = [u for u in prev_users if u not in set(earlier["user"])]
+            parts.append(
+                serve.popularity_lists(
+                    missing, ranked, consumed, top_n, f"simulate-fallback-previous-{tag}", "previous"
+                )
+            )
         pop_users = [u for u in came if arm_of[u] == "popularity"]
         parts.append(
             serve.popularity_lists(
@@ -276,7 +298,49 @@ class Simulation:
         results = run_days(self.cfg, [day], names, spark=self.spark)
         out = {r.stage: r.status for r in results}
         model = [r.summary.get("model_version") for r in results if r.stage == "recommend" and r.summary]
-        return {"stages": out, "model_version": model[0] if model else None}
+        version = model[0] if model else None
+        if version is None and out.get("recommend") in ("ok", "skipped"):
+            version = self.published_model_version(day)  # a rerun skips recommend: read the lists
+        return {"stages": out, "model_version": version}
+
+    def published_model_version(self, day: dt.date) -> str | None:
+        """The ranker version stored with the lists published for ``day`` (None without lists;
+        ``popularity`` lists store none)."""
+        if not self.lake.exists(C.GOLD_RECOMMENDATIONS):
+            return None
+        rows = (
+            self.lake.read(C.GOLD_RECOMMENDATIONS)
+            .where(F.col(C.RUN_DATE) == F.lit(day))
+            .where(F.col(C.MODEL_VERSION).isNotNull())
+            .select(C.MODEL_VERSION)
+            .distinct()
+            .limit(2)
+            .collect()
+        )
+        return str(rows[0][0]) if rows else None
+
+
+def _slots(recs: pd.DataFrame, raw_of: dict[str, str], arm: str, list_run_id: Any) -> pd.DataFrame:
+    """Ranked list rows (``gold.recommendations`` columns, pseudonymized users) -> the served-slot
+    frame of ``arm`` (raw user ids, 0-based positions)."""
+    return pd.DataFrame(
+        {
+            "user": recs[C.USER_ID].map(raw_of),
+            "position": recs[C.RANK].astype(int) - 1,
+            "item_id": recs[C.ITEM_ID],
+            "propensity": recs[C.PROPENSITY].astype(float),
+            "reason": recs[C.REASON],
+            "list_run_id": list_run_id,
+            "arm": arm,
+            "score": recs[C.SCORE].astype(float),
+        }
+    )
+
+
+def _previous_ranker(served: pd.DataFrame) -> str | None:
+    """The ranker behind the previous arm's lists of a served day (from their list run id)."""
+    ids = served.loc[(served["arm"] == "previous") & ~served["fallback"], "list_run_id"]
+    return str(ids.iloc[0]).rsplit("-", 1)[-1] if len(ids) else None
 
 
 def _mean(values: list[float]) -> float:
@@ -323,6 +387,10 @@ def run_simulation(
             "lift_over_popularity": measure.ctr_lift(served[day], "recpipe", "popularity", alpha)
             if {"recpipe", "popularity"} <= set(arms)
             else None,
+            "lift_over_previous": measure.ctr_lift(served[day], "recpipe", "previous", alpha)
+            if {"recpipe", "previous"} <= set(arms)
+            else None,
+            "previous_ranker": _previous_ranker(served[day]),
             "fallback_lists": int(served[day].loc[served[day]["fallback"], "user"].nunique()),
             "model_version": pipelines[day]["model_version"],
             "pipeline_next_day": pipelines[nxt]["stages"],
@@ -355,6 +423,9 @@ def run_simulation(
         "arm_shares": dict(cfg.simulate.arms),
         "arms": measure.arm_metrics(everything, alpha),
         "lift_over_popularity": measure.ctr_lift(everything, "recpipe", "popularity", alpha),
+        "lift_over_previous": measure.ctr_lift(everything, "recpipe", "previous", alpha)
+        if "previous" in cfg.simulate.arms
+        else None,
         "days": day_rows,
         "ope_summary": {
             "days_checked": len(checked),
