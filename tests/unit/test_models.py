@@ -91,6 +91,33 @@ def test_inputs_same_from_pandas_and_arrow_and_sequences_keep_last_k():
     np.testing.assert_array_equal(labels(df, spec), [[1.0], [0.0]])
 
 
+def test_fixed_length_vectors_take_the_contiguous_path_and_equal_the_gathered_ones():
+    from recpipe.model import inputs as I
+
+    rng = np.random.default_rng(4)
+    dim = 6
+    rows = [rng.normal(size=dim).astype(np.float32).tolist() for _ in range(9)]
+    # a chunked column whose second chunk is a slice (offsets not starting at 0)
+    whole = pa.array(rows, pa.list_(pa.float32()))
+    col = pa.chunked_array([whole.slice(0, 4), whole.slice(4, 5)])
+    fast = I._vectors(col, dim)
+    assert fast.shape == (9, dim) and fast.dtype == np.float32
+    assert np.array_equal(fast, np.array(rows, dtype=np.float32))
+    # the same values through the gather (one row short of dim forces it): rows agree, the
+    # short row is zero-padded
+    short = [*rows[:8], rows[8][:-1]]
+    slow = I._vectors(pa.chunked_array([pa.array(short, pa.list_(pa.float32()))]), dim)
+    assert np.array_equal(slow[:8], fast[:8]) and slow[8, -1] == 0.0
+    # a null value inside a full-length row: filled with 0 as before, not NaN
+    holes = [*rows[:8], [None, *rows[8][1:]]]
+    filled = I._vectors(pa.chunked_array([pa.array(holes, pa.list_(pa.float32()))]), dim)
+    assert filled[8, 0] == 0.0 and np.array_equal(filled[8, 1:], fast[8, 1:])
+    # a null row (no vector) and an empty column
+    nulls = I._vectors(pa.chunked_array([pa.array([rows[0], None], pa.list_(pa.float32()))]), dim)
+    assert np.array_equal(nulls[1], np.zeros(dim, np.float32))
+    assert I._vectors(pa.chunked_array([pa.array([], pa.list_(pa.float32()))]), dim).shape == (0, dim)
+
+
 def test_all_missing_columns_become_defaults(data):
     # the scorer fills columns candidates cannot know with None
     df, spec = data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -42,3 +43,29 @@ def test_score_candidates_adds_a_score_column_in_spark(spark):
     assert out.loc[["pop_match", "pop_other", "unknown"], C.SCORE].tolist() == pytest.approx(
         expected.tolist()
     )
+
+
+def test_item_vectors_taken_with_numpy_equal_arrows_take_and_unknown_items_fall_back():
+    import pyarrow as pa
+
+    from recpipe.model.inputs import _vectors
+    from recpipe.scoring.rank import _item_matrices, _with_item_columns
+
+    rng = np.random.default_rng(2)
+    dim = 8
+    vec = pa.array(list(rng.normal(size=(30, dim)).astype(np.float32)), pa.list_(pa.float32()))
+    ragged = pa.array([[1.0]] * 29 + [[1.0, 2.0]], pa.list_(pa.float32()))  # not a matrix
+    items = pa.table({"item_id": [f"I{i}" for i in range(30)], "text": vec, "other": ragged})
+    matrices = _item_matrices(items)
+    assert set(matrices) == {"text"} and matrices["text"].shape == (30, dim)
+    index = pd.Index(items.column("item_id").to_numpy())
+    rows = pa.table({"item_id": [f"I{i}" for i in rng.integers(0, 30, 500)]})
+    fast = _with_item_columns(rows, index, items, matrices)
+    slow = _with_item_columns(rows, index, items)
+    assert fast.column_names == slow.column_names == ["item_id", "text", "other"]
+    assert np.array_equal(_vectors(fast.column("text"), dim), _vectors(slow.column("text"), dim))
+    assert fast.column("other").equals(slow.column("other"))
+    # a row whose item is not in the table: the whole batch takes Arrow's path, null for it
+    odd = pa.table({"item_id": ["I1", "nope"]})
+    got = _with_item_columns(odd, index, items, matrices)
+    assert got.column("text").null_count == 1 and got.column("text")[0].as_py() == vec[1].as_py()

