@@ -24,6 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# Run as a script too (`python tests/perf/bench_recommend.py`): the repo root for tests.perf.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
 RUN_DATE = dt.date(2026, 10, 15)
 MODEL_DAYS = 3
 CATS = ["news", "sports", "finance", "tech", "entertainment", "health", "travel", "food", "autos", "science"]
