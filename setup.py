@@ -14,7 +14,11 @@ setup(
     # (an empty wheel was caught by tests/integration/test_packaging.py).
     packages=find_namespace_packages("libs", include=["recpipe", "recpipe.*"], exclude=["*.__pycache__"]),
     include_package_data=True,
-    package_data={"recpipe": ["py.typed", "log4j2.properties"]},
+    package_data={
+        "recpipe": ["py.typed", "log4j2.properties"],
+        # the synthetic generator's word lists (recpipe.datasets.synthetic.common.load_words)
+        "recpipe.datasets.synthetic": ["words/*.json", "words/*.txt"],
+    },
     install_requires=[
         "pyspark>=4.0,<4.3",
         "delta-spark>=4.0,<4.5",
