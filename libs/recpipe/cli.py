@@ -300,14 +300,13 @@ upserted with the first micro-batch after it changed. Ends with one JSON line: t
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="recpipe",
-        description="Batch recommendation pipeline on Spark + Delta Lake. Each command prints one JSON "
-        "summary line on stdout; progress goes to stderr.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _json_option(p: argparse.ArgumentParser) -> None:
+    """``--json``, for the commands that also print a table on stderr."""
+    p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
 
+
+def _add_generate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe generate``: write synthetic media event logs."""
     p = sub.add_parser("generate", help="write synthetic media event logs (the embedded default data)")
     _common(p)
     p.add_argument("--out", help="output folder (default: data.raw_dir of the config)")
@@ -318,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean", action="store_true", help="no dirt (duplicates, malformed lines, ...)")
     p.set_defaults(func=cmd_generate)
 
+
+def _add_import_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe import``: convert a real data set (MIND, MovieLens) into raw event files."""
     p = sub.add_parser("import", help="convert a real data set (MIND, MovieLens) into raw event files")
     _common(p)
     p.add_argument("source_kind", choices=["mind", "movielens"])
@@ -326,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier import in --out")
     p.set_defaults(func=cmd_import)
 
+
+def _add_ingest_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe ingest``: raw event files into the bronze and silver tables."""
     p = sub.add_parser(
         "ingest",
         help="raw event files -> bronze/silver Delta tables (idempotent per batch)",
@@ -346,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     _stage_args(p, "the day folders events/YYYY-MM-DD/ dated before D (default: today, UTC)")
     p.set_defaults(func=cmd_ingest)
 
+
+def _add_stream_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe stream``: Structured Streaming ingest of the landing folder."""
     p = sub.add_parser(
         "stream",
         help="Structured Streaming ingest of the landing folder (+ gold.user_profiles), --once to catch up",
@@ -371,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_stream)
 
+
+def _add_features_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe features``: the gold feature tables as of a run date."""
     p = sub.add_parser(
         "features", help="silver tables -> gold.item_features, gold.user_features as of --date"
     )
@@ -381,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     _force(p, "the date's feature partitions (lake.max_drop_share)")
     p.set_defaults(func=cmd_features)
 
+
+def _add_examples_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe examples``: the training examples of a date range."""
     p = sub.add_parser(
         "examples", help="impressions + point-in-time features -> gold.training_examples (+ feature spec)"
     )
@@ -399,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     _force(p, "the range's example and feature partitions (lake.max_drop_share)")
     p.set_defaults(func=cmd_examples)
 
+
+def _add_segments_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe segments``: rule and KMeans user segments."""
     p = sub.add_parser(
         "segments",
         help="rule and KMeans segments of gold.user_profiles -> gold.user_segments; prints their sizes",
@@ -414,14 +431,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(naive = UTC; default: the latest last_seen in gold.user_profiles)",
     )
     p.add_argument("--force", action="store_true", help="write an empty result over stored segments")
-    p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
+    _json_option(p)
     p.set_defaults(func=cmd_segments)
 
+
+def _add_tables_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe tables``: list the lake's tables."""
     p = sub.add_parser("tables", help="list the lake's tables with version, rows and last operation")
     _common(p)
-    p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
+    _json_option(p)
     p.set_defaults(func=cmd_tables)
 
+
+def _add_recommend_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe recommend``: publish the lists of a run date."""
     p = sub.add_parser(
         "recommend",
         help="candidates + ranking + re-ranking -> gold.recommendations for a run date (atomic, idempotent)",
@@ -438,6 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     _force(p, "the published lists (recommend.max_drop_share, against the last publish)")
     p.set_defaults(func=cmd_recommend)
 
+
+def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe train``: train the CTR model."""
     p = sub.add_parser(
         "train", help="Horovod training of the CTR model on gold.training_examples -> ops.model_registry"
     )
@@ -455,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe evaluate``: offline metrics of the published lists."""
     p = sub.add_parser(
         "evaluate", help="offline metrics of the published lists vs. popularity and ALS -> ops.evaluations"
     )
@@ -466,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_simulate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe simulate``: the closed loop on the synthetic world."""
     p = sub.add_parser(
         "simulate",
         help="closed loop on the synthetic world: users served by arm, clicks, daily runs, online CTR and OPE",
@@ -479,16 +511,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=_date,
         help="first simulated day, YYYY-MM-DD (default: the day after the generated logs)",
     )
-    p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
+    _json_option(p)
     p.set_defaults(func=cmd_simulate)
 
+
+def _add_status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe status``: the stages by run date from ops.runs."""
     p = sub.add_parser("status", help="stages by run date from ops.runs: status, duration, counts, reasons")
     _common(p)
     p.add_argument("--date", type=_date, help="last run date shown (default: the latest in ops.runs)")
     p.add_argument("--days", type=int, default=7, help="number of run dates shown (default: 7)")
-    p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
+    _json_option(p)
     p.set_defaults(func=cmd_status)
 
+
+def _add_forget_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe forget``: delete one user's rows (deletion on request)."""
     p = sub.add_parser("forget", help="delete one user's rows from every table (deletion on request)")
     _common(p)
     p.add_argument("--user-id", required=True, help="the user's id as it appears in the raw logs")
@@ -500,12 +538,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_forget)
 
+
+def _add_vacuum_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe vacuum``: remove data files no table version needs."""
     p = sub.add_parser("vacuum", help="remove data files no table version needs (older than retention)")
     _common(p)
     p.add_argument("--retention-hours", type=float, help="default: lake.vacuum_retention_hours")
     p.add_argument("--dry-run", action="store_true", help="only list the files")
     p.set_defaults(func=cmd_vacuum)
 
+
+def _add_report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``recpipe report``: list (and re-render) the HTML/JSON reports."""
     p = sub.add_parser(
         "report",
         help="list the HTML/JSON reports of evaluate, train, ingest and simulate; --render rebuilds the pages",
@@ -524,8 +568,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-render every listed page from its JSON (after an upgrade, or when a page is missing)",
     )
-    p.add_argument("--json", action="store_true", help="only the JSON line, no table on stderr")
+    _json_option(p)
     p.set_defaults(func=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recpipe",
+        description="Batch recommendation pipeline on Spark + Delta Lake. Each command prints one JSON "
+        "summary line on stdout; progress goes to stderr.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in (  # the order of the commands in --help
+        _add_generate_parser,
+        _add_import_parser,
+        _add_ingest_parser,
+        _add_stream_parser,
+        _add_features_parser,
+        _add_examples_parser,
+        _add_segments_parser,
+        _add_tables_parser,
+        _add_recommend_parser,
+        _add_train_parser,
+        _add_evaluate_parser,
+        _add_simulate_parser,
+        _add_status_parser,
+        _add_forget_parser,
+        _add_vacuum_parser,
+        _add_report_parser,
+    ):
+        add_parser(sub)
 
     from recpipe.pipeline import add_run_parser
 

@@ -776,6 +776,44 @@ def fresh_frame(users: pd.DataFrame, affinity: pd.DataFrame, lists: ItemLists) -
     return best[best.groupby(C.USER_ID, sort=False).cumcount() < lists.k_fresh]
 
 
+# The marker rows that travel with a user's candidates through filter_and_budget's shuffle: its
+# consumed pairs and, with item lists, its country and category affinities (not sources).
+_CONSUMED_MARK, _USER_MARK, _AFFINITY_MARK = "~consumed~", "~user~", "~affinity~"
+
+
+def _list_marker_rows(users: DataFrame, affinity: DataFrame) -> list[DataFrame]:
+    """The users' countries and category affinities as marker rows of the candidate columns, for
+    :func:`_list_candidates` to read back in the batch of their user."""
+    basis = F.col(AFFINITY_BASIS) if AFFINITY_BASIS in affinity.columns else F.lit(None)
+    return [
+        users.select(
+            C.USER_ID,
+            F.lit(None).cast("string").alias(C.ITEM_ID),
+            F.lit(_USER_MARK).alias(C.SOURCE),
+            F.lit(None).cast("double").alias(C.SOURCE_SCORE),
+            F.col(C.COUNTRY).cast("string").alias(C.DETAIL),
+        ),
+        affinity.select(
+            C.USER_ID,
+            basis.cast("string").alias(C.ITEM_ID),  # a marker row's item id: the basis
+            F.lit(_AFFINITY_MARK).alias(C.SOURCE),
+            F.col("affinity").cast("double").alias(C.SOURCE_SCORE),
+            F.col("category").cast("string").alias(C.DETAIL),
+        ),
+    ]
+
+
+def _list_candidates(pdf: pd.DataFrame, lists: ItemLists) -> list[pd.DataFrame]:
+    """The trending and fresh candidates of a batch's users, from their marker rows
+    (:func:`_list_marker_rows`) and the item lists."""
+    src = pdf[C.SOURCE]
+    u = pdf.loc[(src == _USER_MARK).to_numpy(), [C.USER_ID, C.DETAIL]]
+    u = u.rename(columns={C.DETAIL: C.COUNTRY}).drop_duplicates(C.USER_ID)
+    a = pdf.loc[(src == _AFFINITY_MARK).to_numpy(), [C.USER_ID, C.DETAIL, C.SOURCE_SCORE, C.ITEM_ID]]
+    a = a.rename(columns={C.DETAIL: "category", C.SOURCE_SCORE: "affinity", C.ITEM_ID: AFFINITY_BASIS})
+    return [trending_frame(u, a, lists), fresh_frame(u, a, lists)]
+
+
 def filter_and_budget(
     cands: DataFrame,
     allowed: DataFrame,
@@ -799,31 +837,12 @@ def filter_and_budget(
     those Spark sources, without ~200 rows per user crossing a shuffle.
     """
     shares = dict(shares or DEFAULT_SOURCE_SHARES)
-    consumed_mark, user_mark, affinity_mark = "~consumed~", "~user~", "~affinity~"  # not sources
     kept = cands.join(F.broadcast(allowed.select(C.ITEM_ID)), C.ITEM_ID, "left_semi").select(*CAND_COLS)
     parts = [kept]
     if lists is not None:
         if users is None or affinity is None:
             raise ValueError("filter_and_budget: lists need users and affinity")
-        parts.append(
-            users.select(
-                C.USER_ID,
-                F.lit(None).cast("string").alias(C.ITEM_ID),
-                F.lit(user_mark).alias(C.SOURCE),
-                F.lit(None).cast("double").alias(C.SOURCE_SCORE),
-                F.col(C.COUNTRY).cast("string").alias(C.DETAIL),
-            )
-        )
-        basis = F.col(AFFINITY_BASIS) if AFFINITY_BASIS in affinity.columns else F.lit(None)
-        parts.append(
-            affinity.select(
-                C.USER_ID,
-                basis.cast("string").alias(C.ITEM_ID),  # a marker row's item id: the basis
-                F.lit(affinity_mark).alias(C.SOURCE),
-                F.col("affinity").cast("double").alias(C.SOURCE_SCORE),
-                F.col("category").cast("string").alias(C.DETAIL),
-            )
-        )
+        parts.extend(_list_marker_rows(users, affinity))
     # Only the consumed pairs of the users being budgeted travel with them: the given users, or
     # (without lists) the users that have candidates.
     who = users.select(C.USER_ID) if users is not None else kept.select(C.USER_ID).distinct()
@@ -831,7 +850,7 @@ def filter_and_budget(
         consumed_pairs.join(who, C.USER_ID, "left_semi").select(
             C.USER_ID,
             C.ITEM_ID,
-            F.lit(consumed_mark).alias(C.SOURCE),
+            F.lit(_CONSUMED_MARK).alias(C.SOURCE),
             F.lit(None).cast("double").alias(C.SOURCE_SCORE),
             F.lit(None).cast("string").alias(C.DETAIL),
         )
@@ -841,20 +860,10 @@ def filter_and_budget(
     def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for pdf in whole_groups(batches, C.USER_ID):
             src = pdf[C.SOURCE]
-            done = pdf.loc[(src == consumed_mark).to_numpy(), [C.USER_ID, C.ITEM_ID]].drop_duplicates()
-            rows = pdf[~src.isin([consumed_mark, user_mark, affinity_mark]).to_numpy()]
+            done = pdf.loc[(src == _CONSUMED_MARK).to_numpy(), [C.USER_ID, C.ITEM_ID]].drop_duplicates()
+            rows = pdf[~src.isin([_CONSUMED_MARK, _USER_MARK, _AFFINITY_MARK]).to_numpy()]
             if lists is not None:
-                u = pdf.loc[(src == user_mark).to_numpy(), [C.USER_ID, C.DETAIL]]
-                u = u.rename(columns={C.DETAIL: C.COUNTRY}).drop_duplicates(C.USER_ID)
-                a = pdf.loc[
-                    (src == affinity_mark).to_numpy(), [C.USER_ID, C.DETAIL, C.SOURCE_SCORE, C.ITEM_ID]
-                ]
-                a = a.rename(
-                    columns={C.DETAIL: "category", C.SOURCE_SCORE: "affinity", C.ITEM_ID: AFFINITY_BASIS}
-                )
-                rows = pd.concat(
-                    [rows, trending_frame(u, a, lists), fresh_frame(u, a, lists)], ignore_index=True
-                )
+                rows = pd.concat([rows, *_list_candidates(pdf, lists)], ignore_index=True)
             yield budget_frame(_not_consumed(rows, done), budget, shares)
 
     both = functools.reduce(DataFrame.unionByName, parts)

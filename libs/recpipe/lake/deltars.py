@@ -107,6 +107,29 @@ def _file_stats(meta: pq.FileMetaData) -> str:
     return json.dumps({"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
 
 
+def _already_committed(table: str, dt: DeltaTable | None, txn: Txn | None) -> CommitResult | None:
+    """A skipped result when the table's app transaction says ``txn`` is already committed."""
+    if txn is not None and dt is not None:
+        done = dt.transaction_version(txn.app_id)
+        if done is not None and done >= txn.version:
+            return CommitResult(table, dt.version(), False, skipped_reason=f"already committed by {txn}")
+    return None
+
+
+def _partition_columns(table: str, dt: DeltaTable | None, partition_by: list[str] | None) -> list[str]:
+    """The partition columns to write: the table's (``partition_by`` must match them when given),
+    or ``partition_by`` for a new table."""
+    pcols = list(partition_by or [])
+    if dt is not None:
+        table_pcols = list(dt.metadata().partition_columns)
+        if partition_by is not None and pcols != table_pcols:
+            raise LakeError(
+                f"write to {table} refused: partition columns {pcols} differ from the table's {table_pcols}"
+            )
+        pcols = table_pcols
+    return pcols
+
+
 class DeltaRsLake(Lake):
     backend_name = "delta-rs"
 
@@ -271,12 +294,8 @@ class DeltaRsLake(Lake):
         last_error: Exception | None = None
         for attempt in range(attempts):
             dt = self._table(table)
-            if txn is not None and dt is not None:
-                done = dt.transaction_version(txn.app_id)
-                if done is not None and done >= txn.version:
-                    return CommitResult(
-                        table, dt.version(), False, skipped_reason=f"already committed by {txn}"
-                    )
+            if (done := _already_committed(table, dt, txn)) is not None:
+                return done
             df = df_fn(dt)
             removes: list[RemoveAction] = []
             rows_removed = 0
@@ -285,34 +304,12 @@ class DeltaRsLake(Lake):
             if df is None and not removes:
                 return CommitResult(table, dt.version() if dt else None, False, skipped_reason="no change")
             if dt is not None and df is not None and not replace_schema:
-                check_schema(table, self.schema(table), df.schema, add_columns=add_columns)
-                if add_columns and mode == "append":
-                    added = self._add_columns(table, dt, df)
-                    if added is False:
-                        continue  # a concurrent commit: redo from the next snapshot
-                    if added:  # recompute from the snapshot that has the columns
-                        dt = self._require(table)
-                        df = df_fn(dt)
-            pcols = list(partition_by or [])
-            if dt is not None:
-                table_pcols = list(dt.metadata().partition_columns)
-                if partition_by is not None and pcols != table_pcols:
-                    raise LakeError(
-                        f"write to {table} refused: partition columns {pcols} differ from the "
-                        f"table's {table_pcols}"
-                    )
-                pcols = table_pcols
-            if df is not None:
-                missing = [c for c in pcols if c not in df.columns]
-                if missing:
-                    raise LakeError(f"write to {table} refused: partition columns {missing} not in data")
-                actions, t_write = self._write_files(table, df, pcols)
-                faults.point("write", table)  # files written, not committed (crash tests)
-                schema = _spark_to_arrow(df.schema)
-            else:
-                actions, t_write = [], 0.0
-                assert dt is not None  # no rows to write: only removes, which come from a snapshot
-                schema = pa.schema(dt.schema().to_arrow())
+                checked = self._check_and_add_columns(table, dt, df, df_fn, mode, add_columns)
+                if checked is None:
+                    continue  # a concurrent commit: redo from the next snapshot
+                dt, df = checked
+            pcols = _partition_columns(table, dt, partition_by)
+            actions, t_write, schema = self._write_data(table, dt, df, pcols)
             rows = sum(json.loads(a.stats)["numRecords"] for a in actions)
             props = CommitProperties(
                 custom_metadata={"recpipe.operation": operation, "recpipe.attempt": str(attempt)},
@@ -321,41 +318,15 @@ class DeltaRsLake(Lake):
                 app_transactions=[Transaction(txn.app_id, txn.version)] if txn else None,
             )
             t0 = time.perf_counter()
-            try:
-                if dt is None:
-                    create_table_with_add_actions(
-                        self.path(table),
-                        DeltaSchema.from_arrow(schema),
-                        actions,
-                        mode="error",
-                        partition_by=pcols or None,
-                        configuration=stats_properties(schema.names) or None,
-                        commit_properties=props,
-                    )
-                else:
-                    filters = partition_filters(dt) if partition_filters else None
-                    dt.create_write_transaction(
-                        actions + removes,
-                        mode=mode,
-                        schema=schema,
-                        partition_by=pcols or None,
-                        partition_filters=filters,
-                        commit_properties=props,
-                    )
-            except (CommitFailedError, DeltaError) as exc:
-                self._discard(table, actions)
-                if (
-                    dt is None
-                    and "already exists" not in str(exc).lower()
-                    and not isinstance(exc, CommitFailedError)
-                ):
-                    raise LakeError(f"commit to {table} failed: {exc}") from exc
-                last_error = exc
-                log.warning("%s: concurrent commit (%s), retrying %d/%d", table, exc, attempt + 1, attempts)
+            conflict = self._commit_actions(
+                table, dt, actions, removes, schema, pcols, mode, partition_filters, props
+            )
+            if conflict is not None:
+                last_error = conflict
+                log.warning(
+                    "%s: concurrent commit (%s), retrying %d/%d", table, conflict, attempt + 1, attempts
+                )
                 continue
-            except Exception:
-                self._discard(table, actions)
-                raise
             faults.point("commit", table)  # committed, the stage not finished (crash tests)
             new_version = self.version(table)
             return CommitResult(
@@ -372,6 +343,92 @@ class DeltaRsLake(Lake):
             f"commit to {table} failed after {attempts} attempts, other writers kept committing "
             f"first: {last_error}. Nothing was committed by this write."
         )
+
+    def _check_and_add_columns(
+        self,
+        table: str,
+        dt: DeltaTable,
+        df: DataFrame,
+        df_fn: Callable[[DeltaTable | None], DataFrame | None],
+        mode: str,
+        add_columns: bool,
+    ) -> tuple[DeltaTable, DataFrame | None] | None:
+        """Check ``df`` against the table's schema; with ``add_columns``, an append first adds the
+        new columns and recomputes ``df`` from the snapshot that has them. Returns the snapshot and
+        data to write, or None when a concurrent commit got in the way (redo the attempt)."""
+        check_schema(table, self.schema(table), df.schema, add_columns=add_columns)
+        if add_columns and mode == "append":
+            added = self._add_columns(table, dt, df)
+            if added is False:
+                return None
+            if added:  # recompute from the snapshot that has the columns
+                dt = self._require(table)
+                return dt, df_fn(dt)
+        return dt, df
+
+    def _write_data(
+        self, table: str, dt: DeltaTable | None, df: DataFrame | None, pcols: list[str]
+    ) -> tuple[list[AddAction], float, pa.Schema]:
+        """Write ``df``'s files (none without data: only removes); return their add actions, the
+        write time and the schema to commit."""
+        if df is not None:
+            missing = [c for c in pcols if c not in df.columns]
+            if missing:
+                raise LakeError(f"write to {table} refused: partition columns {missing} not in data")
+            actions, t_write = self._write_files(table, df, pcols)
+            faults.point("write", table)  # files written, not committed (crash tests)
+            return actions, t_write, _spark_to_arrow(df.schema)
+        assert dt is not None  # no rows to write: only removes, which come from a snapshot
+        return [], 0.0, pa.schema(dt.schema().to_arrow())
+
+    def _commit_actions(
+        self,
+        table: str,
+        dt: DeltaTable | None,
+        actions: list[AddAction],
+        removes: list[RemoveAction],
+        schema: pa.Schema,
+        pcols: list[str],
+        mode: str,
+        partition_filters: Callable[[DeltaTable], list | None] | None,
+        props: CommitProperties,
+    ) -> Exception | None:
+        """Commit the written files (and removes) in one Delta commit, creating the table when there
+        is none. Returns the conflict to retry on (the files discarded); other errors raise."""
+        try:
+            if dt is None:
+                create_table_with_add_actions(
+                    self.path(table),
+                    DeltaSchema.from_arrow(schema),
+                    actions,
+                    mode="error",
+                    partition_by=pcols or None,
+                    configuration=stats_properties(schema.names) or None,
+                    commit_properties=props,
+                )
+            else:
+                filters = partition_filters(dt) if partition_filters else None
+                dt.create_write_transaction(
+                    actions + removes,
+                    mode=mode,
+                    schema=schema,
+                    partition_by=pcols or None,
+                    partition_filters=filters,
+                    commit_properties=props,
+                )
+        except (CommitFailedError, DeltaError) as exc:
+            self._discard(table, actions)
+            if (
+                dt is None
+                and "already exists" not in str(exc).lower()
+                and not isinstance(exc, CommitFailedError)
+            ):
+                raise LakeError(f"commit to {table} failed: {exc}") from exc
+            return exc
+        except Exception:
+            self._discard(table, actions)
+            raise
+        return None
 
     def _add_columns(self, table: str, dt: DeltaTable, df: DataFrame) -> bool | None:
         """Add the columns of ``df`` that the table lacks in a schema-only commit, before an

@@ -311,21 +311,8 @@ def _stage_statuses(stages: Any) -> str:
     return ", ".join(f"{name} {status}" for name, status in stages.items() if status != "ok") or "all ok"
 
 
-def simulation_page(report: dict[str, Any]) -> str:
-    """A ``recpipe simulate`` summary (``simulation-<start>.json``): online CTR by arm per day, the
-    lift over popularity, and the next-day off-policy estimates against the online value."""
-    figs = _figures(plots.simulation_figures(report))
-    days = report.get("days") or []
-    shares = report.get("arm_shares") or {}
-    arms = report.get("arms") or {}
-    names = list(dict.fromkeys([*arms, *(a for d in days for a in (d.get("arms") or {}))]))
-    arm_rows = [{"arm": a, "share": shares.get(a), **(arms.get(a) or {})} for a in names]
-    by_day = [
-        {"date": d.get("date"), "arm": a, **m}
-        for d in days
-        for a, m in (d.get("arms") or {}).items()
-        if isinstance(m, dict)
-    ]
+def _simulation_day_rows(days: list[Any], names: list[str]) -> list[dict[str, Any]]:
+    """One row per simulated day: its model, CTR by arm, lifts and the next day's plan."""
     day_rows = []
     for d in days:
         lift = d.get("lift_over_popularity") or {}
@@ -350,6 +337,11 @@ def simulation_page(report: dict[str, Any]) -> str:
                 "duration_s": d.get("duration_s"),
             }
         )
+    return day_rows
+
+
+def _simulation_ope_rows(days: list[Any]) -> list[dict[str, Any]]:
+    """One row per day's off-policy estimate of the next day's lists (or why it was skipped)."""
     ope_rows = []
     for d in days:
         o = d.get("ope") if isinstance(d.get("ope"), dict) else {}
@@ -362,6 +354,41 @@ def simulation_page(report: dict[str, Any]) -> str:
         if why := skipped(o):
             row["skipped"] = why
         ope_rows.append(row)
+    return ope_rows
+
+
+def _previous_lift_section(report: dict[str, Any]) -> str:
+    """The lift of the recpipe arm over the previous model's arm: what the last retrain is worth."""
+    return section(
+        "CTR lift over the previous model (the retrain's worth)",
+        note(
+            "The previous arm's lists come from the same candidates and re-ranking, ranked "
+            "by the model promoted before the one behind the published lists (the "
+            "popularity ranker before the first model)."
+        ),
+        kv_table(report["lift_over_previous"])
+        if isinstance(report.get("lift_over_previous"), dict)
+        else note("no lift over the whole run: an arm served no list or got no click"),
+    )
+
+
+def simulation_page(report: dict[str, Any]) -> str:
+    """A ``recpipe simulate`` summary (``simulation-<start>.json``): online CTR by arm per day, the
+    lift over popularity, and the next-day off-policy estimates against the online value."""
+    figs = _figures(plots.simulation_figures(report))
+    days = report.get("days") or []
+    shares = report.get("arm_shares") or {}
+    arms = report.get("arms") or {}
+    names = list(dict.fromkeys([*arms, *(a for d in days for a in (d.get("arms") or {}))]))
+    arm_rows = [{"arm": a, "share": shares.get(a), **(arms.get(a) or {})} for a in names]
+    by_day = [
+        {"date": d.get("date"), "arm": a, **m}
+        for d in days
+        for a, m in (d.get("arms") or {}).items()
+        if isinstance(m, dict)
+    ]
+    day_rows = _simulation_day_rows(days, names)
+    ope_rows = _simulation_ope_rows(days)
     ope_cols = [*SIMULATION_OPE_COLUMNS, *(["skipped"] if any("skipped" in r for r in ope_rows) else [])]
     run_lift = report.get("lift_over_popularity")
     sections = [
@@ -379,23 +406,7 @@ def simulation_page(report: dict[str, Any]) -> str:
             if isinstance(run_lift, dict)
             else note("no lift over the whole run: an arm served no list or got no click"),
         ),
-        *(
-            [
-                section(
-                    "CTR lift over the previous model (the retrain's worth)",
-                    note(
-                        "The previous arm's lists come from the same candidates and re-ranking, ranked "
-                        "by the model promoted before the one behind the published lists (the "
-                        "popularity ranker before the first model)."
-                    ),
-                    kv_table(report["lift_over_previous"])
-                    if isinstance(report.get("lift_over_previous"), dict)
-                    else note("no lift over the whole run: an arm served no list or got no click"),
-                )
-            ]
-            if "previous" in names
-            else []
-        ),
+        *([_previous_lift_section(report)] if "previous" in names else []),
         section(
             "Next-day off-policy estimate vs. online value",
             note(

@@ -43,22 +43,11 @@ class PublishCheckError(RuntimeError):
     """The lists failed a publish check; nothing was committed."""
 
 
-def check_recommendations(
-    recs: DataFrame,
-    items: DataFrame,
-    candidate_counts: DataFrame,
-    as_of: dt.datetime,
-    top_n: int,
-    examples: int = 3,
+def _list_shape_problems(
+    recs: DataFrame, candidate_counts: DataFrame, top_n: int, examples: int
 ) -> list[str]:
-    """Problems that forbid publishing (empty list = OK).
-
-    - a user whose list is shorter than N although at least N (allowed) candidates existed
-      (``candidate_counts``: user_id, n_candidates; a missing list counts as length 0);
-    - an item twice in one list, or ranks that are not 1..len;
-    - a blocked or expired item (``items``: silver.items), a reason outside the codes, a
-      propensity outside (0, 1].
-    """
+    """The problems of :func:`check_recommendations` seen in each list's length, items and ranks:
+    shorter than N although the candidates sufficed, an item twice, ranks that are not 1..len."""
     problems: list[str] = []
     lengths = recs.groupBy(C.USER_ID).agg(
         F.count("*").alias("n"),
@@ -93,6 +82,26 @@ def check_recommendations(
             f"{bad_rank.count()} lists have ranks that are not 1..len, e.g. "
             + ", ".join(r[C.USER_ID] for r in rows)
         )
+    return problems
+
+
+def check_recommendations(
+    recs: DataFrame,
+    items: DataFrame,
+    candidate_counts: DataFrame,
+    as_of: dt.datetime,
+    top_n: int,
+    examples: int = 3,
+) -> list[str]:
+    """Problems that forbid publishing (empty list = OK).
+
+    - a user whose list is shorter than N although at least N (allowed) candidates existed
+      (``candidate_counts``: user_id, n_candidates; a missing list counts as length 0);
+    - an item twice in one list, or ranks that are not 1..len;
+    - a blocked or expired item (``items``: silver.items), a reason outside the codes, a
+      propensity outside (0, 1].
+    """
+    problems = _list_shape_problems(recs, candidate_counts, top_n, examples)
     ts = F.lit(as_of).cast("timestamp")
     bad_items = (
         recs.join(items.select(C.ITEM_ID, "status", "expires_ts"), C.ITEM_ID, "left")
