@@ -90,6 +90,223 @@ def with_fresh_profiles(
     return kept.unionByName(from_profile), consumed.unionByName(used).distinct()
 
 
+def _keep(cached: list[DataFrame], df: DataFrame) -> DataFrame:
+    """``df`` persisted and filled now, added to ``cached`` (unpersisted with the candidate set)."""
+    # Filled here, before the sources read it: several broadcast builds filling one lazy
+    # cache at once compute the same blocks twice ("Block rdd_... already exists").
+    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    df.count()
+    cached.append(df)
+    return df
+
+
+def _source_k(cfg: Config, p: CandidateParams, source: str) -> int:
+    """How many candidates ``source`` gives each user: its share of the budget, oversampled."""
+    rc = cfg.recommend
+    budget = rc.candidates_per_user
+    return max(rc.top_n, int(math.ceil(budget * p.shares.get(source, 0.1) * p.oversample)))
+
+
+@dataclass
+class _History:
+    """The frames of the history before ``as_of`` that the candidate sources read."""
+
+    events: DataFrame
+    items: DataFrame
+    allowed: DataFrame
+    inter: DataFrame
+    target: DataFrame
+    target_ids: DataFrame
+    affinity: DataFrame
+    consumed: DataFrame
+    recent: DataFrame
+
+
+def _target_users(
+    events: DataFrame, as_of: dt.datetime, active_days: int, extra_users: DataFrame | None
+) -> DataFrame:
+    """(user_id, country, device) of the users active in the ``active_days`` before ``as_of``,
+    plus ``extra_users`` (their given country/device win over the ones seen in the events)."""
+    profiles = S.user_profiles(events)
+    since = as_of - dt.timedelta(days=active_days)
+    active = events.where(F.col(C.EVENT_TS) >= F.lit(since).cast("timestamp")).select(C.USER_ID).distinct()
+    target = profiles.join(active, C.USER_ID, "left_semi")
+    if extra_users is not None:
+        given = extra_users.select(
+            C.USER_ID,
+            *[
+                (F.col(c) if c in extra_users.columns else F.lit(None).cast("string")).alias(f"_{c}")
+                for c in (C.COUNTRY, C.DEVICE)
+            ],
+        ).dropDuplicates([C.USER_ID])
+        # Given country/device win over the ones seen in the events.
+        target = target.join(given, C.USER_ID, "full_outer").select(
+            C.USER_ID,
+            F.coalesce(f"_{C.COUNTRY}", C.COUNTRY).alias(C.COUNTRY),
+            F.coalesce(f"_{C.DEVICE}", C.DEVICE).alias(C.DEVICE),
+        )
+    return target
+
+
+def _read_history(
+    cfg: Config,
+    lake: Lake,
+    as_of: dt.datetime,
+    p: CandidateParams,
+    extra_users: DataFrame | None,
+    cached: list[DataFrame],
+) -> _History:
+    """The history, allowed items, target users and their profiles (each kept frame filled now)."""
+    rc = cfg.recommend
+    # The history is read by six steps below: scanned once, only the columns they use.
+    used = [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.SESSION_ID, C.COUNTRY, C.DEVICE]
+    events = _keep(cached, S.history(lake.read(C.SILVER_EVENTS), as_of).select(*used))
+    items = read_items(lake)
+    allowed = _keep(cached, S.allowed_items(items, as_of, rc.max_item_age_days))
+    inter = _keep(cached, S.interactions(events))
+    target = _keep(cached, _target_users(events, as_of, p.active_days, extra_users))
+    target_ids = target.select(C.USER_ID)
+
+    affinity = S.category_affinity(inter.join(target_ids, C.USER_ID, "left_semi"), items, as_of)
+    affinity, consumed = with_fresh_profiles(lake, as_of, target_ids, affinity, S.consumed(events))
+    affinity = _keep(cached, affinity)
+    recent = _keep(
+        cached,
+        S.recent_items(inter.join(target_ids, C.USER_ID, "left_semi"), as_of, cfg.features.last_k_items),
+    )
+    return _History(events, items, allowed, inter, target, target_ids, affinity, consumed, recent)
+
+
+def _covisit_source(h: _History, p: CandidateParams, k: int) -> DataFrame:
+    """Co-visitation: neighbours among allowed items, applied to the user's recent items."""
+    cov = S.covisit_neighbours(h.inter, p.covisit_neighbours * 3)
+    cov = cov.join(h.allowed.select(F.col(C.ITEM_ID).alias("neighbour_id")), "neighbour_id", "left_semi")
+    cov = S.top_k(cov, [C.ITEM_ID], [F.desc("sim"), F.asc("neighbour_id")], p.covisit_neighbours)
+    return S.neighbour_candidates(h.recent, cov, C.REASON_CO_VISIT, k)
+
+
+def _als_source(
+    cfg: Config, lake: Lake, h: _History, run_date: dt.date, p: CandidateParams, k: int
+) -> DataFrame:
+    """ALS over the allowed items (asks for twice its share: consumed items are filtered
+    afterwards). The day's model is stored in gold.als_factors: evaluation scores its baselines
+    with it."""
+    t0 = time.perf_counter()
+    factors = fit_and_save(lake, h.inter, run_date, S.AlsParams.of(p, cfg.recommend.seed))
+    log.info(
+        "candidates for %s: ALS fitted and stored in %s (%.1f s)",
+        run_date,
+        C.GOLD_ALS_FACTORS,
+        time.perf_counter() - t0,
+    )
+    return S.score_als(factors, h.target_ids, 2 * k, allowed=h.allowed)
+
+
+def _content_source(
+    cfg: Config,
+    lake: Lake,
+    h: _History,
+    run_date: dt.date,
+    p: CandidateParams,
+    k: int,
+    skipped: dict[str, str],
+) -> DataFrame | None:
+    """Content similarity: the user's recent items -> similar allowed items (clicked or not);
+    None, with the reason in ``skipped``, when no item has text (the other sources fill its
+    share of the budget)."""
+    if not has_text(h.items):
+        skipped[C.REASON_SIMILAR_CONTENT] = "no item has a title or text"
+        log.info("candidates for %s: %s skipped (%s)", run_date, C.REASON_SIMILAR_CONTENT, skipped)
+        return None
+    vectors, vec_source = item_vectors(cfg, lake, h.items, run_date)
+    neigh = S.content_neighbours(
+        vectors,
+        h.recent.select(C.ITEM_ID),
+        h.allowed.select(C.ITEM_ID),
+        p.content_neighbours,
+        min_cosine=p.content_min_cosine,
+    )
+    content = S.neighbour_candidates(h.recent, neigh, C.REASON_SIMILAR_CONTENT, k)
+    log.info("candidates for %s: text vectors from %s", run_date, vec_source)
+    return content
+
+
+def _collect_lists(
+    cfg: Config,
+    h: _History,
+    trends: tuple[DataFrame, DataFrame, DataFrame],
+    as_of: dt.datetime,
+    k_fresh: int,
+) -> tuple[S.ItemLists, float]:
+    """The trending (global, country, category) and fresh item lists, and the seconds taken."""
+    # Trending and fresh items are the same few lists for everyone: collected here and applied
+    # to each batch of users inside the filter/budget kernel (S.filter_and_budget), not joined
+    # to every user in Spark (~200 rows per user through a shuffle).
+    t0 = time.perf_counter()
+    global_trend, country_trend, category_trend = trends
+    lists = S.collect_item_lists(
+        global_trend,
+        country_trend,
+        category_trend,
+        h.allowed,
+        as_of,
+        cfg.recommend.fresh_window_hours,
+        k_fresh,
+    )
+    return lists, round(time.perf_counter() - t0, 2)
+
+
+def _materialize_sources(
+    sources: tuple[tuple[str, DataFrame | None], ...],
+    skipped: dict[str, str],
+    lists_s: float,
+    source_stats: dict[str, dict[str, Any]],
+) -> dict[str, DataFrame]:
+    """Each source materialized on its own, its rows and seconds added to ``source_stats``
+    (after trending and fresh, applied per user batch from the collected lists)."""
+    # Each source is materialized on its own: smaller plans (fewer concurrent broadcasts on the
+    # driver) and per-source counts/timings for the summary. A local checkpoint, not a cache: a
+    # cached frame keeps its whole lineage, and the union's tasks carried all five sources' plans
+    # (a 1-1.7 MB task binary, Spark's "Broadcasting large task binary" warning). The blocks go
+    # when the frames are garbage collected (Spark's ContextCleaner).
+    per_source: dict[str, DataFrame] = {}
+    for name in (C.REASON_TRENDING, C.REASON_FRESH):
+        source_stats[name] = {"rows": None, "s": lists_s, "applied": "per user batch in the budget kernel"}
+    for name, df in sources:
+        if df is None:
+            source_stats[name] = {"rows": 0, "skipped": skipped[name]}
+            continue
+        t0 = time.perf_counter()
+        per_source[name] = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+        source_stats[name] = {"rows": per_source[name].count(), "s": round(time.perf_counter() - t0, 2)}
+    return per_source
+
+
+def _item_stats(
+    cfg: Config, lake: Lake, h: _History, inter_allowed: DataFrame, as_of: dt.datetime, half: float
+) -> DataFrame:
+    """(item_id, popularity, impressions) of the allowed items."""
+    pop = S.trending(inter_allowed, as_of, half, None).select(C.ITEM_ID, F.col("score").alias("popularity"))
+    # Exposure behind the "uncertain" exploration pool: impressions, or for a click-only source
+    # (no impressions logged) its clicks, so that not every item counts as unexplored.
+    exposure = "click" if is_clicks_only(with_feedback(cfg, lake)) else "impression"
+    impressions = (
+        h.events.where(F.col(C.EVENT_TYPE) == exposure)
+        .groupBy(C.ITEM_ID)
+        .agg(F.count("*").alias("impressions"))
+    )
+    return (
+        h.allowed.select(C.ITEM_ID)
+        .join(pop, C.ITEM_ID, "left")
+        .join(impressions, C.ITEM_ID, "left")
+        .select(
+            C.ITEM_ID,
+            F.coalesce("popularity", F.lit(0.0)).alias("popularity"),
+            F.coalesce("impressions", F.lit(0)).cast("long").alias("impressions"),
+        )
+    )
+
+
 def build_candidates(
     cfg: Config,
     lake: Lake,
@@ -108,176 +325,52 @@ def build_candidates(
     as_of = as_of_time(run_date)
     t_prep = time.perf_counter()
     cached: list[DataFrame] = []
-
-    def keep(df: DataFrame) -> DataFrame:
-        # Filled here, before the sources read it: several broadcast builds filling one lazy
-        # cache at once compute the same blocks twice ("Block rdd_... already exists").
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
-        df.count()
-        cached.append(df)
-        return df
-
-    # The history is read by six steps below: scanned once, only the columns they use.
-    used = [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.SESSION_ID, C.COUNTRY, C.DEVICE]
-    events = keep(S.history(lake.read(C.SILVER_EVENTS), as_of).select(*used))
-    items = read_items(lake)
-    allowed = keep(S.allowed_items(items, as_of, rc.max_item_age_days))
-    inter = keep(S.interactions(events))
-    profiles = S.user_profiles(events)
-    since = as_of - dt.timedelta(days=p.active_days)
-    active = events.where(F.col(C.EVENT_TS) >= F.lit(since).cast("timestamp")).select(C.USER_ID).distinct()
-    target = profiles.join(active, C.USER_ID, "left_semi")
-    if extra_users is not None:
-        given = extra_users.select(
-            C.USER_ID,
-            *[
-                (F.col(c) if c in extra_users.columns else F.lit(None).cast("string")).alias(f"_{c}")
-                for c in (C.COUNTRY, C.DEVICE)
-            ],
-        ).dropDuplicates([C.USER_ID])
-        # Given country/device win over the ones seen in the events.
-        target = target.join(given, C.USER_ID, "full_outer").select(
-            C.USER_ID,
-            F.coalesce(f"_{C.COUNTRY}", C.COUNTRY).alias(C.COUNTRY),
-            F.coalesce(f"_{C.DEVICE}", C.DEVICE).alias(C.DEVICE),
-        )
-    target = keep(target)
-    target_ids = target.select(C.USER_ID)
-
-    affinity = S.category_affinity(inter.join(target_ids, C.USER_ID, "left_semi"), items, as_of)
-    affinity, consumed = with_fresh_profiles(lake, as_of, target_ids, affinity, S.consumed(events))
-    affinity = keep(affinity)
-    recent = keep(
-        S.recent_items(inter.join(target_ids, C.USER_ID, "left_semi"), as_of, cfg.features.last_k_items)
-    )
+    h = _read_history(cfg, lake, as_of, p, extra_users, cached)
     budget = rc.candidates_per_user
     source_stats: dict[str, dict[str, Any]] = {}
     log.info(
         "candidates for %s: history and user profiles ready (%.1f s)", run_date, time.perf_counter() - t_prep
     )
-
-    def k_of(source: str) -> int:
-        return max(rc.top_n, int(math.ceil(budget * p.shares.get(source, 0.1) * p.oversample)))
+    k_of = functools.partial(_source_k, cfg, p)
 
     # trending (only allowed items can trend)
-    inter_allowed = inter.join(allowed.select(C.ITEM_ID, "category"), C.ITEM_ID)
+    inter_allowed = h.inter.join(h.allowed.select(C.ITEM_ID, "category"), C.ITEM_ID)
     k_tr = k_of(C.REASON_TRENDING)
     half = cfg.features.trend_half_life_hours
     global_trend = S.trending(inter_allowed, as_of, half, k_tr)
     country_trend = S.trending(inter_allowed, as_of, half, k_tr, by=[C.COUNTRY])
     category_trend = S.trending(inter_allowed, as_of, half, k_tr, by=["category"])
 
-    # co-visitation: neighbours among allowed items, applied to the user's recent items
-    cov = S.covisit_neighbours(inter, p.covisit_neighbours * 3)
-    cov = cov.join(allowed.select(F.col(C.ITEM_ID).alias("neighbour_id")), "neighbour_id", "left_semi")
-    cov = S.top_k(cov, [C.ITEM_ID], [F.desc("sim"), F.asc("neighbour_id")], p.covisit_neighbours)
-    covisit = S.neighbour_candidates(recent, cov, C.REASON_CO_VISIT, k_of(C.REASON_CO_VISIT))
-
-    # ALS over the allowed items (asks for twice its share: consumed items are filtered afterwards).
-    # The day's model is stored in gold.als_factors: evaluation scores its baselines with it.
-    t0 = time.perf_counter()
-    factors = fit_and_save(lake, inter, run_date, S.AlsParams.of(p, rc.seed))
-    log.info(
-        "candidates for %s: ALS fitted and stored in %s (%.1f s)",
-        run_date,
-        C.GOLD_ALS_FACTORS,
-        time.perf_counter() - t0,
-    )
-    als = S.score_als(factors, target_ids, 2 * k_of(C.REASON_ALS), allowed=allowed)
-
-    # content similarity: the user's recent items -> similar allowed items (clicked or not);
-    # skipped when no item has text (the other sources fill its share of the budget).
+    covisit = _covisit_source(h, p, k_of(C.REASON_CO_VISIT))
+    als = _als_source(cfg, lake, h, run_date, p, k_of(C.REASON_ALS))
     skipped: dict[str, str] = {}
-    content: DataFrame | None = None
-    if has_text(items):
-        vectors, vec_source = item_vectors(cfg, lake, items, run_date)
-        neigh = S.content_neighbours(
-            vectors,
-            recent.select(C.ITEM_ID),
-            allowed.select(C.ITEM_ID),
-            p.content_neighbours,
-            min_cosine=p.content_min_cosine,
-        )
-        k_content = k_of(C.REASON_SIMILAR_CONTENT)
-        content = S.neighbour_candidates(recent, neigh, C.REASON_SIMILAR_CONTENT, k_content)
-        log.info("candidates for %s: text vectors from %s", run_date, vec_source)
-    else:
-        skipped[C.REASON_SIMILAR_CONTENT] = "no item has a title or text"
-        log.info("candidates for %s: %s skipped (%s)", run_date, C.REASON_SIMILAR_CONTENT, skipped)
+    content = _content_source(cfg, lake, h, run_date, p, k_of(C.REASON_SIMILAR_CONTENT), skipped)
 
-    # Trending and fresh items are the same few lists for everyone: collected here and applied
-    # to each batch of users inside the filter/budget kernel (S.filter_and_budget), not joined
-    # to every user in Spark (~200 rows per user through a shuffle).
-    t0 = time.perf_counter()
-    lists = S.collect_item_lists(
-        global_trend,
-        country_trend,
-        category_trend,
-        allowed,
-        as_of,
-        rc.fresh_window_hours,
-        k_of(C.REASON_FRESH),
-    )
-    lists_s = round(time.perf_counter() - t0, 2)
+    trends = (global_trend, country_trend, category_trend)
+    lists, lists_s = _collect_lists(cfg, h, trends, as_of, k_of(C.REASON_FRESH))
 
-    # Each source is materialized on its own: smaller plans (fewer concurrent broadcasts on the
-    # driver) and per-source counts/timings for the summary. A local checkpoint, not a cache: a
-    # cached frame keeps its whole lineage, and the union's tasks carried all five sources' plans
-    # (a 1-1.7 MB task binary, Spark's "Broadcasting large task binary" warning). The blocks go
-    # when the frames are garbage collected (Spark's ContextCleaner).
-    per_source: dict[str, DataFrame] = {}
-    for name in (C.REASON_TRENDING, C.REASON_FRESH):
-        source_stats[name] = {"rows": None, "s": lists_s, "applied": "per user batch in the budget kernel"}
-    for name, df in (
-        (C.REASON_CO_VISIT, covisit),
-        (C.REASON_ALS, als),
-        (C.REASON_SIMILAR_CONTENT, content),
-    ):
-        if df is None:
-            source_stats[name] = {"rows": 0, "skipped": skipped[name]}
-            continue
-        t0 = time.perf_counter()
-        per_source[name] = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
-        source_stats[name] = {"rows": per_source[name].count(), "s": round(time.perf_counter() - t0, 2)}
+    sources = ((C.REASON_CO_VISIT, covisit), (C.REASON_ALS, als), (C.REASON_SIMILAR_CONTENT, content))
+    per_source = _materialize_sources(sources, skipped, lists_s, source_stats)
     union = functools.reduce(DataFrame.unionByName, per_source.values())
     # Every source starts from the target users, so no other user appears here.
     cands = S.filter_and_budget(
         union,
-        allowed,
-        consumed,
+        h.allowed,
+        h.consumed,
         budget,
         p.shares,
-        users=target.select(C.USER_ID, C.COUNTRY),
-        affinity=affinity,
+        users=h.target.select(C.USER_ID, C.COUNTRY),
+        affinity=h.affinity,
         lists=lists,
     )
-
-    pop = S.trending(inter_allowed, as_of, half, None).select(C.ITEM_ID, F.col("score").alias("popularity"))
-    # Exposure behind the "uncertain" exploration pool: impressions, or for a click-only source
-    # (no impressions logged) its clicks, so that not every item counts as unexplored.
-    exposure = "click" if is_clicks_only(with_feedback(cfg, lake)) else "impression"
-    impressions = (
-        events.where(F.col(C.EVENT_TYPE) == exposure)
-        .groupBy(C.ITEM_ID)
-        .agg(F.count("*").alias("impressions"))
-    )
-    stats = keep(
-        allowed.select(C.ITEM_ID)
-        .join(pop, C.ITEM_ID, "left")
-        .join(impressions, C.ITEM_ID, "left")
-        .select(
-            C.ITEM_ID,
-            F.coalesce("popularity", F.lit(0.0)).alias("popularity"),
-            F.coalesce("impressions", F.lit(0)).cast("long").alias("impressions"),
-        )
-    )
+    stats = _keep(cached, _item_stats(cfg, lake, h, inter_allowed, as_of, half))
     return CandidateSet(
         run_date=run_date,
         as_of=as_of,
         candidates=cands,
-        users=target,
-        allowed=allowed,
-        affinity=affinity,
+        users=h.target,
+        allowed=h.allowed,
+        affinity=h.affinity,
         item_stats=stats,
         source_stats=source_stats,
         _cached=cached,

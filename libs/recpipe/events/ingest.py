@@ -18,14 +18,14 @@ from typing import Any
 
 import pyarrow.fs as pafs
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recpipe import constants as C
 from recpipe import faults, quality
 from recpipe.config import Config, IngestConfig
 from recpipe.events import transforms as T
-from recpipe.lake import Lake, Txn, open_lake
+from recpipe.lake import CommitResult, Lake, Txn, open_lake
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +312,266 @@ def check_batch_files(
         raise no_event_files_error(input_dir, cfg.ingest.format, date, batch)
 
 
+@dataclass
+class _Classified:
+    """A batch's records, classified: ``all`` (persisted) also holds one row per file that gave
+    no records, ``records`` only the records; their counts per (file, reason) and per reason."""
+
+    all: DataFrame
+    records: DataFrame
+    by_file_reason: list[Any]
+    reason_counts: dict[str | None, int]
+    input_records: int
+    quarantined: dict[str, int]
+
+
+@dataclass
+class _Deduped:
+    """The batch's new events (persisted), the event dates it touches and its counts."""
+
+    new: DataFrame
+    dates: list[dt.date]
+    new_by_file: list[Any]
+    accepted: int
+    late: int | None
+    duplicates: int
+
+
+def _read_and_classify(
+    cfg: Config, spark: SparkSession, batch: BatchFiles, batch_id: str, max_ts: dt.datetime
+) -> _Classified:
+    """Read, parse and classify ``batch.files``; files that gave no records are set aside."""
+    parsed = read_raw(spark, cfg, batch.files)
+    classified_all = T.classify(
+        parsed,
+        cfg.ingest.allowed_event_types,
+        cfg.ingest.event_type_aliases,
+        cfg.ingest.min_event_ts,
+        F.lit(max_ts).cast("timestamp"),
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    # Files that gave no records (a corrupt or empty gzip) are accounted for, not records.
+    is_file_row = F.col(C.LINE) == T.FILE_ROW_LINE
+    no_records = classified_all.where(is_file_row).select(C.SOURCE_FILE, "parse_error").collect()
+    if no_records:
+        _set_aside(batch, {r[0]: r[1] for r in no_records})
+        if cfg.ingest.unknown_files == "fail":
+            classified_all.unpersist()
+            check_not_read(cfg.ingest, batch_id, batch.not_read)
+    classified = classified_all.where(~is_file_row)
+    # One small aggregate by (file, reason) gives the batch's reason counts and the report's per-file rows.
+    by_file_reason = classified.groupBy(C.SOURCE_FILE, C.REASON).agg(F.count("*").alias("n")).collect()
+    reason_counts: dict[str | None, int] = {}
+    for r in by_file_reason:
+        reason_counts[r[C.REASON]] = reason_counts.get(r[C.REASON], 0) + r["n"]
+    input_records = sum(reason_counts.values())
+    quarantined = {k: v for k, v in reason_counts.items() if k is not None}
+    return _Classified(classified_all, classified, by_file_reason, reason_counts, input_records, quarantined)
+
+
+def _stop_if_too_few_valid(
+    cfg: Config,
+    lake: Lake,
+    c: _Classified,
+    batch: BatchFiles,
+    batch_id: str,
+    run_id: str,
+    started: dt.datetime,
+    t_start: float,
+) -> None:
+    """Too few valid records (a wrong mapping, the wrong files): stop before anything is
+    published, recording the failed attempt in ``ops.runs``."""
+    # Nothing is written but the failed attempt's ops.runs row; bronze is not written
+    # either, because a later run of the same batch id with a fixed config must write its own
+    # quarantine (bronze writes are idempotent per batch id and would keep this run's rows).
+    problem = _too_few_valid(cfg, c.records, c.reason_counts, batch_id)
+    if problem is None:
+        return
+    c.all.unpersist()
+    failed = {
+        "job": "ingest",
+        "batch_id": batch_id,
+        "run_id": run_id,
+        "error": problem,
+        "input_records": c.input_records,
+        "accepted": 0,
+        "duplicates": None,
+        "quarantined": sum(c.quarantined.values()),
+        "quarantined_by_reason": dict(sorted(c.quarantined.items())),
+        "files": len(batch.files),
+        "files_not_read": batch.not_read,
+        "table_versions": {},
+        "duration_s": round(time.perf_counter() - t_start, 3),
+    }
+    # A token per attempt: the batch's own token stays free for the run that succeeds.
+    _record_run(lake, failed, started, status="failed", txn=Txn(f"recpipe.ingest.failed/{run_id}", 1))
+    raise IngestError(f"{problem}; nothing was published (attempt {run_id} is in ops.runs)")
+
+
+def _dedupe(
+    cfg: Config,
+    lake: Lake,
+    c: _Classified,
+    batch_id: str,
+    key: str,
+    ingested_col: Column,
+    timings: dict[str, float],
+) -> _Deduped:
+    """Normalize and dedupe the valid records: within the batch, then against events stored by
+    other batches; the new events are persisted, the step's seconds go to ``timings["dedupe_s"]``."""
+    t0 = time.perf_counter()
+    valid = T.to_silver(c.records.where(F.col(C.REASON).isNull()), key, batch_id, ingested_col)
+    first = T.dedupe_within_batch(valid).where(F.col("_rank") == 1).drop("_rank")
+    # The event dates of the batch's valid records (from the cache): the partitions it touches.
+    dates = [
+        r[0]
+        for r in c.records.where(F.col(C.REASON).isNull()).select(F.to_date("ts_parsed")).distinct().collect()
+    ]
+    if lake.exists(C.SILVER_EVENTS):
+        stored = (
+            lake.read(C.SILVER_EVENTS)
+            .where(F.col(C.EVENT_DATE).isin(dates) & (F.col(C.BATCH_ID) != batch_id))
+            .select(C.EVENT_ID)
+        )
+        new = first.join(stored, C.EVENT_ID, "left_anti")
+    else:
+        new = first
+    new = new.persist(StorageLevel.MEMORY_AND_DISK)
+    valid_count = c.reason_counts.get(None, 0)
+    is_late = F.date_trunc("hour", F.col(C.EVENT_TS)) < _file_hour(F.col(C.SOURCE_FILE))
+    new_by_file = (
+        new.groupBy(C.SOURCE_FILE)
+        .agg(F.count("*").alias("n"), F.sum(is_late.cast("long")).alias("late"))
+        .collect()
+    )
+    accepted = sum(int(r["n"]) for r in new_by_file)
+    late = sum(int(r["late"] or 0) for r in new_by_file) if cfg.ingest.format == "jsonl" else None
+    duplicates = valid_count - accepted
+    timings["dedupe_s"] = time.perf_counter() - t0
+    if duplicates < 0:
+        raise IngestError(f"batch {batch_id}: {accepted} accepted events out of {valid_count} valid records")
+    return _Deduped(new, dates, new_by_file, accepted, late, duplicates)
+
+
+def _write_batch(
+    spark: SparkSession,
+    lake: Lake,
+    c: _Classified,
+    d: _Deduped,
+    input_dir: str,
+    batch_id: str,
+    ingested_col: Column,
+    started: dt.datetime,
+    catalog: bool,
+) -> tuple[dict[str, CommitResult], dict[str, Any] | None]:
+    """Write bronze.events_raw, bronze.quarantine, silver.events and (with ``catalog``)
+    silver.items, each commit idempotent for this batch; the commits and the items' summary.
+    Events stored concurrently by another batch move from ``d.accepted`` to ``d.duplicates``."""
+    txn = Txn(f"recpipe.ingest/{batch_id}", 1)
+    commits = {}
+    raw_rows = c.records.select(
+        F.lit(batch_id).alias(C.BATCH_ID), C.SOURCE_FILE, C.LINE, C.RAW, ingested_col.alias(C.INGESTED_AT)
+    )
+    commits[C.BRONZE_EVENTS_RAW] = lake.append(C.BRONZE_EVENTS_RAW, raw_rows, txn=txn)
+    q_rows = c.records.where(F.col(C.REASON).isNotNull()).select(
+        F.lit(batch_id).alias(C.BATCH_ID),
+        C.SOURCE_FILE,
+        C.LINE,
+        C.RAW,
+        C.REASON,
+        C.DETAIL,
+        ingested_col.alias(C.INGESTED_AT),
+    )
+    commits[C.BRONZE_QUARANTINE] = lake.append(C.BRONZE_QUARANTINE, q_rows, txn=txn)
+    silver_rows = d.new.drop(C.SOURCE_FILE, C.LINE)
+    # add_columns: a silver.events written before the serving-log contract gets its columns
+    # (C.SERVING_LOG_SCHEMA) with this batch's commit; the rows stored before read them as null.
+    commits[C.SILVER_EVENTS] = lake.insert_new(
+        C.SILVER_EVENTS,
+        silver_rows,
+        keys=[C.EVENT_ID],
+        partition_by=[C.EVENT_DATE],
+        txn=txn,
+        add_columns=True,
+    )
+    sc = commits[C.SILVER_EVENTS]
+    if sc.committed and sc.rows_written != d.accepted:
+        # Another batch stored some of these events between our dedupe and our commit.
+        log.warning(
+            "batch %s: %d events were stored concurrently by another batch",
+            batch_id,
+            d.accepted - sc.rows_written,
+        )
+        d.duplicates += d.accepted - sc.rows_written
+        d.accepted = sc.rows_written
+    items_summary = _ingest_items(spark, lake, input_dir, batch_id, started, txn) if catalog else None
+    if items_summary is not None:
+        commits[C.SILVER_ITEMS] = items_summary.pop("_commit")
+    return commits, items_summary
+
+
+def _quality_gate(
+    cfg: Config, lake: Lake, batch_id: str, dates: list[dt.date], max_ts: dt.datetime
+) -> quality.QualityReport:
+    """Validate the partitions this batch touched of the latest silver.events and record the
+    report (returned)."""
+    # Not cached: each of the suite's few aggregate passes reads only the Parquet columns it
+    # needs, which costs less than building an in-memory copy of every column first (10^6
+    # events on 2 shared cores: 5-9 s, 12-24 s cached).
+    version = lake.version(C.SILVER_EVENTS)
+    to_check = lake.read(C.SILVER_EVENTS, version).where(F.col(C.EVENT_DATE).isin(dates))
+    min_ts = dt.datetime.fromisoformat(cfg.ingest.min_event_ts.replace("Z", "+00:00"))
+    report = quality.validate(
+        to_check,
+        "silver_events",
+        quality.silver_events_checks(cfg.ingest.allowed_event_types, min_ts, max_ts),
+        C.SILVER_EVENTS,
+        version,
+    )
+    quality.record(lake, report, run_id=f"ingest/{batch_id}/v{version}")
+    return report
+
+
+def _ok_summary(
+    lake: Lake,
+    batch: BatchFiles,
+    batch_id: str,
+    run_id: str,
+    c: _Classified,
+    d: _Deduped,
+    commits: dict[str, CommitResult],
+    items_summary: dict[str, Any] | None,
+    report: quality.QualityReport,
+    timings: dict[str, float],
+    t_start: float,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The summary of a batch that was written (with the tables' versions now)."""
+    versions = {t: lake.version(t) for t in commits}
+    sc = commits[C.SILVER_EVENTS]
+    summary: dict[str, Any] = {
+        "job": "ingest",
+        "batch_id": batch_id,
+        "run_id": run_id,
+        "input_records": c.input_records,
+        "accepted": d.accepted,
+        "duplicates": d.duplicates,
+        "quarantined": sum(c.quarantined.values()),
+        "quarantined_by_reason": dict(sorted(c.quarantined.items())),
+        "late_events": d.late,
+        "event_dates": sorted(x.isoformat() for x in d.dates),
+        "files": len(batch.files),
+        "files_not_read": batch.not_read,
+        "items": items_summary,
+        "already_ingested": not sc.committed and sc.skipped_reason is not None,
+        "table_versions": versions,
+        "quality": report.summary(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "duration_s": round(time.perf_counter() - t_start, 3),
+        **(extra or {}),
+    }
+    return summary
+
+
 def ingest_batch(
     cfg: Config,
     spark: SparkSession,
@@ -340,184 +600,36 @@ def ingest_batch(
     ingested_at = _batch_ingest_time(lake, batch_id) or started.replace(microsecond=0)
     max_ts = ingested_at + dt.timedelta(seconds=cfg.ingest.max_future_seconds)
 
-    # 1. read + parse
+    # 1. read + parse; stop before anything is published when too few records are valid
     t0 = time.perf_counter()
-    parsed = read_raw(spark, cfg, files)
-    classified_all = T.classify(
-        parsed,
-        cfg.ingest.allowed_event_types,
-        cfg.ingest.event_type_aliases,
-        cfg.ingest.min_event_ts,
-        F.lit(max_ts).cast("timestamp"),
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    # Files that gave no records (a corrupt or empty gzip) are accounted for, not records.
-    is_file_row = F.col(C.LINE) == T.FILE_ROW_LINE
-    no_records = classified_all.where(is_file_row).select(C.SOURCE_FILE, "parse_error").collect()
-    if no_records:
-        _set_aside(batch, {r[0]: r[1] for r in no_records})
-        if cfg.ingest.unknown_files == "fail":
-            classified_all.unpersist()
-            check_not_read(cfg.ingest, batch_id, batch.not_read)
-    classified = classified_all.where(~is_file_row)
-    # One small aggregate by (file, reason) gives the batch's reason counts and the report's per-file rows.
-    by_file_reason = classified.groupBy(C.SOURCE_FILE, C.REASON).agg(F.count("*").alias("n")).collect()
-    reason_counts: dict[str | None, int] = {}
-    for r in by_file_reason:
-        reason_counts[r[C.REASON]] = reason_counts.get(r[C.REASON], 0) + r["n"]
-    input_records = sum(reason_counts.values())
-    quarantined = {k: v for k, v in reason_counts.items() if k is not None}
+    c = _read_and_classify(cfg, spark, batch, batch_id, max_ts)
     timings["read_parse_s"] = time.perf_counter() - t0
-    # Too few valid records (a wrong mapping, the wrong files): stop before anything is
-    # published. Nothing is written but the failed attempt's ops.runs row; bronze is not written
-    # either, because a later run of the same batch id with a fixed config must write its own
-    # quarantine (bronze writes are idempotent per batch id and would keep this run's rows).
-    problem = _too_few_valid(cfg, classified, reason_counts, batch_id)
-    if problem is not None:
-        classified_all.unpersist()
-        failed = {
-            "job": "ingest",
-            "batch_id": batch_id,
-            "run_id": run_id,
-            "error": problem,
-            "input_records": input_records,
-            "accepted": 0,
-            "duplicates": None,
-            "quarantined": sum(quarantined.values()),
-            "quarantined_by_reason": dict(sorted(quarantined.items())),
-            "files": len(files),
-            "files_not_read": batch.not_read,
-            "table_versions": {},
-            "duration_s": round(time.perf_counter() - t_start, 3),
-        }
-        # A token per attempt: the batch's own token stays free for the run that succeeds.
-        _record_run(lake, failed, started, status="failed", txn=Txn(f"recpipe.ingest.failed/{run_id}", 1))
-        raise IngestError(f"{problem}; nothing was published (attempt {run_id} is in ops.runs)")
+    _stop_if_too_few_valid(cfg, lake, c, batch, batch_id, run_id, started, t_start)
 
     # 2. normalize + dedupe (within the batch, then against events stored by other batches)
-    t0 = time.perf_counter()
     ingested_col = F.lit(ingested_at).cast("timestamp")
-    valid = T.to_silver(classified.where(F.col(C.REASON).isNull()), key, batch_id, ingested_col)
-    first = T.dedupe_within_batch(valid).where(F.col("_rank") == 1).drop("_rank")
-    # The event dates of the batch's valid records (from the cache): the partitions it touches.
-    dates = [
-        r[0]
-        for r in classified.where(F.col(C.REASON).isNull())
-        .select(F.to_date("ts_parsed"))
-        .distinct()
-        .collect()
-    ]
-    if lake.exists(C.SILVER_EVENTS):
-        stored = (
-            lake.read(C.SILVER_EVENTS)
-            .where(F.col(C.EVENT_DATE).isin(dates) & (F.col(C.BATCH_ID) != batch_id))
-            .select(C.EVENT_ID)
-        )
-        new = first.join(stored, C.EVENT_ID, "left_anti")
-    else:
-        new = first
-    new = new.persist(StorageLevel.MEMORY_AND_DISK)
-    valid_count = reason_counts.get(None, 0)
-    is_late = F.date_trunc("hour", F.col(C.EVENT_TS)) < _file_hour(F.col(C.SOURCE_FILE))
-    new_by_file = (
-        new.groupBy(C.SOURCE_FILE)
-        .agg(F.count("*").alias("n"), F.sum(is_late.cast("long")).alias("late"))
-        .collect()
-    )
-    accepted = sum(int(r["n"]) for r in new_by_file)
-    late = sum(int(r["late"] or 0) for r in new_by_file) if cfg.ingest.format == "jsonl" else None
-    duplicates = valid_count - accepted
-    timings["dedupe_s"] = time.perf_counter() - t0
-    if duplicates < 0:
-        raise IngestError(f"batch {batch_id}: {accepted} accepted events out of {valid_count} valid records")
+    d = _dedupe(cfg, lake, c, batch_id, key, ingested_col, timings)
 
     # 3. write (each commit idempotent for this batch)
     t0 = time.perf_counter()
-    txn = Txn(f"recpipe.ingest/{batch_id}", 1)
-    commits = {}
-    raw_rows = classified.select(
-        F.lit(batch_id).alias(C.BATCH_ID), C.SOURCE_FILE, C.LINE, C.RAW, ingested_col.alias(C.INGESTED_AT)
+    commits, items_summary = _write_batch(
+        spark, lake, c, d, input_dir, batch_id, ingested_col, started, catalog
     )
-    commits[C.BRONZE_EVENTS_RAW] = lake.append(C.BRONZE_EVENTS_RAW, raw_rows, txn=txn)
-    q_rows = classified.where(F.col(C.REASON).isNotNull()).select(
-        F.lit(batch_id).alias(C.BATCH_ID),
-        C.SOURCE_FILE,
-        C.LINE,
-        C.RAW,
-        C.REASON,
-        C.DETAIL,
-        ingested_col.alias(C.INGESTED_AT),
-    )
-    commits[C.BRONZE_QUARANTINE] = lake.append(C.BRONZE_QUARANTINE, q_rows, txn=txn)
-    silver_rows = new.drop(C.SOURCE_FILE, C.LINE)
-    # add_columns: a silver.events written before the serving-log contract gets its columns
-    # (C.SERVING_LOG_SCHEMA) with this batch's commit; the rows stored before read them as null.
-    commits[C.SILVER_EVENTS] = lake.insert_new(
-        C.SILVER_EVENTS,
-        silver_rows,
-        keys=[C.EVENT_ID],
-        partition_by=[C.EVENT_DATE],
-        txn=txn,
-        add_columns=True,
-    )
-    sc = commits[C.SILVER_EVENTS]
-    if sc.committed and sc.rows_written != accepted:
-        # Another batch stored some of these events between our dedupe and our commit.
-        log.warning(
-            "batch %s: %d events were stored concurrently by another batch",
-            batch_id,
-            accepted - sc.rows_written,
-        )
-        duplicates += accepted - sc.rows_written
-        accepted = sc.rows_written
-    items_summary = _ingest_items(spark, lake, input_dir, batch_id, started, txn) if catalog else None
-    if items_summary is not None:
-        commits[C.SILVER_ITEMS] = items_summary.pop("_commit")
     timings["write_commit_s"] = time.perf_counter() - t0
-    timings["commit_s"] = sum(c.timings.get("commit_s", 0.0) for c in commits.values())
-    for c in (classified_all, new):
-        c.unpersist()
+    timings["commit_s"] = sum(r.timings.get("commit_s", 0.0) for r in commits.values())
+    for df in (c.all, d.new):
+        df.unpersist()
 
-    # 4. quality gate on the partitions this batch touched. Not cached: each of the suite's few
-    # aggregate passes reads only the Parquet columns it needs, which costs less than building an
-    # in-memory copy of every column first (10^6 events on 2 shared cores: 5-9 s, 12-24 s cached).
+    # 4. quality gate on the partitions this batch touched
     t0 = time.perf_counter()
-    version = lake.version(C.SILVER_EVENTS)
-    to_check = lake.read(C.SILVER_EVENTS, version).where(F.col(C.EVENT_DATE).isin(dates))
-    min_ts = dt.datetime.fromisoformat(cfg.ingest.min_event_ts.replace("Z", "+00:00"))
-    report = quality.validate(
-        to_check,
-        "silver_events",
-        quality.silver_events_checks(cfg.ingest.allowed_event_types, min_ts, max_ts),
-        C.SILVER_EVENTS,
-        version,
-    )
-    quality.record(lake, report, run_id=f"ingest/{batch_id}/v{version}")
+    report = _quality_gate(cfg, lake, batch_id, d.dates, max_ts)
     timings["quality_gate_s"] = time.perf_counter() - t0
 
-    versions = {t: lake.version(t) for t in commits}
-    summary: dict[str, Any] = {
-        "job": "ingest",
-        "batch_id": batch_id,
-        "run_id": run_id,
-        "input_records": input_records,
-        "accepted": accepted,
-        "duplicates": duplicates,
-        "quarantined": sum(quarantined.values()),
-        "quarantined_by_reason": dict(sorted(quarantined.items())),
-        "late_events": late,
-        "event_dates": sorted(d.isoformat() for d in dates),
-        "files": len(files),
-        "files_not_read": batch.not_read,
-        "items": items_summary,
-        "already_ingested": not sc.committed and sc.skipped_reason is not None,
-        "table_versions": versions,
-        "quality": report.summary(),
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        "duration_s": round(time.perf_counter() - t_start, 3),
-        **(extra or {}),
-    }
+    summary = _ok_summary(
+        lake, batch, batch_id, run_id, c, d, commits, items_summary, report, timings, t_start, extra
+    )
     _record_run(lake, summary, started, status="ok" if report.success else "quality_failed")
-    by_file = records_by_file(input_dir, by_file_reason, new_by_file, cfg.ingest.format == "jsonl")
+    by_file = records_by_file(input_dir, c.by_file_reason, d.new_by_file, cfg.ingest.format == "jsonl")
     summary["report_html"] = write_ingest_report(cfg, summary, by_file, date)
     if cfg.quality.fail_on_critical:
         report.raise_if_failed()

@@ -30,7 +30,7 @@ from recpipe.candidates.run import (
 from recpipe.config import Config
 from recpipe.events.items import read_items
 from recpipe.frames import one_row
-from recpipe.lake import Lake, open_lake
+from recpipe.lake import CommitResult, Lake, open_lake
 from recpipe.scoring.publish import publish_recommendations
 from recpipe.scoring.rank import attach_model_features, item_vector_table, ranking_frame, score_and_rerank
 from recpipe.scoring.rerank import RerankParams
@@ -100,6 +100,105 @@ def lists_for_users(
     return out
 
 
+def _candidates_step(
+    cfg: Config,
+    lake: Lake,
+    run_date: dt.date,
+    extra_users: DataFrame | None,
+    params: CandidateParams,
+) -> tuple[CandidateSet, CommitResult, DataFrame, DataFrame, int]:
+    """Build and write ``gold.candidates`` of ``run_date``; returns the candidate set, the commit,
+    the written candidates read back (persisted), candidates per user and the number of users."""
+    cs = build_candidates(cfg, lake, run_date, extra_users, params)
+    cand_commit = write_candidates(lake, cs.candidates, run_date)
+    cands = read_candidates(lake, run_date).persist(StorageLevel.MEMORY_AND_DISK)
+    cand_counts = cands.groupBy(C.USER_ID).agg(F.countDistinct(C.ITEM_ID).alias("n_candidates"))
+    n_users = cs.users.count()
+    kept = {r[C.SOURCE]: r["count"] for r in cands.groupBy(C.SOURCE).count().collect()}
+    for name, stats in cs.source_stats.items():
+        stats["kept"] = kept.get(name, 0)  # rows in gold.candidates after filters and budget
+    return cs, cand_commit, cands, cand_counts, n_users
+
+
+def _scorer_of(cfg: Config, lake: Lake, scorer: ScorerRef | None) -> tuple[ScorerRef, str]:
+    """The ranker (the caller's, else the resolved one) and why it was chosen (logged)."""
+    if scorer is None:
+        scorer, why = resolve_scorer(cfg, lake)
+    else:
+        why = "given by the caller"
+    log.info("ranker %s (%s), model version %s", scorer.ranker, why, scorer.version)
+    return scorer, why
+
+
+def _score_lists(
+    cfg: Config,
+    spark: SparkSession,
+    lake: Lake,
+    cs: CandidateSet,
+    cands: DataFrame,
+    scorer: ScorerRef,
+    params: CandidateParams,
+    run_id: str,
+) -> tuple[DataFrame, int, int]:
+    """The ranked lists as ``gold.recommendations`` rows (persisted), their row count and the
+    number of candidates scored."""
+    counter = spark.sparkContext.accumulator(0)
+    lists = rank_candidates(cfg, lake, cs, cands, scorer, params, scored=counter)
+    recs = lists.select(
+        F.lit(cs.run_date).cast("date").alias(C.RUN_DATE),
+        C.USER_ID,
+        C.RANK,
+        C.ITEM_ID,
+        C.SCORE,
+        C.PROPENSITY,
+        C.REASON,
+        C.REASON_DETAIL,
+        F.lit(scorer.version).cast("string").alias(C.MODEL_VERSION),
+        F.lit(run_id).alias(C.RUN_ID),
+        F.lit(dt.datetime.now(dt.UTC).replace(microsecond=0)).cast("timestamp").alias(C.GENERATED_AT),
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    n_rows = recs.count()
+    n_scored: int = counter.value
+    return recs, n_rows, n_scored
+
+
+def _publish(
+    cfg: Config,
+    lake: Lake,
+    recs: DataFrame,
+    run_date: dt.date,
+    cand_counts: DataFrame,
+    as_of: dt.datetime,
+    force: bool,
+) -> dict[str, Any]:
+    """Check and publish ``recs`` as the lists of ``run_date`` (:mod:`recpipe.scoring.publish`)."""
+    rc = cfg.recommend
+    items = read_items(lake)
+    return publish_recommendations(
+        lake,
+        recs,
+        run_date,
+        items,
+        cand_counts,
+        as_of,
+        rc.top_n,
+        max_drop_share=rc.max_drop_share,
+        max_short_share=rc.max_short_share,
+        force=force,
+    )
+
+
+def _list_stats(recs: DataFrame, cand_counts: DataFrame, top_n: int) -> tuple[dict[str, int], int, int, int]:
+    """Slots per reason, lists, candidate rows and lists with ``top_n`` items (in this order)."""
+    reasons = {
+        r[C.REASON]: r["n"] for r in recs.groupBy(C.REASON).count().withColumnRenamed("count", "n").collect()
+    }
+    n_lists = recs.select(C.USER_ID).distinct().count()
+    n_cand_rows = one_row(cand_counts.agg(F.sum("n_candidates")))[0] or 0
+    full_lists = recs.groupBy(C.USER_ID).count().where(F.col("count") >= top_n).count()
+    return reasons, n_lists, n_cand_rows, full_lists
+
+
 def run_recommend(
     cfg: Config,
     spark: SparkSession,
@@ -125,69 +224,26 @@ def run_recommend(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    cs = build_candidates(cfg, lake, run_date, extra_users, params)
-    cand_commit = write_candidates(lake, cs.candidates, run_date)
-    cands = read_candidates(lake, run_date).persist(StorageLevel.MEMORY_AND_DISK)
-    cand_counts = cands.groupBy(C.USER_ID).agg(F.countDistinct(C.ITEM_ID).alias("n_candidates"))
-    n_users = cs.users.count()
-    kept = {r[C.SOURCE]: r["count"] for r in cands.groupBy(C.SOURCE).count().collect()}
-    for name, stats in cs.source_stats.items():
-        stats["kept"] = kept.get(name, 0)  # rows in gold.candidates after filters and budget
+    cs, cand_commit, cands, cand_counts, n_users = _candidates_step(cfg, lake, run_date, extra_users, params)
     timings["candidates_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if scorer is None:
-        scorer, why = resolve_scorer(cfg, lake)
-    else:
-        why = "given by the caller"
-    log.info("ranker %s (%s), model version %s", scorer.ranker, why, scorer.version)
-    counter = spark.sparkContext.accumulator(0)
-    lists = rank_candidates(cfg, lake, cs, cands, scorer, params, scored=counter)
-    recs = lists.select(
-        F.lit(run_date).cast("date").alias(C.RUN_DATE),
-        C.USER_ID,
-        C.RANK,
-        C.ITEM_ID,
-        C.SCORE,
-        C.PROPENSITY,
-        C.REASON,
-        C.REASON_DETAIL,
-        F.lit(scorer.version).cast("string").alias(C.MODEL_VERSION),
-        F.lit(run_id).alias(C.RUN_ID),
-        F.lit(dt.datetime.now(dt.UTC).replace(microsecond=0)).cast("timestamp").alias(C.GENERATED_AT),
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    n_rows = recs.count()
-    n_scored = counter.value
+    scorer, why = _scorer_of(cfg, lake, scorer)
+    recs, n_rows, n_scored = _score_lists(cfg, spark, lake, cs, cands, scorer, params, run_id)
     timings["score_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    items = read_items(lake)
-    pub = publish_recommendations(
-        lake,
-        recs,
-        run_date,
-        items,
-        cand_counts,
-        as_of,
-        rc.top_n,
-        max_drop_share=rc.max_drop_share,
-        max_short_share=rc.max_short_share,
-        force=force,
-    )
+    pub = _publish(cfg, lake, recs, run_date, cand_counts, as_of, force)
     timings["publish_s"] = time.perf_counter() - t0
 
-    reasons = {
-        r[C.REASON]: r["n"] for r in recs.groupBy(C.REASON).count().withColumnRenamed("count", "n").collect()
-    }
-    n_lists = recs.select(C.USER_ID).distinct().count()
-    n_cand_rows = one_row(cand_counts.agg(F.sum("n_candidates")))[0] or 0
+    reasons, n_lists, n_cand_rows, full_lists = _list_stats(recs, cand_counts, rc.top_n)
     summary = {
         "job": "recommend",
         "run_date": run_date.isoformat(),
         "run_id": run_id,
         "users": n_users,
         "lists": n_lists,
-        "full_lists": recs.groupBy(C.USER_ID).count().where(F.col("count") >= rc.top_n).count(),
+        "full_lists": full_lists,
         "slots": n_rows,
         "mean_candidates_per_user": round(n_cand_rows / max(1, n_users), 2),
         "candidate_sources": cs.source_stats,
