@@ -275,7 +275,7 @@ class ExamplesConfig:
 class TrainConfig:
     """Horovod training of the CTR model (owned by recpipe.model)."""
 
-    model: Literal["dcn", "deepfm"] = "dcn"
+    model: Literal["dcn", "deepfm", "din"] = "dcn"
     # Model shape (recpipe.model.models): the deep tower's layer widths, DCN-v2 cross layers,
     # DeepFM's per-field vector size, dropout after each deep layer, L2 on embeddings and weights,
     # and the size the item text vector is projected to (0 = fed raw). Defaults chosen on the
@@ -284,6 +284,8 @@ class TrainConfig:
     deep_units: list[int] = checked(factory=lambda: [256, 128], ge=1)
     cross_layers: int = checked(3, ge=0)
     fm_dim: int = checked(16, ge=1)
+    # din: width of the target-attention MLP over the clicked-item history (recpipe.model.models)
+    attention_units: int = checked(32, ge=1)
     dropout: float = checked(0.0, ge=0, lt=1)
     l2: float = checked(1e-4, ge=0)
     vector_dim: int = checked(8, ge=0)
@@ -307,6 +309,9 @@ class TrainConfig:
     # divided by the examination curve fitted on the train split, 1/theta clipped at ipw_clip.
     position_bias: Literal["feature", "none", "ipw"] = "feature"
     ipw_clip: float = checked(10.0, ge=1)
+    # Model inputs left out (an ablation, e.g. [user_category_ctr]); names from the examples'
+    # feature spec, an unknown one fails training with the list of inputs. Fingerprinted.
+    exclude_inputs: list[str] = field(default_factory=list)
     # GPUs per Spark executor, one Horovod rank per GPU (0 = none requested). On a cluster (> 0)
     # the session asks Spark for them (recpipe.spark.gpu_conf: spark.executor/task.resource.gpu.*)
     # for every task of the application. Ranks use a GPU whenever TensorFlow sees one.

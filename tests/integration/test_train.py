@@ -117,7 +117,7 @@ def _assert_mlflow_run(cfg, s, rep, meta):
     tc = cfg.train
     keys = ["model", "batch_size", "learning_rate", "warmup_epochs", "epochs", "early_stopping_patience"]
     keys += ["checkpoint_every_steps", "seed", "num_proc", "dropout", "l2", "vector_dim", "cross_layers"]
-    keys += ["precision", "sparse_as_dense", "gpus_per_worker", "position_bias", "ipw_clip"]
+    keys += ["precision", "sparse_as_dense", "gpus_per_worker", "position_bias", "ipw_clip", "exclude_inputs"]
     expected = {k: str(getattr(tc, k)) for k in keys}
     expected.update(
         run_id="two-ranks",
@@ -177,6 +177,31 @@ def test_ipw_training_reweights_clicks_by_position_and_serves_without_position(s
     p = model.predict(
         to_model_inputs(synthetic_examples(50, seed=9).drop(columns="position"), spec), verbose=0
     )
+    assert p.shape == (50, 1) and np.isfinite(p).all()
+
+
+def test_din_trains_data_parallel_with_identical_weights_and_exports_its_attention(spark, examples_lake):
+    from recpipe.config import replace
+    from recpipe.features.spec import FeatureSpec
+    from recpipe.model.inputs import to_model_inputs
+    from recpipe.model.models import load_model
+    from recpipe.model.train import run_train
+    from tests.support.model_examples import synthetic_examples
+
+    tmp, cfg, lake = examples_lake
+    # when two Horovod ranks train the DIN-style attention model
+    cfg = replace(cfg, ["train.model=din", "train.attention_units=8", "train.epochs=3"])
+    s = run_train(cfg, spark, lake, run_id="din", register=False, model_kwargs={"deep_units": [32, 16]})
+    # then the ranks end identical, the model ranks held-out clicks, the export has the attention
+    assert s["workers"] == 2 and len(s["weights_checksums"]) == 1, s["weights_checksums"]
+    assert s["test_auc"] > 0.6, s
+    export = Path(s["path"])
+    meta = json.loads((export / "model_meta.json").read_text())
+    assert meta["params"]["model"] == "din"
+    model = load_model(str(export / "model.keras"))
+    assert model.name == "din" and any(layer.name.startswith("attend_") for layer in model.layers)
+    spec = FeatureSpec.from_json((export / "feature_spec.json").read_text())
+    p = model.predict(to_model_inputs(synthetic_examples(50, seed=9), spec), verbose=0)
     assert p.shape == (50, 1) and np.isfinite(p).all()
 
 

@@ -46,6 +46,9 @@ def dense_feature_columns(df: pd.DataFrame) -> list[str]:
             "user_hours_since_last_event",
             "user_hours_since_last_click",
             "user_category_share",
+            "user_category_impressions",
+            "user_category_ctr",
+            "user_hours_since_category_click",
         )
         if c in df.columns
     ]
@@ -65,7 +68,7 @@ def logreg_vs_popularity(
     dense = dense_feature_columns(df)
     for c in dense:
         df[c] = df[c].astype(float).fillna(0.0)
-        if c.startswith(("item_impressions_", "item_clicks_", "user_")) and "share" not in c:
+        if c.startswith(("item_impressions_", "item_clicks_", "user_")) and not c.endswith(("share", "ctr")):
             df[c] = np.log1p(df[c].clip(lower=0))
     train = df[df[C.SPLIT] == "train"]
     test = df[df[C.SPLIT] == "test"]
@@ -88,6 +91,11 @@ def logreg_vs_popularity(
     te[dense] = (te[dense] - mean) / std
     model = LogisticRegression(max_iter=1000, C=1.0, random_state=seed)
     model.fit(_design(tr, dense, levels), train[C.LABEL].to_numpy())
+    val = df[df[C.SPLIT] == "validation"].copy()
+    if len(val) and val[C.LABEL].nunique() == 2:  # for choosing among models on validation
+        val[dense] = (val[dense] - mean) / std
+        pv = model.predict_proba(_design(val, dense, levels))[:, 1]
+        out["auc_logreg_validation"] = float(roc_auc_score(val[C.LABEL].to_numpy(), pv))
     p = model.predict_proba(_design(te, dense, levels))[:, 1]
     y = test[C.LABEL].to_numpy()
     out["auc_logreg"] = float(roc_auc_score(y, p))

@@ -214,6 +214,59 @@ def test_user_features_last_k_order_recency_and_shares(spark):
     assertDataFrameEqual(got, expected)
 
 
+def test_target_aware_category_maps_and_their_model_inputs(spark):
+    # given: u1 clicked A (sports) in history and live, saw B (news) 3 times and clicked it once;
+    # a click after the cut-off must not count
+    rows = [
+        ev(1, "u1", "A", "click", ts(2), hist=True),
+        ev(2, "u1", "B", "impression", ts(5)),
+        ev(3, "u1", "B", "impression", ts(8, 11)),
+        ev(4, "u1", "B", "impression", ts(8, 11, 30)),
+        ev(5, "u1", "B", "click", ts(8, 12)),
+        ev(6, "u1", "A", "impression", ts(9, 19)),
+        ev(7, "u1", "A", "click", ts(9, 20)),
+        ev(8, "u1", "B", "click", dt.datetime(2026, 10, 10, 0, 0, 1)),
+    ]
+    events = events_df(spark, rows)
+    users = B.user_features(events, items_df(spark), [D], [1, 28], last_k=3)
+    # when: the maps as of D
+    row = users.collect()[0]
+    # then: the share counts every click; impressions and CTR the live ones; hours back to the last click
+    assert row[B.CATEGORY_CLICK_SHARE] == pytest.approx({"sports": 2 / 3, "news": 1 / 3})
+    assert row[B.CATEGORY_IMPRESSIONS] == {"news": 3, "sports": 1}
+    assert row[B.CATEGORY_CTR] == pytest.approx({"news": 1 / 3, "sports": 1.0})
+    assert row[B.CATEGORY_HOURS_SINCE_CLICK] == pytest.approx({"sports": 4.0, "news": 36.0})
+    # when: examples on day 10 for a news item, a sports item, and a user without features
+    items = B.item_features(events, items_df(spark), [D], [1, 28], 0.0)
+    base = E.label_impressions(
+        events_df(
+            spark,
+            [
+                ev(10, "u1", "N", "impression", ts(10, 8)),
+                ev(11, "u1", "A", "impression", ts(10, 8)),
+                ev(12, "u2", "A", "impression", ts(10, 8)),
+            ],
+        ),
+        30,
+    )
+    out = E.join_point_in_time(base, items, users, [1, 28])
+    got = {
+        r[C.EXAMPLE_ID]: (r[1], r[2], r[3], r[4])
+        for r in out.select(
+            C.EXAMPLE_ID,
+            E.USER_CATEGORY_SHARE,
+            E.USER_CATEGORY_IMPRESSIONS,
+            E.USER_CATEGORY_CTR,
+            E.USER_HOURS_SINCE_CATEGORY_CLICK,
+        ).collect()
+    }
+    # then: the candidate's category is looked up; no history -> 0 and the recency cap (28 x 24 h)
+    assert got["e10"] == pytest.approx((1 / 3, 3, 1 / 3, 36.0))
+    assert got["e11"] == pytest.approx((2 / 3, 1, 1.0, 4.0))
+    assert got["e12"] == pytest.approx((0.0, 0, 0.0, 672.0))
+    assert check_leakage(out)["leaking_examples"] == 0
+
+
 def test_multiple_dates_in_one_pass(spark):
     # given: one impression on day 9; when: features as of 9 and 10; then: only 10 sees it
     rows = [ev(1, "u1", "A", "impression", ts(9))]

@@ -251,7 +251,7 @@ def mixed():
         keras.mixed_precision.set_global_policy("float32")
 
 
-@pytest.mark.parametrize("factory", ["dcn", "deepfm"])
+@pytest.mark.parametrize("factory", ["dcn", "deepfm", "din"])
 def test_mixed_float16_model_trains_a_step_with_loss_scaling_and_float32_output(mixed, factory):
     import tensorflow as tf
 

@@ -26,7 +26,7 @@ def data():
     return df, synthetic_spec()
 
 
-@pytest.mark.parametrize("factory", ["dcn", "deepfm"])
+@pytest.mark.parametrize("factory", ["dcn", "deepfm", "din"])
 def test_factory_fits_saves_and_reloads_with_same_predictions(data, factory, tmp_path):
     # given a model built from the spec
     from recpipe.model.models import build_model, load_model
@@ -48,7 +48,7 @@ def test_factory_fits_saves_and_reloads_with_same_predictions(data, factory, tmp
     np.testing.assert_allclose(before, after, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("factory", ["dcn", "deepfm"])
+@pytest.mark.parametrize("factory", ["dcn", "deepfm", "din"])
 def test_unseen_ids_missing_values_and_oov_never_fail(data, factory):
     from recpipe.model.models import build_model
 
@@ -272,3 +272,61 @@ def test_bad_transform_and_model_shape_are_refused_by_name():
         build_model("deepfm", synthetic_spec(), dropout=1.0)
     with pytest.raises(ValueError, match="train.fm_dim"):
         build_model("deepfm", synthetic_spec(), fm_dim=0)
+    with pytest.raises(ValueError, match="train.attention_units"):
+        build_model("din", synthetic_spec(), attention_units=0)
+
+
+def test_target_attention_weighs_only_real_history_items_by_the_candidate():
+    import tensorflow as tf
+
+    from recpipe.model.inputs import PAD
+    from recpipe.model.models import TargetAttentionPooling
+
+    tf.random.set_seed(3)
+    layer = TargetAttentionPooling(units=8)
+    ids = tf.constant([["a", "b", PAD]])
+    hist = tf.constant([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])
+    cand = tf.constant([[1.0, 0.0]])
+    # given a history of two items and a padded slot; when the candidate attends to it
+    out = layer([hist, cand, ids]).numpy()[0]
+    # then the output is a weighted mean of the two real items (weights sum to 1), the padded
+    # slot's embedding is ignored, an empty history gives zeros and another candidate other weights
+    assert out.sum() == pytest.approx(1.0, abs=1e-5) and (out >= 0).all()
+    other_pad = layer([tf.constant([[[1.0, 0.0], [0.0, 1.0], [-5.0, 3.0]]]), cand, ids]).numpy()[0]
+    np.testing.assert_allclose(out, other_pad, rtol=1e-6)
+    empty = layer([hist, cand, tf.constant([[PAD, PAD, PAD]])]).numpy()[0]
+    np.testing.assert_array_equal(empty, [0.0, 0.0])
+    assert not np.allclose(layer([hist, tf.constant([[0.0, 3.0]]), ids]).numpy()[0], out)
+
+
+def test_din_attends_with_the_candidate_item_embedding_and_config_selects_it():
+    from recpipe.config import load_config
+    from recpipe.model.models import build_model
+    from recpipe.model.train import model_kwargs_from_config
+
+    spec = synthetic_spec()
+    model = build_model("din", spec, deep_units=(8,), attention_units=4)
+    names = [layer.name for layer in model.layers]
+    assert model.name == "din" and "attend_last_items" in names and "pool_last_items" not in names
+    cfg = load_config("conf/local.yaml", ["train.model=din", "train.attention_units=16"])
+    kwargs = model_kwargs_from_config(cfg.train)
+    assert kwargs["attention_units"] == 16 and kwargs["cross_layers"] == cfg.train.cross_layers
+
+
+def test_excluded_inputs_leave_the_spec_and_unknown_ones_are_named():
+    from recpipe.config import load_config
+    from recpipe.model.models import build_model
+
+    spec = synthetic_spec()
+    cfg = load_config("conf/local.yaml", ["train.exclude_inputs=[item_ctr, last_items]"])
+    assert cfg.train.exclude_inputs == ["item_ctr", "last_items"]
+    # given an ablation of a dense input and the history; then both leave the spec and the model
+    out = spec.without(cfg.train.exclude_inputs)
+    assert "item_ctr" not in out.columns and "last_items" not in out.columns
+    assert set(spec.columns) - set(out.columns) == {"item_ctr", "last_items"}
+    assert out.metadata["excluded_inputs"] == ["item_ctr", "last_items"]
+    model = build_model("dcn", out, deep_units=(8,))
+    assert "item_ctr" not in model.input_names and "last_items" not in model.input_names
+    assert spec.without([]) == spec
+    with pytest.raises(ValueError, match="train.exclude_inputs: 'nope' not among the model inputs"):
+        spec.without(["nope"])

@@ -24,6 +24,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from pyspark import StorageLevel
@@ -55,6 +56,18 @@ CATEGORY_CLICK_SHARE = "category_click_share"
 HOURS_SINCE_LAST_EVENT = "hours_since_last_event"
 HOURS_SINCE_LAST_CLICK = "hours_since_last_click"
 LAST_ITEMS = "last_items"
+# Per category, the user's non-history impressions, CTR (non-history clicks / impressions, for
+# categories with impressions) and hours from the cut-off back to the last click (any click):
+# what the target-aware model inputs look up with the candidate's category.
+CATEGORY_IMPRESSIONS = "category_impressions"
+CATEGORY_CTR = "category_ctr"
+CATEGORY_HOURS_SINCE_CLICK = "category_hours_since_click"
+CATEGORY_MAPS = {
+    CATEGORY_CLICK_SHARE: "map<string,double>",
+    CATEGORY_IMPRESSIONS: "map<string,bigint>",
+    CATEGORY_CTR: "map<string,double>",
+    CATEGORY_HOURS_SINCE_CLICK: "map<string,double>",
+}
 UNKNOWN_CATEGORY = "unknown"
 
 
@@ -291,43 +304,80 @@ def user_features(
             ),
         )
     )
-    # Category shares of the user's clicks.
-    clicks = events.where(is_click).join(F.broadcast(items.select(C.ITEM_ID, CATEGORY)), C.ITEM_ID, "left")
-    cat_daily = clicks.groupBy(
-        C.USER_ID, DAY, F.coalesce(F.col(CATEGORY), F.lit(UNKNOWN_CATEGORY)).alias(CATEGORY)
-    ).agg(F.count("*").alias("_n"))
-    cat = (
-        explode_as_of(cat_daily, as_of_dates, horizon)
-        .groupBy(C.USER_ID, C.AS_OF_DATE, CATEGORY)
-        .agg(F.sum("_n").alias("_n"))
-        .groupBy(C.USER_ID, C.AS_OF_DATE)
-        .agg(F.collect_list(F.struct(CATEGORY, "_n")).alias("_cats"), F.sum("_n").alias("_total"))
-        .select(
-            C.USER_ID,
-            C.AS_OF_DATE,
-            F.map_from_entries(
-                F.transform(
-                    F.array_sort("_cats"),
-                    lambda x: F.struct(x[CATEGORY], (x["_n"] / F.col("_total")).cast("double")),
-                )
-            ).alias(CATEGORY_CLICK_SHARE),
-        )
-    )
     cut = cutoff_ts(F.col(C.AS_OF_DATE))
+    cat = _user_category_maps(events, items, as_of_dates, horizon, cut)
     out = agg.join(cat, [C.USER_ID, C.AS_OF_DATE], "left")
     return out.select(
         C.USER_ID,
         *cols["impressions"],
         *cols["clicks"],
         *cols["reads"],
-        F.coalesce(F.col(CATEGORY_CLICK_SHARE), F.create_map().cast("map<string,double>")).alias(
-            CATEGORY_CLICK_SHARE
-        ),
+        *[F.coalesce(F.col(c), F.create_map().cast(t)).alias(c) for c, t in CATEGORY_MAPS.items()],
         _hours_between(cut, F.col(C.FEATURE_TS)).alias(HOURS_SINCE_LAST_EVENT),
         _hours_between(cut, F.col("_last_click")).alias(HOURS_SINCE_LAST_CLICK),
         F.transform("_recent", lambda x: x["id"]).alias(LAST_ITEMS),
         C.FEATURE_TS,
         C.AS_OF_DATE,
+    )
+
+
+def _user_category_maps(
+    events: DataFrame, items: DataFrame, as_of_dates: list[dt.date], horizon: int, cut: Column
+) -> DataFrame:
+    """(user_id, as_of_date, the :data:`CATEGORY_MAPS`) over ``horizon`` days before each cut-off.
+
+    The click share counts every click (history ones too), over the categories clicked; CTR and
+    impressions count non-history impressions and clicks only.
+    """
+    etype = F.col(C.EVENT_TYPE)
+    is_click = etype == "click"
+    live = ~F.col(C.IS_HISTORY)
+    rows = events.where(is_click | ((etype == "impression") & live)).join(
+        F.broadcast(items.select(C.ITEM_ID, CATEGORY)), C.ITEM_ID, "left"
+    )
+    daily = rows.groupBy(
+        C.USER_ID, DAY, F.coalesce(F.col(CATEGORY), F.lit(UNKNOWN_CATEGORY)).alias(CATEGORY)
+    ).agg(
+        F.sum(is_click.cast("long")).alias("_n"),
+        F.sum((is_click & live).cast("long")).alias("_live_clicks"),
+        F.sum((~is_click).cast("long")).alias("_imps"),
+        F.max(F.when(is_click, F.col(C.EVENT_TS))).alias("_last_click"),
+    )
+    per_cat = (
+        explode_as_of(daily, as_of_dates, horizon)
+        .groupBy(C.USER_ID, C.AS_OF_DATE, CATEGORY)
+        .agg(
+            F.sum("_n").alias("_n"),
+            F.sum("_live_clicks").alias("_live_clicks"),
+            F.sum("_imps").alias("_imps"),
+            F.max("_last_click").alias("_last_click"),
+        )
+        .withColumn("_hours", _hours_between(cut, F.col("_last_click")))
+    )
+    grouped = per_cat.groupBy(C.USER_ID, C.AS_OF_DATE).agg(
+        F.array_sort(F.collect_list(F.struct(CATEGORY, "_n", "_live_clicks", "_imps", "_hours"))).alias(
+            "_cats"
+        ),
+        F.sum("_n").alias("_total"),
+    )
+
+    def entries(keep: Callable[[Column], Column], value: Callable[[Column], Column]) -> Column:
+        kept = F.filter("_cats", keep)
+        return F.map_from_entries(F.transform(kept, lambda x: F.struct(x[CATEGORY], value(x))))
+
+    return grouped.select(
+        C.USER_ID,
+        C.AS_OF_DATE,
+        entries(lambda x: x["_n"] > 0, lambda x: (x["_n"] / F.col("_total")).cast("double")).alias(
+            CATEGORY_CLICK_SHARE
+        ),
+        entries(lambda x: x["_imps"] > 0, lambda x: x["_imps"]).alias(CATEGORY_IMPRESSIONS),
+        entries(
+            lambda x: x["_imps"] > 0, lambda x: F.least(x["_live_clicks"] / x["_imps"], F.lit(1.0))
+        ).alias(CATEGORY_CTR),
+        entries(lambda x: x["_n"] > 0, lambda x: x["_hours"].cast("double")).alias(
+            CATEGORY_HOURS_SINCE_CLICK
+        ),
     )
 
 

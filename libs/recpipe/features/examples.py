@@ -57,6 +57,10 @@ USER_CATEGORY_SHARE = "user_category_share"
 USER_HOURS_SINCE_LAST_EVENT = "user_hours_since_last_event"
 USER_HOURS_SINCE_LAST_CLICK = "user_hours_since_last_click"
 USER_LAST_ITEMS = "user_last_items"
+# Target-aware: the user's history with the candidate's category (features.build.CATEGORY_MAPS).
+USER_CATEGORY_IMPRESSIONS = "user_category_impressions"
+USER_CATEGORY_CTR = "user_category_ctr"
+USER_HOURS_SINCE_CATEGORY_CLICK = "user_hours_since_category_click"
 ITEM_TEXT_VEC = "item_text_vec"
 CATEGORICAL = [B.CATEGORY, B.SUBCATEGORY, C.DEVICE, C.COUNTRY]
 
@@ -78,6 +82,9 @@ def dense_columns(windows: list[int]) -> list[str]:
         USER_HOURS_SINCE_LAST_EVENT,
         USER_HOURS_SINCE_LAST_CLICK,
         USER_CATEGORY_SHARE,
+        USER_CATEGORY_IMPRESSIONS,
+        USER_CATEGORY_CTR,
+        USER_HOURS_SINCE_CATEGORY_CLICK,
     ]
 
 
@@ -89,6 +96,7 @@ def dense_transforms(windows: list[int]) -> dict[str, str]:
     ic, uc = B.item_window_cols(wins), B.user_window_cols(wins)
     logged = set(ic["impressions"] + ic["clicks"] + uc["impressions"] + uc["clicks"] + uc["reads"])
     logged |= {B.ITEM_TREND, USER_HOURS_SINCE_LAST_EVENT, USER_HOURS_SINCE_LAST_CLICK}
+    logged |= {USER_CATEGORY_IMPRESSIONS, USER_HOURS_SINCE_CATEGORY_CLICK}
     return {c: ("log1p" if c in logged else "none") for c in dense_columns(windows)}
 
 
@@ -245,7 +253,7 @@ def raw_feature_types(windows: list[int]) -> dict[str, str]:
         B.AGE_HOURS: "double",
         B.HOURS_SINCE_LAST_EVENT: "double",
         B.HOURS_SINCE_LAST_CLICK: "double",
-        B.CATEGORY_CLICK_SHARE: "map<string,double>",
+        **B.CATEGORY_MAPS,
         B.LAST_ITEMS: "array<string>",
     }
 
@@ -281,6 +289,12 @@ def model_input_columns(windows: list[int], age_offset_hours: Column) -> dict[st
     out[USER_HOURS_SINCE_LAST_EVENT] = F.least(F.coalesce(F.col(B.HOURS_SINCE_LAST_EVENT), cap), cap)
     out[USER_HOURS_SINCE_LAST_CLICK] = F.least(F.coalesce(F.col(B.HOURS_SINCE_LAST_CLICK), cap), cap)
     out[USER_CATEGORY_SHARE] = F.coalesce(F.try_element_at(F.col(B.CATEGORY_CLICK_SHARE), cat), F.lit(0.0))
+    out[USER_CATEGORY_IMPRESSIONS] = F.coalesce(
+        F.try_element_at(F.col(B.CATEGORY_IMPRESSIONS), cat), F.lit(0)
+    ).cast("long")
+    out[USER_CATEGORY_CTR] = F.coalesce(F.try_element_at(F.col(B.CATEGORY_CTR), cat), F.lit(0.0))
+    cat_hours = F.try_element_at(F.col(B.CATEGORY_HOURS_SINCE_CLICK), cat)
+    out[USER_HOURS_SINCE_CATEGORY_CLICK] = F.least(F.coalesce(cat_hours, cap), cap)
     out[USER_LAST_ITEMS] = F.coalesce(F.col(B.LAST_ITEMS), F.array().cast("array<string>"))
     return out
 
@@ -316,7 +330,7 @@ def join_point_in_time(
         *uc["impressions"],
         *uc["clicks"],
         *uc["reads"],
-        B.CATEGORY_CLICK_SHARE,
+        *B.CATEGORY_MAPS,
         B.HOURS_SINCE_LAST_EVENT,
         B.HOURS_SINCE_LAST_CLICK,
         B.LAST_ITEMS,
@@ -386,11 +400,11 @@ def example_checks(
         + uc["impressions"]
         + uc["clicks"]
         + uc["reads"]
-        + [ITEM_AGE_HOURS]
+        + [ITEM_AGE_HOURS, USER_CATEGORY_IMPRESSIONS, USER_HOURS_SINCE_CATEGORY_CLICK]
     ]
     checks += [
         Q("ExpectColumnValuesToBeBetween", {"column": c, "min_value": 0, "max_value": 1})
-        for c in ic["ctr"] + [USER_CATEGORY_SHARE]
+        for c in ic["ctr"] + [USER_CATEGORY_SHARE, USER_CATEGORY_CTR]
     ]
     return checks
 

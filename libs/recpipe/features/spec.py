@@ -98,6 +98,26 @@ class FeatureSpec:
         ]
         return [f.name for g in groups for f in g]
 
+    def without(self, names: Sequence[str], setting: str = "train.exclude_inputs") -> FeatureSpec:
+        """The spec without the inputs ``names`` (an ablation); an unknown name is an error that
+        lists the spec's inputs."""
+        unknown = sorted(set(names) - set(self.columns))
+        if unknown:
+            raise ValueError(
+                f"{setting}: {', '.join(map(repr, unknown))} not among the model inputs "
+                f"({', '.join(self.columns)})"
+            )
+        drop = set(names)
+        return FeatureSpec(
+            label=self.label,
+            hashed=[f for f in self.hashed if f.name not in drop],
+            categorical=[f for f in self.categorical if f.name not in drop],
+            dense=[f for f in self.dense if f.name not in drop],
+            vectors=[f for f in self.vectors if f.name not in drop],
+            sequences=[f for f in self.sequences if f.name not in drop],
+            metadata={**self.metadata, "excluded_inputs": sorted(drop)} if drop else dict(self.metadata),
+        )
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 

@@ -1,4 +1,5 @@
-"""CTR model factories (DCN-v2, DeepFM) built from a FeatureSpec (conventions.md #10).
+"""CTR model factories (DCN-v2, DeepFM, DIN-style target attention) built from a FeatureSpec
+(conventions.md #10).
 
 Every model takes the dict produced by :func:`recpipe.model.inputs.to_model_inputs` (one named input
 per ``spec.columns`` entry) and outputs the click probability (sigmoid). Strings are hashed or looked
@@ -15,6 +16,7 @@ probability and the loss stay float32. Under the default float32 policy that cha
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -29,8 +31,10 @@ __all__ = [
     "FMInteraction",
     "Log1p",
     "MaskedMeanPooling",
+    "TargetAttentionPooling",
     "build_dcn",
     "build_deepfm",
+    "build_din",
     "build_model",
     "custom_objects",
     "load_model",
@@ -75,6 +79,37 @@ class MaskedMeanPooling(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="recpipe")
+class TargetAttentionPooling(keras.layers.Layer):
+    """DIN-style target attention: the history embeddings weighted by their relevance to the
+    candidate (Zhou et al., "Deep Interest Network", KDD 2018).
+
+    Each history item ``h_j`` gets the score ``MLP([h_j, c, h_j * c, h_j - c])`` against the
+    candidate ``c``; the weights are a softmax over the non-padding positions (zeros for an empty
+    history), and the output is ``sum_j a_j h_j``. A softmax (not DIN's raw weights) keeps the
+    output on the scale of one embedding whatever the history length; the length itself reaches
+    the model through the activity counts.
+    """
+
+    def __init__(self, units: int = 32, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.hidden = keras.layers.Dense(units, activation="relu", name="att_hidden")
+        self.score = keras.layers.Dense(1, name="att_score")
+
+    def call(self, inputs):
+        hist, cand, ids = inputs  # (b, L, d), (b, d), (b, L) strings
+        c = tf.broadcast_to(cand[:, None, :], tf.shape(hist))
+        logits = self.score(self.hidden(tf.concat([hist, c, hist * c, hist - c], axis=-1)))[..., 0]
+        real = tf.not_equal(ids, PAD)
+        logits = tf.where(real, logits, tf.cast(-1e4, logits.dtype))  # -1e4: float16-safe
+        weights = tf.nn.softmax(logits, axis=-1) * tf.cast(real, logits.dtype)
+        return tf.reduce_sum(hist * weights[..., None], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="recpipe")
 class Log1p(keras.layers.Layer):
     """``log(1 + max(x, 0))``: the ``log1p`` transform of :class:`~recpipe.features.spec.DenseFeature`."""
 
@@ -98,6 +133,7 @@ def custom_objects() -> dict[str, type]:
         "MaskedMeanPooling": MaskedMeanPooling,
         "FMInteraction": FMInteraction,
         "Log1p": Log1p,
+        "TargetAttentionPooling": TargetAttentionPooling,
     }
 
 
@@ -116,10 +152,11 @@ def _inputs(spec: FeatureSpec) -> dict[str, keras.Input]:
 
 
 def _field_vectors(
-    spec: FeatureSpec, inputs: dict, l2: float, vector_dim: int = 0
+    spec: FeatureSpec, inputs: dict, l2: float, vector_dim: int = 0, attention_units: int = 0
 ) -> list[tuple[str, tf.Tensor]]:
     """Per-feature vectors: embeddings, standardized dense values, vectors (projected to
-    ``vector_dim`` when > 0), pooled sequences."""
+    ``vector_dim`` when > 0), pooled sequences: their mean, or with ``attention_units`` > 0 the
+    candidate item's target attention over them (:class:`TargetAttentionPooling`)."""
     reg = keras.regularizers.L2(l2) if l2 else None
     fields: list[tuple[str, tf.Tensor]] = []
     hashers: dict[str, keras.layers.Layer] = {}
@@ -165,7 +202,12 @@ def _field_vectors(
         # candidate item with the same id land in the same row.
         idx = hashers[item.name](inputs[s.name])
         emb = embeddings[item.name](idx)
-        fields.append((s.name, MaskedMeanPooling(name=f"pool_{s.name}")([emb, inputs[s.name]])))
+        if attention_units:
+            cand = dict(fields)[item.name]  # the candidate's embedding (same table)
+            pool = TargetAttentionPooling(attention_units, name=f"attend_{s.name}")
+            fields.append((s.name, pool([emb, cand, inputs[s.name]])))
+        else:
+            fields.append((s.name, MaskedMeanPooling(name=f"pool_{s.name}")([emb, inputs[s.name]])))
     if not fields:
         raise ValueError("feature spec has no input features")
     return fields
@@ -199,11 +241,21 @@ def build_dcn(
     dropout: float = 0.0,
     l2: float = 0.0,
     vector_dim: int = 0,
+    attention_units: int = 0,
+    name: str = "dcn_v2",
 ) -> keras.Model:
-    """DCN-v2 (parallel): full-rank cross network and a deep tower over the same ``x0``."""
-    _check_args(deep_units, dropout, l2, cross_layers=cross_layers, vector_dim=vector_dim)
+    """DCN-v2 (parallel): full-rank cross network and a deep tower over the same ``x0``; the
+    history is mean-pooled, or attended to by the candidate with ``attention_units`` > 0."""
+    _check_args(
+        deep_units,
+        dropout,
+        l2,
+        cross_layers=cross_layers,
+        vector_dim=vector_dim,
+        attention_units=attention_units,
+    )
     inputs = _inputs(spec)
-    fields = _field_vectors(spec, inputs, l2, vector_dim)
+    fields = _field_vectors(spec, inputs, l2, vector_dim, attention_units)
     x0 = keras.layers.Concatenate(name="x0")([v for _, v in fields]) if len(fields) > 1 else fields[0][1]
     xl = x0
     for i in range(cross_layers):
@@ -212,7 +264,26 @@ def build_dcn(
     both = keras.layers.Concatenate(name="cross_deep")([xl, deep])
     # float32 under mixed precision too: the logit and the sigmoid (module docstring).
     out = keras.layers.Dense(1, activation="sigmoid", name="p_click", dtype="float32")(both)
-    return keras.Model(inputs=inputs, outputs=out, name="dcn_v2")
+    return keras.Model(inputs=inputs, outputs=out, name=name)
+
+
+def build_din(
+    spec: FeatureSpec,
+    attention_units: int = 32,
+    cross_layers: int = 3,
+    deep_units: tuple[int, ...] = (256, 128),
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    vector_dim: int = 0,
+) -> keras.Model:
+    """DIN-style: the candidate's target attention over the clicked-item history
+    (:class:`TargetAttentionPooling`) instead of its mean, with DCN-v2's cross and deep towers on
+    top. Needs a sequence feature (the history); without one it is DCN-v2."""
+    if attention_units < 1:
+        raise ValueError(f"train.attention_units must be >= 1, got {attention_units}")
+    return build_dcn(
+        spec, cross_layers, deep_units, dropout, l2, vector_dim, attention_units=attention_units, name="din"
+    )
 
 
 def build_deepfm(
@@ -247,7 +318,11 @@ def build_deepfm(
     return keras.Model(inputs=inputs, outputs=out, name="deepfm")
 
 
-FACTORIES = {"dcn": build_dcn, "deepfm": build_deepfm}
+FACTORIES: dict[str, Callable[..., keras.Model]] = {
+    "dcn": build_dcn,
+    "deepfm": build_deepfm,
+    "din": build_din,
+}
 
 
 def build_model(name: str, spec: FeatureSpec, **kwargs) -> keras.Model:

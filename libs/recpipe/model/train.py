@@ -439,6 +439,7 @@ TRAIN_PARAM_KEYS = [
     "sparse_as_dense",
     "position_bias",
     "ipw_clip",
+    "exclude_inputs",
 ]
 
 
@@ -455,6 +456,8 @@ def model_kwargs_from_config(tc) -> dict[str, Any]:
         return {**common, "cross_layers": tc.cross_layers}
     if tc.model == "deepfm":
         return {**common, "fm_dim": tc.fm_dim}
+    if tc.model == "din":
+        return {**common, "cross_layers": tc.cross_layers, "attention_units": tc.attention_units}
     raise ValueError(f"unknown model {tc.model!r}")
 
 
@@ -586,7 +589,7 @@ def run_train(
         )
     version = examples_version if examples_version is not None else lake.version(examples_table)
     path = lake.path(examples_table)
-    spec = spec_for_mode(read_feature_spec(path), tc.position_bias)
+    spec = spec_for_mode(read_feature_spec(path), tc.position_bias).without(tc.exclude_inputs)
     position_bias = _position_bias(path, version, tc)
     run_id = run_id or new_run_id()
     run_dir = f"{cfg.artifacts_dir('models').rstrip('/')}/runs/{run_id}"
@@ -607,19 +610,8 @@ def run_train(
         "examples_path": path,
         "examples_version": version,
         "spec_json": spec.to_json(),
-        "model": tc.model,
+        **{k: getattr(tc, k) for k in TRAIN_PARAM_KEYS},
         "model_kwargs": {**model_kwargs_from_config(tc), **(model_kwargs or {})},
-        "batch_size": tc.batch_size,
-        "learning_rate": tc.learning_rate,
-        "warmup_epochs": tc.warmup_epochs,
-        "epochs": tc.epochs,
-        "early_stopping_patience": tc.early_stopping_patience,
-        "checkpoint_every_steps": tc.checkpoint_every_steps,
-        "seed": tc.seed,
-        "precision": tc.precision,
-        "sparse_as_dense": tc.sparse_as_dense,
-        "position_bias": tc.position_bias,
-        "ipw_clip": tc.ipw_clip,
         "ipw_theta": position_bias.get("theta"),
         # Rank 0 logs at the driver's level (not a training parameter: not in TRAIN_PARAM_KEYS).
         "log_level": logging.getLogger("recpipe").getEffectiveLevel(),
