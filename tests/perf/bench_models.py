@@ -114,7 +114,29 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
     return round(statistics.fmean(vals), 4) if vals else None
 
 
-def bench(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+TARGET_AWARE = "target_aware=user_category_impressions,user_category_ctr,user_hours_since_category_click"
+
+
+def bench(out_dir: Path, which: str = "default") -> dict[str, Any]:
+    """``make bench`` (run_bench): the three models and the target-aware ablation, 2 seeds each,
+    on the embedded default's examples."""
+    args = argparse.Namespace(
+        lake=None,
+        which=which,
+        models=["dcn", "deepfm", "din"],
+        seeds=[7, 8],
+        overrides=[],
+        ablations=[TARGET_AWARE],
+    )
+    return run(args, Path(out_dir))
+
+
+def bench_mind(out_dir: Path) -> dict[str, Any]:
+    """The same on the MIND sample's examples (the features benchmark's MIND lake when present)."""
+    return bench(out_dir, "mind")
+
+
+def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from recpipe import constants as C
     from recpipe.lake import open_lake
     from recpipe.spark import build_session
@@ -202,7 +224,7 @@ def main() -> int:
     args = p.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    result = bench(args, out)
+    result = run(args, out)
     (out / f"{args.json_name}.json").write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, default=str))
     return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-BENCHES = ["ingest", "features", "train", "position_bias", "recommend", "stream", "simulate"]
+BENCHES = ["ingest", "features", "train", "models", "position_bias", "recommend", "stream", "simulate"]
 
 
 def main() -> int:
