@@ -148,6 +148,70 @@ def text_vectors(items: DataFrame, num_features: int) -> DataFrame:
     )
 
 
+def _item_daily(events: DataFrame, half: float) -> DataFrame:
+    """Per (item, day): impressions, clicks, the clicks decayed to the day's end, the last event."""
+    counted = events.where(~F.col(C.IS_HISTORY) & F.col(C.EVENT_TYPE).isin("impression", "click"))
+    is_click = F.col(C.EVENT_TYPE) == "click"
+    # Per day: each click decayed to the day's end; per as-of date: each day's sum decayed by the
+    # whole days from that end to the cut-off (lag - 1), so a click of age a weighs 2^(-a/half).
+    to_day_end = _hours_between(cutoff_ts(F.date_add(F.col(DAY), 1)), F.col(C.EVENT_TS))
+    return counted.groupBy(C.ITEM_ID, DAY).agg(
+        F.sum((F.col(C.EVENT_TYPE) == "impression").cast("long")).alias("_imps"),
+        F.sum(is_click.cast("long")).alias("_clicks"),
+        F.sum(F.when(is_click, F.pow(F.lit(0.5), to_day_end / half)).otherwise(0.0)).alias("_trend"),
+        F.max(C.EVENT_TS).alias(C.FEATURE_TS),
+    )
+
+
+def _item_window_counts(
+    daily: DataFrame, as_of_dates: list[dt.date], wins: list[int], cols: dict[str, list[str]], half: float
+) -> DataFrame:
+    """Per (item, as-of date): the window counts, the trend and the feature timestamp."""
+    lag = F.col("_lag")
+    return (
+        explode_as_of(daily, as_of_dates, max(wins))
+        .groupBy(C.ITEM_ID, C.AS_OF_DATE)
+        .agg(
+            *[
+                F.sum(F.when(lag <= w, F.col("_imps")).otherwise(0)).alias(c)
+                for w, c in zip(wins, cols["impressions"])
+            ],
+            *[
+                F.sum(F.when(lag <= w, F.col("_clicks")).otherwise(0)).alias(c)
+                for w, c in zip(wins, cols["clicks"])
+            ],
+            F.sum(F.col("_trend") * F.pow(F.lit(0.5), (lag - 1) * 24.0 / half)).alias(ITEM_TREND),
+            F.max(C.FEATURE_TS).alias(C.FEATURE_TS),
+        )
+    )
+
+
+def _item_global_rates(agg: DataFrame, wins: list[int], cols: dict[str, list[str]]) -> DataFrame:
+    """Per as-of date and window: the global CTR ``_p{w}`` (the prior mean) and clicks ``_c{w}``."""
+    return agg.groupBy(C.AS_OF_DATE).agg(
+        *[
+            F.try_divide(F.sum(c), F.sum(i)).alias(f"_p{w}")
+            for w, c, i in zip(wins, cols["clicks"], cols["impressions"])
+        ],
+        *[F.sum(c).alias(f"_c{w}") for w, c in zip(wins, cols["clicks"])],
+    )
+
+
+def _item_ctr_columns(
+    wins: list[int], cols: dict[str, list[str]], prior_strength: float, clicks_only: bool
+) -> list[Column]:
+    """The ``item_ctr_{w}d`` columns (see :func:`item_features`), over the global rates' columns."""
+    m = float(prior_strength)
+    return [
+        F.coalesce(F.try_divide(F.col(c), F.col(f"_c{w}")), F.lit(0.0)).alias(r)
+        if clicks_only
+        else ((F.col(c) + m * F.coalesce(F.col(f"_p{w}"), F.lit(0.0))) / (F.col(i) + m)).alias(r)
+        if m > 0
+        else F.coalesce(F.try_divide(F.col(c), F.col(i)), F.lit(0.0)).alias(r)
+        for w, c, i, r in zip(wins, cols["clicks"], cols["impressions"], cols["ctr"])
+    ]
+
+
 def item_features(
     events: DataFrame,
     items: DataFrame,
@@ -171,35 +235,8 @@ def item_features(
     """
     wins = sorted(windows)
     cols = item_window_cols(wins)
-    counted = events.where(~F.col(C.IS_HISTORY) & F.col(C.EVENT_TYPE).isin("impression", "click"))
-    is_click = F.col(C.EVENT_TYPE) == "click"
     half = float(trend_half_life_hours)
-    # Per day: each click decayed to the day's end; per as-of date: each day's sum decayed by the
-    # whole days from that end to the cut-off (lag - 1), so a click of age a weighs 2^(-a/half).
-    to_day_end = _hours_between(cutoff_ts(F.date_add(F.col(DAY), 1)), F.col(C.EVENT_TS))
-    daily = counted.groupBy(C.ITEM_ID, DAY).agg(
-        F.sum((F.col(C.EVENT_TYPE) == "impression").cast("long")).alias("_imps"),
-        F.sum(is_click.cast("long")).alias("_clicks"),
-        F.sum(F.when(is_click, F.pow(F.lit(0.5), to_day_end / half)).otherwise(0.0)).alias("_trend"),
-        F.max(C.EVENT_TS).alias(C.FEATURE_TS),
-    )
-    lag = F.col("_lag")
-    agg = (
-        explode_as_of(daily, as_of_dates, max(wins))
-        .groupBy(C.ITEM_ID, C.AS_OF_DATE)
-        .agg(
-            *[
-                F.sum(F.when(lag <= w, F.col("_imps")).otherwise(0)).alias(c)
-                for w, c in zip(wins, cols["impressions"])
-            ],
-            *[
-                F.sum(F.when(lag <= w, F.col("_clicks")).otherwise(0)).alias(c)
-                for w, c in zip(wins, cols["clicks"])
-            ],
-            F.sum(F.col("_trend") * F.pow(F.lit(0.5), (lag - 1) * 24.0 / half)).alias(ITEM_TREND),
-            F.max(C.FEATURE_TS).alias(C.FEATURE_TS),
-        )
-    )
+    agg = _item_window_counts(_item_daily(events, half), as_of_dates, wins, cols, half)
     dates = F.array(*[F.lit(d) for d in sorted(set(as_of_dates))])
     catalog = items.select(C.ITEM_ID, CATEGORY, SUBCATEGORY, "published_ts").withColumn(
         C.AS_OF_DATE, F.explode(dates)
@@ -207,23 +244,8 @@ def item_features(
     out = catalog.join(agg, [C.ITEM_ID, C.AS_OF_DATE], "full")
     out = out.fillna(0, subset=cols["impressions"] + cols["clicks"]).fillna(0.0, subset=[ITEM_TREND])
     # Global CTR per date and window: the prior mean.
-    glob = agg.groupBy(C.AS_OF_DATE).agg(
-        *[
-            F.try_divide(F.sum(c), F.sum(i)).alias(f"_p{w}")
-            for w, c, i in zip(wins, cols["clicks"], cols["impressions"])
-        ],
-        *[F.sum(c).alias(f"_c{w}") for w, c in zip(wins, cols["clicks"])],
-    )
-    out = out.join(F.broadcast(glob), C.AS_OF_DATE, "left")
-    m = float(prior_strength)
-    ctr = [
-        F.coalesce(F.try_divide(F.col(c), F.col(f"_c{w}")), F.lit(0.0)).alias(r)
-        if clicks_only
-        else ((F.col(c) + m * F.coalesce(F.col(f"_p{w}"), F.lit(0.0))) / (F.col(i) + m)).alias(r)
-        if m > 0
-        else F.coalesce(F.try_divide(F.col(c), F.col(i)), F.lit(0.0)).alias(r)
-        for w, c, i, r in zip(wins, cols["clicks"], cols["impressions"], cols["ctr"])
-    ]
+    out = out.join(F.broadcast(_item_global_rates(agg, wins, cols)), C.AS_OF_DATE, "left")
+    ctr = _item_ctr_columns(wins, cols, prior_strength, clicks_only)
     select: list[Column | str] = [
         C.ITEM_ID,
         F.coalesce(F.col(CATEGORY), F.lit(UNKNOWN_CATEGORY)).alias(CATEGORY),

@@ -48,7 +48,7 @@ from recpipe.features.spec import (
 )
 from recpipe.frames import one_row
 from recpipe.guard import guard_partition_replace
-from recpipe.lake import Lake, Txn, open_lake
+from recpipe.lake import CommitResult, Lake, Txn, open_lake
 
 log = logging.getLogger(__name__)
 
@@ -491,6 +491,200 @@ def read_spec(lake: Lake) -> FeatureSpec:
 
 
 # -- job ---------------------------------------------------------------------------------------------
+_SUMMARY_TABLES = (C.GOLD_ITEM_FEATURES, C.GOLD_USER_FEATURES, C.GOLD_TRAINING_EXAMPLES)
+
+
+def _table_versions(lake: Lake) -> dict[str, int | None]:
+    """The current versions of the feature and examples tables (for the job summary)."""
+    return {t: lake.version(t) for t in _SUMMARY_TABLES}
+
+
+def _with_feedback_kind(cfg: Config, lake: Lake, click_only: bool | None) -> Config:
+    """``cfg`` with ``data.feedback`` overridden by ``click_only`` (if given), then resolved."""
+    if click_only is not None:
+        kind: Feedback = CLICKS_ONLY if click_only else IMPRESSIONS
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, feedback=kind))
+    return with_feedback(cfg, lake)
+
+
+def _run_identity(
+    cfg: Config, lake: Lake, start: dt.date, end: dt.date, click_only: bool
+) -> tuple[Txn, str, dict[str, Any]]:
+    """The examples write's transaction token (from the inputs' fingerprint), the run id and the
+    head of the job summary."""
+    fp = B.inputs_fingerprint(cfg, lake, start, end, click_only, dataclasses.asdict(cfg.examples))
+    txn = Txn(f"recpipe.examples/{start.isoformat()}_{end.isoformat()}/{fp}", 1)
+    run_id = f"examples/{start.isoformat()}_{end.isoformat()}/{uuid.uuid4().hex[:8]}"
+    summary: dict[str, Any] = {
+        "job": "examples",
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "run_id": run_id,
+        "fingerprint": fp,
+    }
+    return txn, run_id, summary
+
+
+def _read_range_events(cfg: Config, lake: Lake, start: dt.date, end: dt.date) -> DataFrame:
+    """Raw events from the feature lookback before ``start`` up to the end of the attribution
+    window after ``end``."""
+    lo = start - dt.timedelta(days=max(cfg.features.windows_days))
+    hi_ts = dt.datetime.combine(end + dt.timedelta(days=1), dt.time()) + dt.timedelta(
+        minutes=cfg.examples.attribution_window_minutes
+    )
+    return lake.read(C.SILVER_EVENTS).where(
+        (F.col(C.EVENT_DATE) >= F.lit(lo - dt.timedelta(days=1)))
+        & (F.col(C.EVENT_DATE) <= F.lit(end + dt.timedelta(days=1)))
+        & (F.col(C.EVENT_TS) >= F.lit(dt.datetime.combine(lo, dt.time())))
+        & (F.col(C.EVENT_TS) <= F.lit(hi_ts))
+    )
+
+
+def _labelled_base(
+    cfg: Config, events: DataFrame, start: dt.date, end: dt.date, click_only: bool
+) -> tuple[DataFrame, dict[str, Any]]:
+    """The labelled examples dated ``start..end`` (not persisted) and the summary's ``sampling``."""
+    ec = cfg.examples
+    in_range = (F.col(B.DAY) >= F.lit(start)) & (F.col(B.DAY) <= F.lit(end))
+    if click_only:
+        base = click_only_examples(events.where(in_range), cfg)
+        sampling: dict[str, Any] = {
+            "click_only": True,
+            "negatives_per_positive": ec.negatives_per_positive,
+            "train_negatives": ec.negative_sampling,
+            "validation_test_negatives": "uniform",
+            "pool": "items clicked on the same day",
+            "excludes": "the user's positives",
+            "seed": cfg.train.seed,
+        }
+    else:
+        base = label_impressions(events, ec.attribution_window_minutes).where(in_range)
+        sampling = {"click_only": False}
+    return base, sampling
+
+
+def _join_and_split(cfg: Config, base: DataFrame, item_df: DataFrame, user_df: DataFrame) -> DataFrame:
+    """Point-in-time join of ``base`` with the feature frames, plus the split column (not persisted)."""
+    ec = cfg.examples
+    return join_point_in_time(base, item_df.drop(B.TEXT_VEC), user_df, cfg.features.windows_days).withColumn(
+        C.SPLIT,
+        assign_split(
+            F.col(C.EVENT_TS),
+            dt.date.fromisoformat(ec.validation_start),
+            dt.date.fromisoformat(ec.test_start),
+        ),
+    )
+
+
+def _quality_gate(
+    cfg: Config, lake: Lake, joined: DataFrame, start: dt.date, end: dt.date, run_id: str
+) -> dict[str, Any]:
+    """Validate and record the examples' quality suite; raise on a critical failure when configured.
+    Returns the report's summary."""
+    report = quality.validate(
+        joined.drop(USER_LAST_ITEMS),
+        "training_examples",
+        example_checks(cfg.features.windows_days, expected_splits(cfg, start, end)),
+        C.GOLD_TRAINING_EXAMPLES,
+        lake.version(C.GOLD_TRAINING_EXAMPLES),
+    )
+    quality.record(lake, report, run_id=run_id)
+    summary = report.summary()
+    if cfg.quality.fail_on_critical:
+        report.raise_if_failed()
+    return summary
+
+
+def _spec_and_stats(
+    cfg: Config, lake: Lake, joined: DataFrame, run_id: str, sampling: dict[str, Any]
+) -> tuple[dict[Any, Any], dict[Any, Any], str]:
+    """From the written table: its split counts, the run's label rate per split, and the path of
+    the feature spec built from the table and written."""
+    version = lake.version(C.GOLD_TRAINING_EXAMPLES)
+    table = lake.read(C.GOLD_TRAINING_EXAMPLES, version)
+    counts = {r[0]: r[1] for r in table.groupBy(C.SPLIT).count().collect()}
+    label_rate = {r[0]: r[1] for r in joined.groupBy(C.SPLIT).agg(F.mean(C.LABEL)).collect()}
+    spec = build_spec(cfg, table.drop(ITEM_TEXT_VEC), version, {"run_id": run_id, "sampling": sampling})
+    return counts, label_rate, write_spec(lake, spec)
+
+
+def _load_inputs(
+    cfg: Config, lake: Lake, start: dt.date, end: dt.date, click_only: bool
+) -> tuple[DataFrame, DataFrame, DataFrame, dict[str, Any]]:
+    """Step 1: the prepared events, the items and the labelled examples (all three persisted; the
+    caller unpersists them) and the summary's ``sampling``."""
+    raw = _read_range_events(cfg, lake, start, end)
+    events = B.prepare_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
+    items = read_items(lake).persist(StorageLevel.MEMORY_AND_DISK)
+    base, sampling = _labelled_base(cfg, events, start, end, click_only)
+    return events, items, base.persist(StorageLevel.MEMORY_AND_DISK), sampling
+
+
+def _features_and_join(
+    cfg: Config, events: DataFrame, items: DataFrame, base: DataFrame, end: dt.date, dates: list[dt.date]
+) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
+    """Step 2: the item and user feature frames of ``dates`` (persisted), the items' text vectors
+    and the point-in-time joined, split examples (persisted; the caller unpersists)."""
+    feat_events = events.where(F.col(C.EVENT_TS) < F.lit(dt.datetime.combine(end, dt.time())))
+    item_df, user_df = build_feature_frames(cfg, feat_events, items, dates)
+    item_df = item_df.persist(StorageLevel.MEMORY_AND_DISK)
+    user_df = user_df.persist(StorageLevel.MEMORY_AND_DISK)
+    vectors = item_df.select(C.ITEM_ID, B.TEXT_VEC).dropDuplicates([C.ITEM_ID])
+    joined = _join_and_split(cfg, base, item_df, user_df).persist(StorageLevel.MEMORY_AND_DISK)
+    return item_df, user_df, vectors, joined
+
+
+def _guard_and_write_features(
+    cfg: Config,
+    lake: Lake,
+    joined: DataFrame,
+    frames: tuple[DataFrame, DataFrame],
+    dates: list[dt.date],
+    day_list: list[dt.date],
+    run_id: str,
+    force: bool,
+) -> dict[str, Any]:
+    """Step 3 (after the quality gate): check the examples' partition replacement, then write the
+    feature partitions of ``dates``; returns the features write summary."""
+    start, end = day_list[0], day_list[-1]
+    guard_partition_replace(
+        lake,
+        C.GOLD_TRAINING_EXAMPLES,
+        joined,
+        C.EVENT_DATE,
+        day_list,
+        max_drop_share=cfg.lake.max_drop_share,
+        setting="lake.max_drop_share",
+        force=force,
+    )
+    feat_fp = B.inputs_fingerprint(cfg, lake, "examples", start, end)
+    return B.write_features(
+        cfg,
+        lake,
+        frames[0],
+        frames[1],
+        dates,
+        run_id,
+        Txn(f"recpipe.features/examples/{feat_fp}", 1),
+        force=force,
+    )
+
+
+def _write_examples(
+    cfg: Config, lake: Lake, joined: DataFrame, vectors: DataFrame, day_list: list[dt.date], txn: Txn
+) -> CommitResult:
+    """Step 4: overwrite the range's partitions of the examples table (with the text vectors)."""
+    out = add_text_vectors(joined, vectors, cfg.features.text_features)
+    return lake.overwrite(
+        C.GOLD_TRAINING_EXAMPLES,
+        out,
+        partition_by=[C.EVENT_DATE],
+        partitions={C.EVENT_DATE: day_list},
+        txn=txn,
+        add_columns=True,  # an older table without a newer feature column (item_trend)
+    )
+
+
 def run_examples(
     cfg: Config,
     spark: SparkSession,
@@ -514,60 +708,17 @@ def run_examples(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     lake = lake or open_lake(cfg, spark)
-    if click_only is not None:
-        kind: Feedback = CLICKS_ONLY if click_only else IMPRESSIONS
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, feedback=kind))
-    cfg = with_feedback(cfg, lake)
+    cfg = _with_feedback_kind(cfg, lake, click_only)
     click_only = is_clicks_only(cfg)
-    ec, fc = cfg.examples, cfg.features
-    fp = B.inputs_fingerprint(cfg, lake, start, end, click_only, dataclasses.asdict(ec))
-    txn = Txn(f"recpipe.examples/{start.isoformat()}_{end.isoformat()}/{fp}", 1)
-    run_id = f"examples/{start.isoformat()}_{end.isoformat()}/{uuid.uuid4().hex[:8]}"
-    summary: dict[str, Any] = {
-        "job": "examples",
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "run_id": run_id,
-        "fingerprint": fp,
-    }
+    txn, run_id, summary = _run_identity(cfg, lake, start, end, click_only)
     if lake.txn_version(C.GOLD_TRAINING_EXAMPLES, txn.app_id):
         summary["skipped"] = "already built from these inputs"
-        summary["table_versions"] = {
-            t: lake.version(t) for t in (C.GOLD_ITEM_FEATURES, C.GOLD_USER_FEATURES, C.GOLD_TRAINING_EXAMPLES)
-        }
+        summary["table_versions"] = _table_versions(lake)
         return summary
 
     # 1. inputs: events from the feature lookback before `start` up to the end of the attribution window.
     t0 = time.perf_counter()
-    horizon = max(fc.windows_days)
-    lo = start - dt.timedelta(days=horizon)
-    hi_ts = dt.datetime.combine(end + dt.timedelta(days=1), dt.time()) + dt.timedelta(
-        minutes=ec.attribution_window_minutes
-    )
-    raw = lake.read(C.SILVER_EVENTS).where(
-        (F.col(C.EVENT_DATE) >= F.lit(lo - dt.timedelta(days=1)))
-        & (F.col(C.EVENT_DATE) <= F.lit(end + dt.timedelta(days=1)))
-        & (F.col(C.EVENT_TS) >= F.lit(dt.datetime.combine(lo, dt.time())))
-        & (F.col(C.EVENT_TS) <= F.lit(hi_ts))
-    )
-    events = B.prepare_events(raw).persist(StorageLevel.MEMORY_AND_DISK)
-    items = read_items(lake).persist(StorageLevel.MEMORY_AND_DISK)
-    in_range = (F.col(B.DAY) >= F.lit(start)) & (F.col(B.DAY) <= F.lit(end))
-    if click_only:
-        base = click_only_examples(events.where(in_range), cfg)
-        summary["sampling"] = {
-            "click_only": True,
-            "negatives_per_positive": ec.negatives_per_positive,
-            "train_negatives": ec.negative_sampling,
-            "validation_test_negatives": "uniform",
-            "pool": "items clicked on the same day",
-            "excludes": "the user's positives",
-            "seed": cfg.train.seed,
-        }
-    else:
-        base = label_impressions(events, ec.attribution_window_minutes).where(in_range)
-        summary["sampling"] = {"click_only": False}
-    base = base.persist(StorageLevel.MEMORY_AND_DISK)
+    events, items, base, summary["sampling"] = _load_inputs(cfg, lake, start, end, click_only)
     dates = sorted(r[0] for r in base.select(B.DAY).distinct().collect())
     timings["label_s"] = time.perf_counter() - t0
     if not dates:
@@ -577,83 +728,26 @@ def run_examples(
 
     # 2. features for every needed date (one pass), point-in-time join, split, leakage check.
     t0 = time.perf_counter()
-    feat_events = events.where(F.col(C.EVENT_TS) < F.lit(dt.datetime.combine(end, dt.time())))
-    item_df, user_df = build_feature_frames(cfg, feat_events, items, dates)
-    item_df = item_df.persist(StorageLevel.MEMORY_AND_DISK)
-    user_df = user_df.persist(StorageLevel.MEMORY_AND_DISK)
-    vectors = item_df.select(C.ITEM_ID, B.TEXT_VEC).dropDuplicates([C.ITEM_ID])
-    joined = join_point_in_time(base, item_df.drop(B.TEXT_VEC), user_df, fc.windows_days).withColumn(
-        C.SPLIT,
-        assign_split(
-            F.col(C.EVENT_TS),
-            dt.date.fromisoformat(ec.validation_start),
-            dt.date.fromisoformat(ec.test_start),
-        ),
-    )
-    joined = joined.persist(StorageLevel.MEMORY_AND_DISK)
+    item_df, user_df, vectors, joined = _features_and_join(cfg, events, items, base, end, dates)
     n_examples = joined.count()
     timings["features_join_s"] = time.perf_counter() - t0
     summary["leakage"] = check_leakage(joined)
 
     # 3. quality gates, then the feature partitions of the range's dates.
     t0 = time.perf_counter()
-    splits = expected_splits(cfg, start, end)
-    report = quality.validate(
-        joined.drop(USER_LAST_ITEMS),
-        "training_examples",
-        example_checks(fc.windows_days, splits),
-        C.GOLD_TRAINING_EXAMPLES,
-        lake.version(C.GOLD_TRAINING_EXAMPLES),
-    )
-    quality.record(lake, report, run_id=run_id)
-    summary["quality"] = report.summary()
-    if cfg.quality.fail_on_critical:
-        report.raise_if_failed()
+    summary["quality"] = _quality_gate(cfg, lake, joined, start, end, run_id)
     day_list = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-    guard_partition_replace(
-        lake,
-        C.GOLD_TRAINING_EXAMPLES,
-        joined,
-        C.EVENT_DATE,
-        day_list,
-        max_drop_share=cfg.lake.max_drop_share,
-        setting="lake.max_drop_share",
-        force=force,
-    )
-    feat_fp = B.inputs_fingerprint(cfg, lake, "examples", start, end)
-    summary["features"] = B.write_features(
-        cfg,
-        lake,
-        item_df,
-        user_df,
-        dates,
-        run_id,
-        Txn(f"recpipe.features/examples/{feat_fp}", 1),
-        force=force,
+    summary["features"] = _guard_and_write_features(
+        cfg, lake, joined, (item_df, user_df), dates, day_list, run_id, force
     )
     timings["quality_features_s"] = time.perf_counter() - t0
 
     # 4. write the range's partitions, then the spec from the table's train split.
     t0 = time.perf_counter()
-    out = add_text_vectors(joined, vectors, fc.text_features)
-    res = lake.overwrite(
-        C.GOLD_TRAINING_EXAMPLES,
-        out,
-        partition_by=[C.EVENT_DATE],
-        partitions={C.EVENT_DATE: day_list},
-        txn=txn,
-        add_columns=True,  # an older table without a newer feature column (item_trend)
-    )
+    res = _write_examples(cfg, lake, joined, vectors, day_list, txn)
     timings["write_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    version = lake.version(C.GOLD_TRAINING_EXAMPLES)
-    table = lake.read(C.GOLD_TRAINING_EXAMPLES, version)
-    counts = {r[0]: r[1] for r in table.groupBy(C.SPLIT).count().collect()}
-    label_rate = {r[0]: r[1] for r in joined.groupBy(C.SPLIT).agg(F.mean(C.LABEL)).collect()}
-    spec = build_spec(
-        cfg, table.drop(ITEM_TEXT_VEC), version, {"run_id": run_id, "sampling": summary["sampling"]}
-    )
-    summary["spec_path"] = write_spec(lake, spec)
+    counts, label_rate, summary["spec_path"] = _spec_and_stats(cfg, lake, joined, run_id, summary["sampling"])
     timings["spec_s"] = time.perf_counter() - t0
     for df in (events, items, base, item_df, user_df, joined):
         df.unpersist()
@@ -664,10 +758,7 @@ def run_examples(
             "as_of_dates": [d.isoformat() for d in dates],
             "table_split_counts": counts,
             "run_label_rate": {k: round(v, 5) for k, v in label_rate.items()},
-            "table_versions": {
-                t: lake.version(t)
-                for t in (C.GOLD_ITEM_FEATURES, C.GOLD_USER_FEATURES, C.GOLD_TRAINING_EXAMPLES)
-            },
+            "table_versions": _table_versions(lake),
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "duration_s": round(time.perf_counter() - t_start, 3),
         }
