@@ -190,21 +190,11 @@ class Simulation:
     def served_path(self, day: dt.date) -> Path:
         return self.state / f"served-{day.isoformat()}.parquet"
 
-    def serve_day(self, day: dt.date, world) -> pd.DataFrame:
-        """Serve day D (or read what was served before) and return its served slots."""
-        path = self.served_path(day)
-        day_dir = self.raw / "events" / day.isoformat()
-        if path.exists():
-            return pd.read_parquet(path)
-        if day_dir.exists() and any(day_dir.iterdir()):
-            raise SimulationError(
-                f"{day_dir} already holds event files that this simulation did not serve; "
-                "simulate into a landing folder of its own"
-            )
-        index = (day - self.start).days
-        rng = np.random.default_rng([self.sim.seed, index])
-        came = world.user_ids[serve.arrivals(world, self.sim.users_per_day, rng)].tolist()
-        arm_of = dict(zip(came, serve.assign_arms(came, self.sim.arms, self.sim.seed), strict=True))
+    def _arm_lists(
+        self, day: dt.date, came: list[str], arm_of: dict[str, str], rng: np.random.Generator
+    ) -> pd.DataFrame:
+        """The top-N list each arriving user is shown, by arm: recpipe's published list (popularity
+        when the user has none), the previous model's, popularity, random (draws from ``rng``)."""
         ranked, allowed, consumed = self._catalog_state(day, came)
         raw_of = {pseudonymize_py(u, self.key): u for u in came}
         published = self._published(day, raw_of)
@@ -236,7 +226,24 @@ class Simulation:
         )
         rnd_users = [u for u in came if arm_of[u] == "random"]
         parts.append(serve.random_lists(rnd_users, allowed, consumed, top_n, f"simulate-random-{tag}", rng))
-        lists = pd.concat([p for p in parts if len(p)], ignore_index=True)
+        return pd.concat([p for p in parts if len(p)], ignore_index=True)
+
+    def serve_day(self, day: dt.date, world) -> pd.DataFrame:
+        """Serve day D (or read what was served before) and return its served slots."""
+        path = self.served_path(day)
+        day_dir = self.raw / "events" / day.isoformat()
+        if path.exists():
+            return pd.read_parquet(path)
+        if day_dir.exists() and any(day_dir.iterdir()):
+            raise SimulationError(
+                f"{day_dir} already holds event files that this simulation did not serve; "
+                "simulate into a landing folder of its own"
+            )
+        index = (day - self.start).days
+        rng = np.random.default_rng([self.sim.seed, index])
+        came = world.user_ids[serve.arrivals(world, self.sim.users_per_day, rng)].tolist()
+        arm_of = dict(zip(came, serve.assign_arms(came, self.sim.arms, self.sim.seed), strict=True))
+        lists = self._arm_lists(day, came, arm_of, rng)
         if lists.empty:
             raise SimulationError(f"{day}: no list to serve (no arriving user, or no allowed item)")
         ts = serve.request_times(day, len(came), rng)
@@ -347,6 +354,87 @@ def _mean(values: list[float]) -> float:
     return round(float(np.mean(values)), 5) if values else float("nan")
 
 
+def _day_row(
+    day: dt.date,
+    served: pd.DataFrame,
+    pipelines: dict[dt.date, dict[str, Any]],
+    ope: dict[str, Any],
+    alpha: float,
+    t_day: float,
+) -> dict[str, Any]:
+    """The summary's row of one simulated day (``ope`` is the estimate made on it for the next
+    day; the next day's :func:`_meet_yesterdays_estimate` adds the observed value to it)."""
+    nxt = day + dt.timedelta(days=1)
+    arms = measure.arm_metrics(served, alpha)
+    return {
+        "date": day.isoformat(),
+        "arms": arms,
+        "lift_over_popularity": measure.ctr_lift(served, "recpipe", "popularity", alpha)
+        if {"recpipe", "popularity"} <= set(arms)
+        else None,
+        "lift_over_previous": measure.ctr_lift(served, "recpipe", "previous", alpha)
+        if {"recpipe", "previous"} <= set(arms)
+        else None,
+        "previous_ranker": _previous_ranker(served),
+        "fallback_lists": int(served.loc[served["fallback"], "user"].nunique()),
+        "model_version": pipelines[day]["model_version"],
+        "pipeline_next_day": pipelines[nxt]["stages"],
+        "ope": ope,
+        "duration_s": round(time.perf_counter() - t_day, 1),
+    }
+
+
+def _meet_yesterdays_estimate(
+    day: dt.date, served: pd.DataFrame, ope_by_day: dict[dt.date, dict[str, Any]]
+) -> None:
+    """Yesterday's estimate for today's lists meets today's online value (updated in place)."""
+    prev = day - dt.timedelta(days=1)
+    if prev in ope_by_day and "value" in ope_by_day[prev]:
+        observed = served[(served["arm"] == "recpipe") & ~served["fallback"]]
+        if len(observed):
+            value = float(observed.groupby("user")["clicked"].sum().mean())
+            est = ope_by_day[prev]
+            est["observed"] = round(value, 5)
+            est["ci_contains_observed"] = bool(est["ci_low"] <= value <= est["ci_high"])
+            est["abs_error"] = round(abs(est["value"] - value), 5)
+
+
+def _run_summary(
+    cfg: Config,
+    start: dt.date,
+    days: int,
+    served: dict[dt.date, pd.DataFrame],
+    day_rows: list[dict[str, Any]],
+    ope_by_day: dict[dt.date, dict[str, Any]],
+    t0: float,
+) -> dict[str, Any]:
+    """The run's JSON summary: per arm over all days, the lifts, the days, the OPE's record."""
+    alpha = cfg.simulate.alpha
+    everything = pd.concat(served.values(), ignore_index=True)
+    checked = [o for o in ope_by_day.values() if "observed" in o]
+    return {
+        "job": "simulate",
+        "start": start.isoformat(),
+        "days_simulated": days,
+        "arm_shares": dict(cfg.simulate.arms),
+        "arms": measure.arm_metrics(everything, alpha),
+        "lift_over_popularity": measure.ctr_lift(everything, "recpipe", "popularity", alpha),
+        "lift_over_previous": measure.ctr_lift(everything, "recpipe", "previous", alpha)
+        if "previous" in cfg.simulate.arms
+        else None,
+        "days": day_rows,
+        "ope_summary": {
+            "days_checked": len(checked),
+            "mean_abs_error": _mean([o["abs_error"] for o in checked]),
+            "ci_contains_share": round(sum(o["ci_contains_observed"] for o in checked) / len(checked), 3)
+            if checked
+            else None,
+        },
+        "seconds_per_day": round((time.perf_counter() - t0) / days, 1),
+        "duration_s": round(time.perf_counter() - t0, 1),
+    }
+
+
 def run_simulation(
     cfg: Config, spark: SparkSession, days: int, start: dt.date | None = None
 ) -> dict[str, Any]:
@@ -380,63 +468,18 @@ def run_simulation(
         nxt = day + dt.timedelta(days=1)
         pipelines[nxt] = sim.run_pipeline(nxt)
         ope_by_day[day] = sim.next_day_estimate(day, served)
-        arms = measure.arm_metrics(served[day], alpha)
-        row = {
-            "date": day.isoformat(),
-            "arms": arms,
-            "lift_over_popularity": measure.ctr_lift(served[day], "recpipe", "popularity", alpha)
-            if {"recpipe", "popularity"} <= set(arms)
-            else None,
-            "lift_over_previous": measure.ctr_lift(served[day], "recpipe", "previous", alpha)
-            if {"recpipe", "previous"} <= set(arms)
-            else None,
-            "previous_ranker": _previous_ranker(served[day]),
-            "fallback_lists": int(served[day].loc[served[day]["fallback"], "user"].nunique()),
-            "model_version": pipelines[day]["model_version"],
-            "pipeline_next_day": pipelines[nxt]["stages"],
-            "ope": ope_by_day[day],
-            "duration_s": round(time.perf_counter() - t_day, 1),
-        }
-        # yesterday's estimate for today's lists meets today's online value
-        prev = day - dt.timedelta(days=1)
-        if prev in ope_by_day and "value" in ope_by_day[prev]:
-            observed = served[day][(served[day]["arm"] == "recpipe") & ~served[day]["fallback"]]
-            if len(observed):
-                value = float(observed.groupby("user")["clicked"].sum().mean())
-                est = ope_by_day[prev]
-                est["observed"] = round(value, 5)
-                est["ci_contains_observed"] = bool(est["ci_low"] <= value <= est["ci_high"])
-                est["abs_error"] = round(abs(est["value"] - value), 5)
+        row = _day_row(day, served[day], pipelines, ope_by_day[day], alpha, t_day)
+        _meet_yesterdays_estimate(day, served[day], ope_by_day)
         day_rows.append(row)
         log.info(
             "simulate: %s done in %.0f s: %s",
             day,
             row["duration_s"],
-            "  ".join(f"{a} ctr {m['ctr']:.4f} ({m['clicks_per_list']:.3f}/list)" for a, m in arms.items()),
+            "  ".join(
+                f"{a} ctr {m['ctr']:.4f} ({m['clicks_per_list']:.3f}/list)" for a, m in row["arms"].items()
+            ),
         )
-    everything = pd.concat(served.values(), ignore_index=True)
-    checked = [o for o in ope_by_day.values() if "observed" in o]
-    summary = {
-        "job": "simulate",
-        "start": start.isoformat(),
-        "days_simulated": days,
-        "arm_shares": dict(cfg.simulate.arms),
-        "arms": measure.arm_metrics(everything, alpha),
-        "lift_over_popularity": measure.ctr_lift(everything, "recpipe", "popularity", alpha),
-        "lift_over_previous": measure.ctr_lift(everything, "recpipe", "previous", alpha)
-        if "previous" in cfg.simulate.arms
-        else None,
-        "days": day_rows,
-        "ope_summary": {
-            "days_checked": len(checked),
-            "mean_abs_error": _mean([o["abs_error"] for o in checked]),
-            "ci_contains_share": round(sum(o["ci_contains_observed"] for o in checked) / len(checked), 3)
-            if checked
-            else None,
-        },
-        "seconds_per_day": round((time.perf_counter() - t0) / days, 1),
-        "duration_s": round(time.perf_counter() - t0, 1),
-    }
+    summary = _run_summary(cfg, start, days, served, day_rows, ope_by_day, t0)
     _write_json(sim.state / "summary.json", summary)
     # The summary is also a report: simulation-<start>.json and its page in the reports folder,
     # rendered from the JSON alone (`recpipe report --render` rebuilds it).
