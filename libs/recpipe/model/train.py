@@ -21,6 +21,7 @@ import os
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,23 +113,48 @@ def make_train_step(model, opt, loss_fn, precision: str = "float32", wrap_tape=N
     return train_step
 
 
-def train_fn(params: dict[str, Any]) -> dict[str, Any]:
-    """Train on this rank's shard; returns this rank's summary (rank 0 adds metrics + export)."""
+@dataclass
+class _Rank:
+    """One Horovod rank's context: the modules imported in the rank process, its rank and logger."""
+
+    params: dict[str, Any]
+    hvd: Any
+    tf: Any
+    keras: Any
+    rank: int
+    size: int
+    rlog: logging.Logger
+    precision: str
+    seed: int
+
+
+@dataclass
+class _TrainState:
+    """The checkpointed training state besides the model and optimizer (all broadcast from rank 0)."""
+
+    step: Any
+    epoch: Any
+    step_in_epoch: Any
+    epoch_seed: Any
+    best_auc: Any
+    bad_epochs: Any
+    done: Any
+    rng: Any
+    ckpt: Any
+    mgr: Any
+    best_prefix: str
+
+
+def _setup_rank(params: dict[str, Any]) -> _Rank:
+    """hvd.init, thread counts, rank 0's logging, GPU pinning, precision and the seeds."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     # TensorFlow numbers GPUs as nvidia-smi does (the Spark discovery script's addresses).
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-    import hashlib
-
     import horovod.tensorflow as hvd
     import tensorflow as tf
     import tf_keras as keras
 
-    from recpipe import constants as C
-    from recpipe.features.spec import FeatureSpec
-    from recpipe.model import data as D
     from recpipe.model import devices
-    from recpipe.model import position as P
-    from recpipe.model.models import build_model
 
     hvd.init()  # Horovod: initialize (Gloo controller, rank/size from the Spark task services)
     rank, size = hvd.rank(), hvd.size()
@@ -157,10 +183,17 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     seed = int(params["seed"])
     tf.random.set_seed(seed)
     np.random.seed(seed)
-    spec = FeatureSpec.from_json(params["spec_json"])
-    path, version = params["examples_path"], params["examples_version"]
-    bs = int(params["batch_size"])
+    return _Rank(params, hvd, tf, keras, rank, size, rlog, precision, seed)
 
+
+def _load_shards(r: _Rank, spec: Any, bs: int) -> tuple[Any, Any, Any, int]:
+    """This rank's train (+ ipw loss weights), validation and test shards and the steps per epoch."""
+    from recpipe import constants as C
+    from recpipe.model import data as D
+    from recpipe.model import position as P
+
+    params, rank, size = r.params, r.rank, r.size
+    path, version = params["examples_path"], params["examples_version"]
     t_load = time.perf_counter()
     # Horovod: each rank reads a disjoint row range; training shards padded to equal length.
     theta = params.get("ipw_theta")  # train.position_bias=ipw: the examination curve
@@ -173,7 +206,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     val = D.Shard.load(path, version, "validation", spec, rank, size, pad=False)
     test = D.Shard.load(path, version, "test", spec, rank, size, pad=False)
     steps = D.steps_per_epoch(train.rows, bs)
-    rlog.info(
+    r.rlog.info(
         "rank 0/%d: %d train rows/rank (%d real), %d steps/epoch, loaded in %.1fs",
         size,
         train.rows,
@@ -181,12 +214,19 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         steps,
         time.perf_counter() - t_load,
     )
+    return train, val, test, steps
 
-    model_kwargs = params.get("model_kwargs", {})
-    model = build_model(params["model"], spec, **model_kwargs)
 
-    base_lr = float(params["learning_rate"])
-    warmup_steps = int(params["warmup_epochs"]) * steps
+def _make_optimizer(r: _Rank, model: Any, steps: int) -> Any:
+    """Adam on the warm-up LR schedule (wrapped for the precision), its slots built."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from recpipe.model import devices
+
+    size = r.size
+    base_lr = float(r.params["learning_rate"])
+    warmup_steps = int(r.params["warmup_epochs"]) * steps
 
     class WarmupLR(keras.optimizers.schedules.LearningRateSchedule):
         # Horovod: LR scaled by the number of workers, reached linearly over the warm-up steps.
@@ -201,9 +241,17 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
             return {}
 
     # mixed_float16: dynamic loss scaling around Adam (its state is in the checkpoint).
-    opt = devices.wrap_optimizer(keras.optimizers.Adam(learning_rate=WarmupLR()), precision, keras)
+    opt = devices.wrap_optimizer(keras.optimizers.Adam(learning_rate=WarmupLR()), r.precision, keras)
     opt.build(model.trainable_variables)  # slots exist before restore/broadcast
+    return opt
 
+
+def _training_state(r: _Rank, model: Any, opt: Any) -> _TrainState:
+    """The state variables and checkpoint (manager); rank 0 restores the latest checkpoint, then
+    every rank receives rank 0's weights, optimizer and state."""
+    from recpipe.model import devices
+
+    tf, hvd, params = r.tf, r.hvd, r.params
     step_v = tf.Variable(0, dtype=tf.int64, name="step")
     epoch_v = tf.Variable(0, dtype=tf.int64, name="epoch")
     step_in_epoch_v = tf.Variable(0, dtype=tf.int64, name="step_in_epoch")
@@ -211,7 +259,7 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     best_auc_v = tf.Variable(-1.0, dtype=tf.float64, name="best_auc")
     bad_epochs_v = tf.Variable(0, dtype=tf.int64, name="bad_epochs")
     done_v = tf.Variable(0, dtype=tf.int64, name="done")
-    rng = tf.random.Generator.from_seed(seed)
+    rng = tf.random.Generator.from_seed(r.seed)
     ckpt = tf.train.Checkpoint(
         model=model,
         optimizer=opt,
@@ -224,12 +272,11 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         done=done_v,
         rng=rng,
     )
-    ckpt_dir = params["ckpt_dir"]
-    mgr = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=2)
+    mgr = tf.train.CheckpointManager(ckpt, params["ckpt_dir"], max_to_keep=2)
     best_prefix = os.path.join(params["run_dir"], "best", "best")
-    if rank == 0 and mgr.latest_checkpoint:  # Horovod: rank 0 restores, then broadcasts
+    if r.rank == 0 and mgr.latest_checkpoint:  # Horovod: rank 0 restores, then broadcasts
         ckpt.restore(mgr.latest_checkpoint).assert_existing_objects_matched()
-        rlog.info(
+        r.rlog.info(
             "resuming from %s (step %d, epoch %d, step in epoch %d)",
             mgr.latest_checkpoint,
             int(step_v),
@@ -241,18 +288,26 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     hvd.broadcast_variables(model.variables, root_rank=0)
     hvd.broadcast_variables(devices.optimizer_state_variables(opt), root_rank=0)  # + loss scale
     hvd.broadcast_variables(state_vars, root_rank=0)
-    resumed_from = int(step_v)
-
-    sparse_as_dense = bool(params.get("sparse_as_dense", True))
-    # Horovod: gradients averaged across ranks; the embeddings' sparse gradients densified and
-    # allreduced (train.sparse_as_dense) or allgathered as IndexedSlices.
-    train_step = make_train_step(
-        model,
-        opt,
-        keras.losses.BinaryCrossentropy(),
-        precision,
-        wrap_tape=lambda tape: hvd.DistributedGradientTape(tape, sparse_as_dense=sparse_as_dense),
+    return _TrainState(
+        step_v,
+        epoch_v,
+        step_in_epoch_v,
+        epoch_seed_v,
+        best_auc_v,
+        bad_epochs_v,
+        done_v,
+        rng,
+        ckpt,
+        mgr,
+        best_prefix,
     )
+
+
+def _make_eval(r: _Rank, model: Any, bs: int) -> tuple[Any, Any]:
+    """``predict(shard)`` and ``evaluate(shard, name, p=None)`` (metrics allreduced across ranks)."""
+    from recpipe.model import data as D
+
+    tf, hvd = r.tf, r.hvd
 
     @tf.function(reduce_retracing=True)
     def predict_step(x):
@@ -269,82 +324,107 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         total = hvd.allreduce(tf.constant(local), op=hvd.Sum, name=f"eval_{name}").numpy()
         return metrics_from_sums(total)
 
-    ckpt_every = max(1, int(params["checkpoint_every_steps"]))
-    log_every = max(1, steps // 4)
-    epochs, patience = int(params["epochs"]), int(params["early_stopping_patience"])
-    history: list[dict[str, Any]] = []
-    t_train = time.perf_counter()
-    samples_seen = 0
-    while not int(done_v) and int(epoch_v) < epochs:
-        epoch = int(epoch_v)
-        if int(step_in_epoch_v) == 0:
-            epoch_seed_v.assign(rng.uniform_full_int([], tf.int64))
-        skip = int(step_in_epoch_v)
-        ds = D.train_dataset(train, bs, int(epoch_seed_v), epoch, rank, skip_batches=skip)
-        t0, n0 = time.perf_counter(), 0
-        loss_sum, loss_n = 0.0, 0
-        for batch in ds:  # (x, y) or, with loss weights (position_bias=ipw), (x, y, w)
-            loss = train_step(*batch)
-            n0 += int(batch[1].shape[0])
-            loss_sum, loss_n = loss_sum + float(loss), loss_n + 1
-            step_v.assign_add(1)
-            step_in_epoch_v.assign_add(1)
-            s = int(step_v)
-            if rank == 0 and s % ckpt_every == 0:  # Horovod: only rank 0 writes checkpoints
-                mgr.save(checkpoint_number=s)
-            if rank == 0 and int(step_in_epoch_v) % log_every == 0:
-                el = time.perf_counter() - t0
-                rlog.info(
-                    "epoch %d step %d/%d (global %d) loss %.4f  %.0f samples/s (all ranks)",
-                    epoch + 1,
-                    int(step_in_epoch_v),
-                    steps,
-                    s,
-                    loss_sum / max(1, loss_n),
-                    n0 * size / max(el, 1e-9),
-                )
-        epoch_s = time.perf_counter() - t0
-        samples_seen += n0 * size
-        vm = evaluate(val, f"val_{epoch}")
-        auc = vm["auc"] if vm["auc"] is not None else 0.0
-        improved = auc > float(best_auc_v) + 1e-6
-        if improved:
-            best_auc_v.assign(auc)
-            bad_epochs_v.assign(0)
-            if rank == 0:
-                ckpt_best = tf.train.Checkpoint(model=model)
-                ckpt_best.write(best_prefix)
-        else:
-            bad_epochs_v.assign_add(1)
-        epoch_v.assign(epoch + 1)
-        step_in_epoch_v.assign(0)
-        # The decision uses the allreduced AUC and broadcast state: identical on every rank.
-        if int(bad_epochs_v) >= patience:
-            done_v.assign(1)
-        rec = {
-            "epoch": epoch + 1,
-            "steps": int(step_v),
-            "train_loss": loss_sum / max(1, loss_n),
-            "val_auc": vm["auc"],
-            "val_logloss": vm["logloss"],
-            "samples_per_s": n0 * size / max(epoch_s, 1e-9),
-            "epoch_s": epoch_s,
-        }
-        history.append(rec)
-        if rank == 0:
-            mgr.save(checkpoint_number=int(step_v))
-            rlog.info(
-                "epoch %d done: loss %.4f val_auc %.4f val_logloss %.4f best %.4f%s (%.0f samples/s)",
-                epoch + 1,
-                rec["train_loss"],
-                auc,
-                vm["logloss"] or float("nan"),
-                float(best_auc_v),
-                "  early stop" if int(done_v) else "",
-                rec["samples_per_s"],
-            )
-    train_s = time.perf_counter() - t_train
+    return predict, evaluate
 
+
+def _run_epoch(
+    r: _Rank, st: _TrainState, train_step: Any, train: Any, bs: int, steps: int
+) -> tuple[int, float, int, float]:
+    """One epoch's steps (resuming inside it), rank 0 checkpointing and logging on its cadence;
+    (samples this rank, loss sum, steps run, seconds)."""
+    from recpipe.model import data as D
+
+    tf, rank, size = r.tf, r.rank, r.size
+    ckpt_every = max(1, int(r.params["checkpoint_every_steps"]))
+    log_every = max(1, steps // 4)
+    epoch = int(st.epoch)
+    if int(st.step_in_epoch) == 0:
+        st.epoch_seed.assign(st.rng.uniform_full_int([], tf.int64))
+    skip = int(st.step_in_epoch)
+    ds = D.train_dataset(train, bs, int(st.epoch_seed), epoch, rank, skip_batches=skip)
+    t0, n0 = time.perf_counter(), 0
+    loss_sum, loss_n = 0.0, 0
+    for batch in ds:  # (x, y) or, with loss weights (position_bias=ipw), (x, y, w)
+        loss = train_step(*batch)
+        n0 += int(batch[1].shape[0])
+        loss_sum, loss_n = loss_sum + float(loss), loss_n + 1
+        st.step.assign_add(1)
+        st.step_in_epoch.assign_add(1)
+        s = int(st.step)
+        if rank == 0 and s % ckpt_every == 0:  # Horovod: only rank 0 writes checkpoints
+            st.mgr.save(checkpoint_number=s)
+        if rank == 0 and int(st.step_in_epoch) % log_every == 0:
+            el = time.perf_counter() - t0
+            r.rlog.info(
+                "epoch %d step %d/%d (global %d) loss %.4f  %.0f samples/s (all ranks)",
+                epoch + 1,
+                int(st.step_in_epoch),
+                steps,
+                s,
+                loss_sum / max(1, loss_n),
+                n0 * size / max(el, 1e-9),
+            )
+    return n0, loss_sum, loss_n, time.perf_counter() - t0
+
+
+def _end_epoch(
+    r: _Rank,
+    st: _TrainState,
+    model: Any,
+    vm: dict[str, Any],
+    epoch: int,
+    epoch_run: tuple[int, float, int, float],
+) -> dict[str, Any]:
+    """Best-epoch weights, early stopping and the epoch's history record; rank 0 checkpoints and logs."""
+    n0, loss_sum, loss_n, epoch_s = epoch_run
+    auc = vm["auc"] if vm["auc"] is not None else 0.0
+    improved = auc > float(st.best_auc) + 1e-6
+    if improved:
+        st.best_auc.assign(auc)
+        st.bad_epochs.assign(0)
+        if r.rank == 0:
+            ckpt_best = r.tf.train.Checkpoint(model=model)
+            ckpt_best.write(st.best_prefix)
+    else:
+        st.bad_epochs.assign_add(1)
+    st.epoch.assign(epoch + 1)
+    st.step_in_epoch.assign(0)
+    # The decision uses the allreduced AUC and broadcast state: identical on every rank.
+    if int(st.bad_epochs) >= int(r.params["early_stopping_patience"]):
+        st.done.assign(1)
+    rec = {
+        "epoch": epoch + 1,
+        "steps": int(st.step),
+        "train_loss": loss_sum / max(1, loss_n),
+        "val_auc": vm["auc"],
+        "val_logloss": vm["logloss"],
+        "samples_per_s": n0 * r.size / max(epoch_s, 1e-9),
+        "epoch_s": epoch_s,
+    }
+    if r.rank == 0:
+        st.mgr.save(checkpoint_number=int(st.step))
+        r.rlog.info(
+            "epoch %d done: loss %.4f val_auc %.4f val_logloss %.4f best %.4f%s (%.0f samples/s)",
+            epoch + 1,
+            rec["train_loss"],
+            auc,
+            vm["logloss"] or float("nan"),
+            float(st.best_auc),
+            "  early stop" if int(st.done) else "",
+            rec["samples_per_s"],
+        )
+    return rec
+
+
+def _final_eval(
+    r: _Rank, st: _TrainState, model: Any, eval_fns: tuple[Any, Any], val: Any, test: Any
+) -> tuple[str, dict[str, Any], dict[str, Any], np.ndarray]:
+    """Trained weights' checksum, then the best epoch's weights on every rank and their val/test
+    metrics; (checksum, val metrics, test metrics, every rank's test (label, score) rows)."""
+    import hashlib
+
+    tf, hvd = r.tf, r.hvd
+    predict, evaluate = eval_fns
     # Checksum of the trained weights (before restoring the best epoch): identical on all ranks.
     h = hashlib.sha256()
     for w in model.get_weights():
@@ -352,8 +432,8 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     checksum = h.hexdigest()
 
     # Best epoch's weights: rank 0 reads them, every rank receives them for the test evaluation.
-    if rank == 0 and tf.io.gfile.exists(best_prefix + ".index"):
-        tf.train.Checkpoint(model=model).read(best_prefix).expect_partial()
+    if r.rank == 0 and tf.io.gfile.exists(st.best_prefix + ".index"):
+        tf.train.Checkpoint(model=model).read(st.best_prefix).expect_partial()
     hvd.broadcast_variables(model.variables, root_rank=0)  # Horovod: best weights everywhere
     val_m = evaluate(val, "val_final")
     test_p = predict(test)
@@ -362,64 +442,127 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     # across ranks like the AUC histograms: gather every rank's (label, score) rows (16 bytes a row).
     local_rows = np.column_stack([test.y.reshape(-1), test_p.reshape(-1)]).astype(np.float64)
     test_rows = hvd.allgather(tf.constant(local_rows), name="test_scores").numpy()
+    return checksum, val_m, test_m, test_rows
 
+
+def _export(
+    r: _Rank,
+    model: Any,
+    spec: Any,
+    val_m: dict[str, Any],
+    test_m: dict[str, Any],
+    test_rows: np.ndarray,
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Rank 0: the model (float32), its feature spec and meta in the export folder; the summary's
+    export keys (without the timings)."""
+    from recpipe.evaluation.calibration import calibration_summary
+    from recpipe.model import devices
+    from recpipe.model.models import build_model
+
+    tf, keras, params = r.tf, r.keras, r.params
+    model_kwargs = params.get("model_kwargs", {})
+    calibration = calibration_summary(test_rows[:, 0], test_rows[:, 1])
+    export_dir = params["export_dir"]
+    tf.io.gfile.makedirs(export_dir)
+    # The export is float32 whatever train.precision: scoring (CPU executors) is unchanged.
+    exported = (
+        devices.float32_copy(model, lambda: build_model(params["model"], spec, **model_kwargs), keras)
+        if devices.is_mixed(r.precision)
+        else model
+    )
+    exported.save(os.path.join(export_dir, EXPORT_MODEL))
+    meta = {
+        "run_id": params["run_id"],
+        "model": params["model"],
+        "model_kwargs": params.get("model_kwargs", {}),
+        "examples_table": params["examples_table"],
+        "examples_path": params["examples_path"],
+        "examples_version": params["examples_version"],
+        "workers": r.size,
+        "hashing": {
+            f.name: {"buckets": f.buckets, "function": "keras.layers.Hashing (FarmHash64 fingerprint)"}
+            for f in spec.hashed
+        },
+        "metrics": {
+            "val_auc": val_m["auc"],
+            "val_logloss": val_m["logloss"],
+            "test_auc": test_m["auc"],
+            "test_logloss": test_m["logloss"],
+            "test_rows": test_m["rows"],
+            "val_rows": val_m["rows"],
+        },
+        "calibration": calibration,
+        "history": history,
+        "params": {k: params[k] for k in TRAIN_PARAM_KEYS},
+    }
+    with tf.io.gfile.GFile(os.path.join(export_dir, EXPORT_SPEC), "w") as fh:
+        fh.write(spec.to_json())
+    with tf.io.gfile.GFile(os.path.join(export_dir, EXPORT_META), "w") as fh:
+        fh.write(json.dumps(meta, indent=2, default=str))
+    return {
+        "export_dir": export_dir,
+        "metrics": meta["metrics"],
+        "calibration": calibration,
+        "history": history,
+    }
+
+
+def train_fn(params: dict[str, Any]) -> dict[str, Any]:
+    """Train on this rank's shard; returns this rank's summary (rank 0 adds metrics + export)."""
+    r = _setup_rank(params)
+    hvd, keras, size = r.hvd, r.keras, r.size
+
+    from recpipe.features.spec import FeatureSpec
+    from recpipe.model.models import build_model
+
+    spec = FeatureSpec.from_json(params["spec_json"])
+    bs = int(params["batch_size"])
+    train, val, test, steps = _load_shards(r, spec, bs)
+    model = build_model(params["model"], spec, **params.get("model_kwargs", {}))
+    opt = _make_optimizer(r, model, steps)
+    st = _training_state(r, model, opt)
+    resumed_from = int(st.step)
+
+    sparse_as_dense = bool(params.get("sparse_as_dense", True))
+    # Horovod: gradients averaged across ranks; the embeddings' sparse gradients densified and
+    # allreduced (train.sparse_as_dense) or allgathered as IndexedSlices.
+    train_step = make_train_step(
+        model,
+        opt,
+        keras.losses.BinaryCrossentropy(),
+        r.precision,
+        wrap_tape=lambda tape: hvd.DistributedGradientTape(tape, sparse_as_dense=sparse_as_dense),
+    )
+    predict, evaluate = _make_eval(r, model, bs)
+
+    epochs = int(params["epochs"])
+    history: list[dict[str, Any]] = []
+    t_train = time.perf_counter()
+    samples_seen = 0
+    while not int(st.done) and int(st.epoch) < epochs:
+        epoch = int(st.epoch)
+        epoch_run = _run_epoch(r, st, train_step, train, bs, steps)
+        samples_seen += epoch_run[0] * size
+        vm = evaluate(val, f"val_{epoch}")
+        history.append(_end_epoch(r, st, model, vm, epoch, epoch_run))
+    train_s = time.perf_counter() - t_train
+
+    checksum, val_m, test_m, test_rows = _final_eval(r, st, model, (predict, evaluate), val, test)
     out: dict[str, Any] = {
-        "rank": rank,
+        "rank": r.rank,
         "size": size,
         "weights_checksum": checksum,
-        "steps": int(step_v),
+        "steps": int(st.step),
         "resumed_from_step": resumed_from,
         "train_rows_per_rank": train.rows,
         "real_train_rows": train.real_rows,
         # This rank's own rate (samples_seen counts all ranks): a slow rank stands out in the report.
         "rank_samples_per_s": samples_seen / size / max(train_s, 1e-9),
     }
-    if rank == 0:
-        from recpipe.evaluation.calibration import calibration_summary
-
-        calibration = calibration_summary(test_rows[:, 0], test_rows[:, 1])
-        export_dir = params["export_dir"]
-        tf.io.gfile.makedirs(export_dir)
-        # The export is float32 whatever train.precision: scoring (CPU executors) is unchanged.
-        exported = (
-            devices.float32_copy(model, lambda: build_model(params["model"], spec, **model_kwargs), keras)
-            if devices.is_mixed(precision)
-            else model
-        )
-        exported.save(os.path.join(export_dir, EXPORT_MODEL))
-        meta = {
-            "run_id": params["run_id"],
-            "model": params["model"],
-            "model_kwargs": params.get("model_kwargs", {}),
-            "examples_table": params["examples_table"],
-            "examples_path": path,
-            "examples_version": version,
-            "workers": size,
-            "hashing": {
-                f.name: {"buckets": f.buckets, "function": "keras.layers.Hashing (FarmHash64 fingerprint)"}
-                for f in spec.hashed
-            },
-            "metrics": {
-                "val_auc": val_m["auc"],
-                "val_logloss": val_m["logloss"],
-                "test_auc": test_m["auc"],
-                "test_logloss": test_m["logloss"],
-                "test_rows": test_m["rows"],
-                "val_rows": val_m["rows"],
-            },
-            "calibration": calibration,
-            "history": history,
-            "params": {k: params[k] for k in TRAIN_PARAM_KEYS},
-        }
-        with tf.io.gfile.GFile(os.path.join(export_dir, EXPORT_SPEC), "w") as fh:
-            fh.write(spec.to_json())
-        with tf.io.gfile.GFile(os.path.join(export_dir, EXPORT_META), "w") as fh:
-            fh.write(json.dumps(meta, indent=2, default=str))
+    if r.rank == 0:
         out.update(
-            export_dir=export_dir,
-            metrics=meta["metrics"],
-            calibration=calibration,
-            history=history,
+            **_export(r, model, spec, val_m, test_m, test_rows, history),
             train_s=train_s,
             samples_per_s=samples_seen / max(train_s, 1e-9),
         )
