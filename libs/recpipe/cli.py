@@ -13,10 +13,13 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recpipe import faults
 from recpipe.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("recpipe")
 
@@ -65,7 +68,7 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(args.conf, args.overrides)
 
 
-def _session(cfg: Config, stage: str):
+def _session(cfg: Config, stage: str) -> SparkSession:
     from recpipe.spark import build_session
 
     return build_session(cfg, stage)

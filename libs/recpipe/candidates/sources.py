@@ -12,8 +12,10 @@ import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 from pyspark.ml.feature import (
@@ -396,7 +398,7 @@ def feature_table_vectors(item_features: DataFrame, column: str) -> DataFrame:
     return Normalizer(inputCol="raw", outputCol="features", p=2.0).transform(v).select(C.ITEM_ID, "features")
 
 
-def _rows(col) -> np.ndarray:
+def _rows(col: Any) -> npt.NDArray[Any]:
     """An Arrow list<float> column (equal lengths) -> float32 matrix, one row per value."""
     flat = col.combine_chunks() if hasattr(col, "combine_chunks") else col
     n = len(flat)
@@ -404,7 +406,7 @@ def _rows(col) -> np.ndarray:
     return values.reshape(n, -1) if n and values.size else np.zeros((n, 0), dtype=np.float32)
 
 
-def _unit_rows(col) -> np.ndarray:
+def _unit_rows(col: Any) -> npt.NDArray[Any]:
     """:func:`_rows` with L2-normalized rows (zero rows stay zero)."""
     mat = _rows(col)
     norm = np.linalg.norm(mat, axis=1, keepdims=True)
@@ -412,10 +414,10 @@ def _unit_rows(col) -> np.ndarray:
 
 
 def top_k_dot(
-    q_ids: np.ndarray,
-    q_mat: np.ndarray,
-    t_ids: np.ndarray,
-    t_mat: np.ndarray,
+    q_ids: npt.NDArray[Any],
+    q_mat: npt.NDArray[Any],
+    t_ids: npt.NDArray[Any],
+    t_mat: npt.NDArray[Any],
     k: int,
     min_score: float = -np.inf,
     exclude_same_id: bool = True,
@@ -454,8 +456,8 @@ def top_k_dot(
 
 def blocked_top_k(
     queries: DataFrame,
-    t_ids: np.ndarray,
-    t_mat: np.ndarray,
+    t_ids: npt.NDArray[Any],
+    t_mat: npt.NDArray[Any],
     k: int,
     names: tuple[str, str, str],
     unit: bool = False,
@@ -598,19 +600,21 @@ def apply_budget(cands: DataFrame, budget: int, shares: dict[str, float] | None 
     return ranked.drop("_norm_rank").join(keep, [C.USER_ID, C.ITEM_ID], "left_semi")
 
 
-def _group_starts(keys: np.ndarray) -> np.ndarray:
+def _group_starts(keys: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """For a sorted key array: each position's offset within its run of equal keys."""
     idx = np.arange(len(keys))
     new = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, dtype=bool)
-    return idx - np.maximum.accumulate(np.where(new, idx, 0))
+    starts: npt.NDArray[Any] = idx - np.maximum.accumulate(np.where(new, idx, 0))
+    return starts
 
 
-def _dense(values: np.ndarray) -> np.ndarray:
+def _dense(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Dense ranks (0..) of ``values`` in ascending order: equal values, equal ranks."""
-    return np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    ranks: npt.NDArray[Any] = np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return ranks
 
 
-def _order(*keys: np.ndarray) -> np.ndarray:
+def _order(*keys: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Stable order by non-negative integer keys, most significant first: one argsort of a
     combined int64 key when the ranges fit (several times faster than ``np.lexsort``)."""
     spans = [int(k.max()) + 1 if len(k) else 1 for k in keys]
@@ -619,7 +623,8 @@ def _order(*keys: np.ndarray) -> np.ndarray:
         for k, span in zip(keys, spans):
             combined = combined * span + k
         return np.argsort(combined, kind="stable")
-    return np.lexsort(tuple(reversed(keys)))
+    order: npt.NDArray[Any] = np.lexsort(tuple(reversed(keys)))
+    return order
 
 
 def budget_frame(pdf: pd.DataFrame, budget: int, shares: dict[str, float]) -> pd.DataFrame:
@@ -701,10 +706,11 @@ def _cand_frame(df: pd.DataFrame, source: str, score: pd.Series, detail: pd.Seri
     )
 
 
-def _codes(values: np.ndarray, sort: bool = False) -> np.ndarray:
+def _codes(values: npt.NDArray[Any], sort: bool = False) -> npt.NDArray[Any]:
     """Integer codes of ``values`` (equal values, equal codes; ascending order when ``sort``):
     sorting and matching on them is several times faster than on the id strings."""
-    return pd.factorize(values, sort=sort)[0].astype(np.int64)
+    codes: npt.NDArray[Any] = pd.factorize(values, sort=sort)[0].astype(np.int64)
+    return codes
 
 
 def _best_pairs(df: pd.DataFrame) -> pd.DataFrame:

@@ -30,8 +30,10 @@ as ``unlabeled_impressions``.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -77,7 +79,7 @@ MAPPING = {
 }
 
 
-def _entity_labels(raw: str) -> list:
+def _entity_labels(raw: str) -> list[str]:
     if not raw:
         return []
     try:
@@ -86,7 +88,7 @@ def _entity_labels(raw: str) -> list:
         return []
     if not isinstance(ents, list):
         return []
-    labels: list = []
+    labels: list[str] = []
     for e in ents:
         label = e.get("Label") if isinstance(e, dict) else None
         if isinstance(label, str) and label and label not in labels:
@@ -94,7 +96,9 @@ def _entity_labels(raw: str) -> list:
     return labels
 
 
-def read_news(path, skipped: Counter, chunk_lines: int = 100_000) -> pd.DataFrame:
+def read_news(
+    path: str | os.PathLike[str], skipped: Counter[str], chunk_lines: int = 100_000
+) -> pd.DataFrame:
     """news.tsv -> item DataFrame (first row wins for a duplicated id; duplicates counted)."""
     frames = []
     for lines in iter_line_chunks(path, chunk_lines):
@@ -137,7 +141,9 @@ def read_news(path, skipped: Counter, chunk_lines: int = 100_000) -> pd.DataFram
     )
 
 
-def _parse_behaviors_chunk(lines: pd.Series, skipped: Counter, counters: Counter):
+def _parse_behaviors_chunk(
+    lines: pd.Series, skipped: Counter[str], counters: Counter[str]
+) -> tuple[pd.DataFrame, pd.DataFrame] | tuple[None, None]:
     """-> (events DataFrame, per-row history frame [user_id, ts_ms, imp_id, hist, hist_len])."""
     parts = split_fixed_columns(lines, "\t", 5, skipped)
     if parts.empty:
@@ -250,13 +256,13 @@ def _history_events(users: pd.DataFrame) -> pd.DataFrame:
 
 
 def import_mind(
-    source_dir,
-    out_dir,
+    source_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
     *,
     overwrite: bool = False,
     chunk_lines: int = 20_000,
     spill_rows: int = 2_000_000,
-) -> dict:
+) -> dict[str, Any]:
     """Import a MIND folder (behaviors.tsv [+ news.tsv]) into ``out_dir``; returns the manifest."""
     src = Path(source_dir)
     behaviors_path = src / "behaviors.tsv"
@@ -265,9 +271,9 @@ def import_mind(
         raise FileNotFoundError(f"{behaviors_path} not found (expected a MIND folder)")
     out = prepare_out_dir(out_dir, overwrite=overwrite)
 
-    skipped_behaviors: Counter = Counter()
-    skipped_news: Counter = Counter()
-    counters: Counter = Counter()
+    skipped_behaviors: Counter[str] = Counter()
+    skipped_news: Counter[str] = Counter()
+    counters: Counter[str] = Counter()
     users: pd.DataFrame | None = None
     with EventWriter(out, spill_rows=spill_rows) as writer:
         for lines in iter_line_chunks(behaviors_path, chunk_lines):

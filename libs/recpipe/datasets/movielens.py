@@ -22,10 +22,14 @@ Malformed rating lines are skipped and counted by reason (``blank_line``, ``wron
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from .rawfiles import (
@@ -62,7 +66,7 @@ MAPPING = {
 }
 
 
-def detect_format(source_dir) -> str:
+def detect_format(source_dir: str | os.PathLike[str]) -> str:
     """``"ml-100k"`` or ``"ml-latest"`` depending on the files present; ValueError otherwise."""
     src = Path(source_dir)
     if (src / "u.data").is_file():
@@ -75,7 +79,7 @@ def detect_format(source_dir) -> str:
 # --------------------------------------------------------------------------- ratings -> events
 
 
-def _rating_events(parts: pd.DataFrame, skipped: Counter, counters: Counter) -> pd.DataFrame:
+def _rating_events(parts: pd.DataFrame, skipped: Counter[str], counters: Counter[str]) -> pd.DataFrame:
     parts.columns = ["user", "item", "rating", "ts"]
     user = parts["user"].str.strip()
     item = parts["item"].str.strip()
@@ -110,7 +114,7 @@ def _rating_events(parts: pd.DataFrame, skipped: Counter, counters: Counter) -> 
     return pd.concat([impressions, likes], ignore_index=True)
 
 
-def _iter_ratings(src: Path, fmt: str, chunk_lines: int, skipped: Counter):
+def _iter_ratings(src: Path, fmt: str, chunk_lines: int, skipped: Counter[str]) -> Iterator[pd.DataFrame]:
     if fmt == "ml-100k":
         path, sep, header = src / "u.data", "\t", False
     else:
@@ -138,7 +142,7 @@ def _year_ts(titles: pd.Series) -> pd.Series:
     return dt
 
 
-def _ts_strings(dt: pd.Series) -> np.ndarray:
+def _ts_strings(dt: pd.Series) -> npt.NDArray[Any]:
     ms = pd.Series(np.nan, index=dt.index, dtype="float64")
     ok = dt.notna()
     if ok.any():
@@ -146,7 +150,9 @@ def _ts_strings(dt: pd.Series) -> np.ndarray:
     return format_ts_ms(ms.to_numpy())
 
 
-def _items_frame(ids: pd.Series, titles: pd.Series, genres: list, published: pd.Series) -> pd.DataFrame:
+def _items_frame(
+    ids: pd.Series, titles: pd.Series, genres: list[list[str]], published: pd.Series
+) -> pd.DataFrame:
     titles = titles.str.strip()
     titles = titles.where(titles != "", None)
     genres = [[g for g in gs if g and g not in PLACEHOLDER_GENRES] for gs in genres]
@@ -170,7 +176,7 @@ def _items_frame(ids: pd.Series, titles: pd.Series, genres: list, published: pd.
     )
 
 
-def _read_movies_100k(src: Path, skipped: Counter) -> pd.DataFrame:
+def _read_movies_100k(src: Path, skipped: Counter[str]) -> pd.DataFrame:
     genre_names = list(ML100K_GENRES)
     gpath = src / "u.genre"
     if gpath.is_file():
@@ -202,11 +208,11 @@ def _read_movies_100k(src: Path, skipped: Counter) -> pd.DataFrame:
     return _items_frame(ids, m[1], genres, published)
 
 
-def _read_movies_latest(src: Path, skipped: Counter) -> pd.DataFrame:
+def _read_movies_latest(src: Path, skipped: Counter[str]) -> pd.DataFrame:
     path = src / "movies.csv"
     frames = []
 
-    def bad_line(fields):  # count and drop rows with a wrong number of fields
+    def bad_line(fields: list[str]) -> None:  # count and drop rows with a wrong number of fields
         skipped["wrong_column_count"] += 1
         return None
 
@@ -236,20 +242,20 @@ def _read_movies_latest(src: Path, skipped: Counter) -> pd.DataFrame:
 
 
 def import_movielens(
-    source_dir,
-    out_dir,
+    source_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
     *,
     overwrite: bool = False,
     chunk_lines: int = 1_000_000,
     spill_rows: int = 4_000_000,
-) -> dict:
+) -> dict[str, Any]:
     """Import a MovieLens folder (ml-100k or ml-latest[-small] layout) into ``out_dir``; returns the manifest."""
     src = Path(source_dir)
     fmt = detect_format(src)
     out = prepare_out_dir(out_dir, overwrite=overwrite)
-    skipped_ratings: Counter = Counter()
-    skipped_movies: Counter = Counter()
-    counters: Counter = Counter()
+    skipped_ratings: Counter[str] = Counter()
+    skipped_movies: Counter[str] = Counter()
+    counters: Counter[str] = Counter()
     with EventWriter(out, spill_rows=spill_rows) as writer:
         for parts in _iter_ratings(src, fmt, chunk_lines, skipped_ratings):
             writer.add(_rating_events(parts, skipped_ratings, counters))

@@ -30,9 +30,11 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import cast
+from types import TracebackType
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -98,7 +100,7 @@ _SORT_KEYS = [
 # --------------------------------------------------------------------------- time helpers
 
 
-def format_ts_ms(ts_ms) -> np.ndarray:
+def format_ts_ms(ts_ms: Any) -> npt.NDArray[Any]:
     """Vectorised epoch-milliseconds -> ``"YYYY-MM-DDTHH:MM:SS.mmmZ"`` (object array).
 
     Missing values (NaN / pandas NA) become ``None``.
@@ -133,7 +135,7 @@ def _hour_relpath(hour: int) -> str:
 # --------------------------------------------------------------------------- output dir
 
 
-def prepare_out_dir(out_dir, overwrite: bool = False) -> Path:
+def prepare_out_dir(out_dir: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Create ``out_dir``; refuse (or with ``overwrite`` clear) a previous import's outputs there.
 
     Only recpipe's own raw outputs (``events/``, ``items.jsonl``, ``manifest.json``) are removed.
@@ -155,7 +157,7 @@ def prepare_out_dir(out_dir, overwrite: bool = False) -> Path:
 def _json_lines(df: pd.DataFrame) -> str:
     if df.empty:
         return ""
-    text = df.to_json(orient="records", lines=True, force_ascii=False)
+    text: str = df.to_json(orient="records", lines=True, force_ascii=False)
     # pandas escapes "/" as "\/" (valid JSON, but noisy). "\/" in its output can only come from a "/",
     # because a literal backslash is always written as "\\" followed by the next (escaped) char.
     text = text.replace("\\/", "/")
@@ -164,7 +166,7 @@ def _json_lines(df: pd.DataFrame) -> str:
     return text
 
 
-def write_json(path, obj) -> None:
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     Path(path).write_text(
         json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8"
     )
@@ -181,7 +183,9 @@ class EventWriter:
     the files; it returns statistics (counts by type, users, time range, number of files).
     """
 
-    def __init__(self, out_dir, *, spill_rows: int = 2_000_000, write_batch_rows: int = 500_000):
+    def __init__(
+        self, out_dir: str | os.PathLike[str], *, spill_rows: int = 2_000_000, write_batch_rows: int = 500_000
+    ) -> None:
         self.out_dir = Path(out_dir)
         self.events_dir = self.out_dir / "events"
         self.spill_rows = int(spill_rows)
@@ -190,13 +194,13 @@ class EventWriter:
         self._buffered = 0
         self._runs: list[tuple[pa.Table, dict[int, tuple[int, int]]]] = []
         self._tmpdir: str | None = None
-        self._counts: Counter = Counter()
+        self._counts: Counter[str] = Counter()
         self._users: list[pa.Array] = []
         self._items: list[pa.Array] = []
         self._min_ts: int | None = None
         self._max_ts: int | None = None
         self._closed = False
-        self.stats: dict | None = None
+        self.stats: dict[str, Any] | None = None
 
     # -- input
     def add(self, df: pd.DataFrame) -> None:
@@ -298,10 +302,10 @@ class EventWriter:
         return len(uniq)
 
     # -- output
-    def close(self) -> dict:
+    def close(self) -> dict[str, Any]:
         if self._closed:
             # (None only after a close() that raised: the with-block callers never read it then)
-            return cast(dict, self.stats)
+            return cast(dict[str, Any], self.stats)
         self._closed = True
         self._flush_buffer(spill=False)
         self.events_dir.mkdir(parents=True, exist_ok=True)
@@ -344,7 +348,9 @@ class EventWriter:
     def __enter__(self) -> EventWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         elif self._tmpdir is not None:
@@ -393,7 +399,7 @@ def event_lines(table: pa.Table) -> pa.Array:
         "propensity": propensity,
         "is_history": is_history,
     }
-    parts: list = []
+    parts: list[Any] = []
     for i, name in enumerate(EVENT_FIELDS):
         parts.append(("{" if i == 0 else ",") + json.dumps(name) + ":")
         parts.append(values[name])
@@ -407,7 +413,7 @@ def event_lines(table: pa.Table) -> pa.Array:
 # --------------------------------------------------------------------------- items
 
 
-def write_items(out_dir, items: pd.DataFrame) -> int:
+def write_items(out_dir: str | os.PathLike[str], items: pd.DataFrame) -> int:
     """Write ``OUT/items.jsonl`` (sorted by item_id). Missing columns are written as null,
     ``tags`` as ``[]`` and ``status`` as ``"active"``."""
     df = items.copy()
@@ -438,7 +444,9 @@ def write_items(out_dir, items: pd.DataFrame) -> int:
 # --------------------------------------------------------------------------- reading helpers
 
 
-def iter_line_chunks(path, chunk_lines: int = 200_000, encoding: str = "utf-8") -> Iterator[pd.Series]:
+def iter_line_chunks(
+    path: str | os.PathLike[str], chunk_lines: int = 200_000, encoding: str = "utf-8"
+) -> Iterator[pd.Series]:
     """Yield the file's lines (without line terminators) as pandas Series of at most
     ``chunk_lines`` strings; the Series index is the 1-based line number."""
     line_no = 0
@@ -452,7 +460,7 @@ def iter_line_chunks(path, chunk_lines: int = 200_000, encoding: str = "utf-8") 
             yield s.str.rstrip("\r\n")
 
 
-def split_fixed_columns(lines: pd.Series, sep: str, ncols: int, skipped: Counter) -> pd.DataFrame:
+def split_fixed_columns(lines: pd.Series, sep: str, ncols: int, skipped: Counter[str]) -> pd.DataFrame:
     """Split lines into exactly ``ncols`` string columns. Blank lines are counted as
     ``blank_line`` and lines with another number of fields as ``wrong_column_count`` in
     ``skipped``; both are dropped."""
@@ -470,8 +478,8 @@ def split_fixed_columns(lines: pd.Series, sep: str, ncols: int, skipped: Counter
     return lines.str.split(sep, n=ncols - 1, expand=True, regex=False)
 
 
-def merge_counters(*counters: Mapping[str, int]) -> dict:
-    total: Counter = Counter()
+def merge_counters(*counters: Mapping[str, int]) -> dict[str, int]:
+    total: Counter[str] = Counter()
     for c in counters:
         total.update(c)
     return {k: int(v) for k, v in sorted(total.items()) if v}

@@ -72,13 +72,13 @@ def decompress(path: str, data: bytes) -> bytes:
 
 def parse_jsonl_bytes(
     source_file: str, data: bytes, sources: dict[str, str] | None = None
-) -> dict[str, list]:
+) -> dict[str, list[Any]]:
     """Split one JSONL file into records; each gets its line number and parse outcome.
 
     ``sources`` maps a canonical field to the JSON key it is read from (default: its own name).
     """
     keys = {f: (sources or {}).get(f, f) for f in C.RAW_FIELDS}
-    cols: dict[str, list] = {k: [] for k in ("source_file", "line", "raw", "parse_error", *C.RAW_FIELDS)}
+    cols: dict[str, list[Any]] = {k: [] for k in ("source_file", "line", "raw", "parse_error", *C.RAW_FIELDS)}
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -116,8 +116,8 @@ def parse_jsonl_bytes(
     return cols
 
 
-def _file_row(path: str, error: str) -> dict[str, list]:
-    row: dict[str, list] = {f: [None] for f in C.RAW_FIELDS}
+def _file_row(path: str, error: str) -> dict[str, list[Any]]:
+    row: dict[str, list[Any]] = {f: [None] for f in C.RAW_FIELDS}
     row.update(source_file=[path], line=[FILE_ROW_LINE], raw=[None], parse_error=[error])
     return row
 
@@ -362,6 +362,7 @@ def to_silver(df: DataFrame, key: str, batch_id: str, ingested_at: Column) -> Da
         32,
     )
     event_id = F.when(_blank(F.col("event_id")), derived_id).otherwise(F.trim(F.col("event_id")))
+    nullif_blank: Callable[[str], Column]
     nullif_blank = lambda c: F.when(_blank(F.col(c)), None).otherwise(F.trim(F.col(c)))  # noqa: E731
     return df.select(
         event_id.alias(C.EVENT_ID),

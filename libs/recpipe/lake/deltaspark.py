@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, DataFrameWriter
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
@@ -19,7 +19,7 @@ from recpipe.lake.base import CommitResult, Lake, LakeError, Txn, check_schema, 
 class DeltaSparkLake(Lake):
     backend_name = "delta-spark"
 
-    def _dt(self, table: str):
+    def _dt(self, table: str) -> Any:
         from delta.tables import DeltaTable
 
         return DeltaTable.forPath(self.spark, self.path(table))
@@ -55,7 +55,9 @@ class DeltaSparkLake(Lake):
         row = one_row(log.where(F.col("txn.appId") == app_id).agg(F.max("txn.version")))
         return None if row[0] is None else int(row[0])
 
-    def _writer(self, table: str, df: DataFrame, mode: str, partition_by: list[str] | None, txn: Txn | None):
+    def _writer(
+        self, table: str, df: DataFrame, mode: str, partition_by: list[str] | None, txn: Txn | None
+    ) -> DataFrameWriter:
         w = df.write.format("delta").mode(mode)
         if not self.exists(table):
             # "delta."-prefixed writer options become table properties of a new table.
@@ -80,7 +82,9 @@ class DeltaSparkLake(Lake):
     def _result(self, table: str, rows: int = 0, removed: int = 0) -> CommitResult:
         return CommitResult(table, self.version(table), True, rows_written=rows, rows_removed=removed)
 
-    def append(self, table, df, partition_by=None, txn=None) -> CommitResult:
+    def append(
+        self, table: str, df: DataFrame, partition_by: list[str] | None = None, txn: Txn | None = None
+    ) -> CommitResult:
         if (done := self._done(table, txn)) is not None:
             return done
         if self.exists(table):
@@ -89,7 +93,14 @@ class DeltaSparkLake(Lake):
         return self._result(table)
 
     def overwrite(
-        self, table, df, partition_by=None, partitions=None, txn=None, replace_schema=False, add_columns=False
+        self,
+        table: str,
+        df: DataFrame,
+        partition_by: list[str] | None = None,
+        partitions: dict[str, list[Any]] | None = None,
+        txn: Txn | None = None,
+        replace_schema: bool = False,
+        add_columns: bool = False,
     ) -> CommitResult:
         if (done := self._done(table, txn)) is not None:
             return done
@@ -113,7 +124,15 @@ class DeltaSparkLake(Lake):
         w.save(self.path(table))
         return self._result(table)
 
-    def insert_new(self, table, df, keys, partition_by=None, txn=None, add_columns=False) -> CommitResult:
+    def insert_new(
+        self,
+        table: str,
+        df: DataFrame,
+        keys: list[str],
+        partition_by: list[str] | None = None,
+        txn: Txn | None = None,
+        add_columns: bool = False,
+    ) -> CommitResult:
         if not self.exists(table):
             return self.append(table, df, partition_by, txn)
         if (done := self._done(table, txn)) is not None:
@@ -126,7 +145,14 @@ class DeltaSparkLake(Lake):
         merge.whenNotMatchedInsertAll().execute()
         return self._result(table)
 
-    def upsert(self, table, df, keys, partition_by=None, txn=None) -> CommitResult:
+    def upsert(
+        self,
+        table: str,
+        df: DataFrame,
+        keys: list[str],
+        partition_by: list[str] | None = None,
+        txn: Txn | None = None,
+    ) -> CommitResult:
         if not self.exists(table):
             return self.append(table, df, partition_by, txn)
         if (done := self._done(table, txn)) is not None:
@@ -142,16 +168,16 @@ class DeltaSparkLake(Lake):
         )
         return self._result(table)
 
-    def delete(self, table, predicate, txn=None) -> CommitResult:
+    def delete(self, table: str, predicate: str, txn: Txn | None = None) -> CommitResult:
         before = self.read(table).where(predicate).count()
         self._dt(table).delete(predicate)
         return self._result(table, removed=before)
 
-    def history(self, table, limit=None) -> list[dict[str, Any]]:
+    def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
         rows = self._dt(table).history(limit).collect() if limit else self._dt(table).history().collect()
         return [r.asDict(recursive=True) for r in rows]
 
-    def vacuum(self, table, retention_hours, dry_run=False) -> list[str]:
+    def vacuum(self, table: str, retention_hours: float, dry_run: bool = False) -> list[str]:
         # The retention asked for is explicit (forget --vacuum asks 0): lift Delta's 7-day floor
         # for this call only, as the delta-rs backend does with enforce_retention_duration=False.
         check = "spark.databricks.delta.retentionDurationCheck.enabled"

@@ -14,6 +14,7 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from recpipe.evaluation import ope
@@ -29,7 +30,7 @@ def _per_list(imp: pd.DataFrame) -> pd.DataFrame:
     return imp.groupby("request_id", sort=False).agg(c=("clicked", "sum"), m=("clicked", "size"))
 
 
-def _ratio(c: np.ndarray, m: np.ndarray) -> tuple[float, float]:
+def _ratio(c: npt.NDArray[Any], m: npt.NDArray[Any]) -> tuple[float, float]:
     """CTR and its linearized variance over lists."""
     n = len(c)
     ctr = float(c.sum() / m.sum()) if m.sum() else 0.0

@@ -22,8 +22,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from recpipe import constants as C
@@ -34,7 +37,7 @@ MS_HOUR = 3_600_000
 LIST_COLUMNS = ["user", "position", "item_id", "propensity", "reason", "list_run_id", "arm"]
 
 
-def assign_arms(user_ids: Sequence[str], arms: Mapping[str, float], seed: int) -> np.ndarray:
+def assign_arms(user_ids: Sequence[str], arms: Mapping[str, float], seed: int) -> npt.NDArray[Any]:
     """Each user's arm: ``sha256(seed, user)`` as a number in [0, 1) cut by the arms' cumulative
     shares (in the configured order). Depends on nothing but the user, the seed and the shares."""
     names = list(arms)
@@ -50,10 +53,11 @@ def assign_arms(user_ids: Sequence[str], arms: Mapping[str, float], seed: int) -
         dtype=np.float64,
     ) / float(2**64)
     idx = np.minimum(np.searchsorted(cum, u, side="right"), len(names) - 1)
-    return np.array(names, dtype=object)[idx]
+    out: npt.NDArray[Any] = np.array(names, dtype=object)[idx]
+    return out
 
 
-def arrivals(world: SyntheticWorld, users_per_day: int, rng: np.random.Generator) -> np.ndarray:
+def arrivals(world: SyntheticWorld, users_per_day: int, rng: np.random.Generator) -> npt.NDArray[Any]:
     """Indices of the human users who arrive on one day (see the module docstring)."""
     humans = np.flatnonzero(~world.is_bot)
     act = (
@@ -69,10 +73,11 @@ def arrivals(world: SyntheticWorld, users_per_day: int, rng: np.random.Generator
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if (1 - np.exp(-mid * act)).sum() < target else (lo, mid)
     p = 1 - np.exp(-hi * act)
-    return humans[rng.random(len(humans)) < p]
+    came: npt.NDArray[Any] = humans[rng.random(len(humans)) < p]
+    return came
 
 
-def request_times(day: dt.date, n: int, rng: np.random.Generator) -> np.ndarray:
+def request_times(day: dt.date, n: int, rng: np.random.Generator) -> npt.NDArray[Any]:
     """Epoch milliseconds of ``n`` requests on ``day`` (hour from the daily cycle)."""
     start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
     hour = rng.choice(24, size=n, p=_HOUR_OF_DAY_W / _HOUR_OF_DAY_W.sum())
@@ -82,7 +87,7 @@ def request_times(day: dt.date, n: int, rng: np.random.Generator) -> np.ndarray:
 def popularity_lists(
     users: Sequence[str],
     ranked_items: Sequence[str],
-    consumed: Mapping[str, set],
+    consumed: Mapping[str, set[str]],
     top_n: int,
     run_id: str,
     arm: str,
@@ -99,7 +104,7 @@ def popularity_lists(
 def random_lists(
     users: Sequence[str],
     allowed: Sequence[str],
-    consumed: Mapping[str, set],
+    consumed: Mapping[str, set[str]],
     top_n: int,
     run_id: str,
     rng: np.random.Generator,
@@ -181,7 +186,7 @@ def served_events(
     return events.sort_values(["ts_ms", "event_id"], kind="stable").reset_index(drop=True), imp
 
 
-def write_day(events: pd.DataFrame, day_dir) -> int:
+def write_day(events: pd.DataFrame, day_dir: str | Path) -> int:
     """``day_dir/HH.jsonl`` per UTC hour, each written under a hidden name and renamed (a reader
     never sees half a file). Returns the number of files."""
     from pathlib import Path
