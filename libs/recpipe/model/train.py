@@ -716,6 +716,9 @@ def run_train(
 
     Running again with the same ``run_id`` resumes from its last checkpoint.
     """
+    # Over 80 lines (issue #15 allows three such functions): the driver's side of one training
+    # run (checks, the rank parameters, horovod.spark.run, gathering, registering, the report) is
+    # one sequence that reads top to bottom; splitting it next is the params dict and the summary.
     import horovod.spark
 
     from recpipe.events.feedback import is_clicks_only, with_feedback
