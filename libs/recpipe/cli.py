@@ -80,7 +80,7 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
     syn = (cfg := _load(args)).data.synthetic
     events = syn.events if args.events is None else args.events
     seed = syn.seed if args.seed is None else args.seed
-    start = args.start or dt.date.fromisoformat(syn.start)
+    start = args.start or syn.start
     days = args.days or syn.days
     out = args.out or cfg.data.raw_dir
     report = generate(
@@ -145,7 +145,7 @@ def cmd_stream(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_features(args: argparse.Namespace) -> dict[str, Any]:
-    return _run_stage(args, "features")
+    return _run_stage(args, "features", start=args.start)
 
 
 def _timestamp(text: str) -> dt.datetime:
@@ -392,7 +392,14 @@ def _add_features_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _stage_args(
         p, "features as of D, only events before its 00:00 UTC (default: the day after the latest event)"
     )
-    _force(p, "the date's feature partitions (lake.max_drop_share)")
+    p.add_argument(
+        "--start",
+        type=_date,
+        help="also every as-of date from START to D, in one pass: the dates a range of training "
+        "examples reads (default: the examples' window of D, [D - examples.window_days, D - 1]; "
+        "a backtest: every event date)",
+    )
+    _force(p, "the dates' feature partitions (lake.max_drop_share)")
     p.set_defaults(func=cmd_features)
 
 

@@ -12,6 +12,7 @@ import datetime
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -34,16 +35,20 @@ def checked(
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
-    kind: Literal["timestamp", "date"] | None = None,
     keys: tuple[str, ...] | None = None,
+    models: tuple[str, ...] | None = None,
 ) -> Any:
     """A config field with a value check applied at load (to each element of a list).
 
-    ``ge/gt/le/lt`` bound a number (each value of a mapping); ``kind`` requires an ISO timestamp
-    or date string; ``keys`` lists the keys a mapping may have. The check
+    ``ge/gt/le/lt`` bound a number (each value of a mapping); ``keys`` lists the keys a mapping
+    may have (dates and timestamps are typed: :func:`_coerce_time` reads ISO strings). The check
     lives on the field, so defaults, YAML and ``--set`` overrides are all checked the same way.
+    ``models`` marks a ``train`` key as a shape argument of those models' factories
+    (:func:`recpipe.model.train.model_kwargs_from_config`).
     """
-    meta = {"checks": {"ge": ge, "gt": gt, "le": le, "lt": lt, "kind": kind, "keys": keys}}
+    meta: dict[str, Any] = {"checks": {"ge": ge, "gt": gt, "le": le, "lt": lt, "keys": keys}}
+    if models is not None:
+        meta["models"] = models
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -67,7 +72,7 @@ def _check_value(value: Any, checks: dict[str, Any], key: str, file: str) -> Non
                 raise ConfigError(f"{file}: unknown key '{key}.{k}' (allowed here: {sorted(allowed)})")
             _check_value(v, checks, f"{key}.{k}", file)
         return
-    bounds = {
+    bounds: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
         "ge": (">=", lambda a, b: a >= b),
         "gt": (">", lambda a, b: a > b),
         "le": ("<=", lambda a, b: a <= b),
@@ -77,15 +82,6 @@ def _check_value(value: Any, checks: dict[str, Any], key: str, file: str) -> Non
         bound = checks.get(name)
         if bound is not None and isinstance(value, (int, float)) and not ok(value, bound):
             raise ConfigError(f"{file}: key '{key}' must be {sym} {bound}, got {value!r}")
-    kind = checks.get("kind")
-    if kind and isinstance(value, str):
-        try:
-            parse_ts(value) if kind == "timestamp" else datetime.date.fromisoformat(value)
-        except ValueError:
-            example = "2026-10-01T00:00:00Z" if kind == "timestamp" else "2026-10-01"
-            raise ConfigError(
-                f"{file}: key '{key}' must be an ISO {kind} like {example}, got {value!r}"
-            ) from None
 
 
 # Metadata of a field that says where results are reported (or on what hardware the work runs),
@@ -121,7 +117,7 @@ class LakeConfig:
 class SyntheticConfig:
     events: int = checked(200_000, ge=1)
     seed: int = 42
-    start: str = checked("2026-10-01", kind="date")
+    start: datetime.date = datetime.date(2026, 10, 1)
     days: int = checked(14, ge=1)
 
 
@@ -205,7 +201,7 @@ class IngestConfig:
         default_factory=lambda: ["impression", "click", "read", "like", "share", "hide"]
     )
     # Events before this instant are implausible -> quarantined as bad_timestamp.
-    min_event_ts: str = checked("2000-01-01T00:00:00Z", kind="timestamp")
+    min_event_ts: datetime.datetime = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
     # Events later than ingest time + this many seconds -> quarantined as future_timestamp.
     max_future_seconds: int = checked(86_400, ge=0)
     # Number of Spark tasks that read the raw files (0 = Spark's default parallelism).
@@ -250,13 +246,13 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class ExamplesConfig:
-    """Training examples (owned by recpipe.features.examples)."""
+    """Training examples (owned by recpipe.examples)."""
 
     attribution_window_minutes: int = checked(30, ge=1)
     negatives_per_positive: int = checked(4, ge=1)
     # Time split: train < validation_start <= validation < test_start <= test.
-    validation_start: str = checked("2026-10-11", kind="date")
-    test_start: str = checked("2026-10-13", kind="date")
+    validation_start: datetime.date = datetime.date(2026, 10, 11)
+    test_start: datetime.date = datetime.date(2026, 10, 13)
     hash_buckets_user: int = checked(100_000, ge=1)
     hash_buckets_item: int = checked(50_000, ge=1)
     # Click-only sources: how the train split's negatives are drawn among the items clicked on
@@ -281,14 +277,15 @@ class TrainConfig:
     # and the size the item text vector is projected to (0 = fed raw). Defaults chosen on the
     # synthetic default's validation split (README, "Model"): without the L2 and the projection
     # the model memorized items through the 256-dim text vector (test AUC 0.76 vs 0.82).
-    deep_units: list[int] = checked(factory=lambda: [256, 128], ge=1)
-    cross_layers: int = checked(3, ge=0)
-    fm_dim: int = checked(16, ge=1)
+    # `models` names the factories that take the key (the one list of each model's shape keys).
+    deep_units: list[int] = checked(factory=lambda: [256, 128], ge=1, models=("dcn", "deepfm", "din"))
+    cross_layers: int = checked(3, ge=0, models=("dcn", "din"))
+    fm_dim: int = checked(16, ge=1, models=("deepfm",))
     # din: width of the target-attention MLP over the clicked-item history (recpipe.model.models)
-    attention_units: int = checked(32, ge=1)
-    dropout: float = checked(0.0, ge=0, lt=1)
-    l2: float = checked(1e-4, ge=0)
-    vector_dim: int = checked(8, ge=0)
+    attention_units: int = checked(32, ge=1, models=("din",))
+    dropout: float = checked(0.0, ge=0, lt=1, models=("dcn", "deepfm", "din"))
+    l2: float = checked(1e-4, ge=0, models=("dcn", "deepfm", "din"))
+    vector_dim: int = checked(8, ge=0, models=("dcn", "deepfm", "din"))
     num_proc: int = checked(2, ge=1)
     epochs: int = checked(4, ge=1)
     batch_size: int = checked(1024, ge=1)
@@ -569,8 +566,10 @@ def _coerce(tp: Any, value: Any, key: str, file: str) -> Any:
         return out
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is datetime.date or tp is datetime.datetime:
+        return _coerce_time(tp, value, key, file)
     if tp is str and isinstance(value, (datetime.date, datetime.datetime)):
-        # YAML reads unquoted 2026-10-01 as a date; dates are configured as ISO strings.
+        # YAML reads unquoted 2026-10-01 as a date; a string key takes its ISO text.
         return value.isoformat()
     if tp in (str, int, float, bool):
         if isinstance(value, bool) and tp is not bool:
@@ -583,7 +582,31 @@ def _coerce(tp: Any, value: Any, key: str, file: str) -> Any:
     raise ConfigError(f"{file}: key '{key}' has unsupported type {_type_name(tp)}")
 
 
-def _build(cls: type, data: dict, prefix: str, file: str) -> Any:
+def _coerce_time(tp: Any, value: Any, key: str, file: str) -> Any:
+    """A date key from a date or an ISO date string; a timestamp key from a datetime or an ISO
+    timestamp string (``Z`` allowed; naive means UTC)."""
+    if tp is datetime.date:
+        if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return datetime.date.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{file}: key '{key}' must be an ISO date like 2026-10-01, got {value!r}")
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+    if isinstance(value, str):
+        try:
+            return parse_ts(value)
+        except ValueError:
+            pass
+    raise ConfigError(
+        f"{file}: key '{key}' must be an ISO timestamp like 2026-10-01T00:00:00Z, got {value!r}"
+    )
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, file: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source_file"}
     unknown = sorted(set(data) - set(fields))
@@ -642,7 +665,7 @@ def _split_override_path(parts: list[str]) -> list[str]:
     return parts
 
 
-def apply_overrides(data: dict, overrides: list[str], file: str) -> dict:
+def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> dict[str, Any]:
     data = dict(data)
     for text in overrides:
         parts, value = parse_override(text)
@@ -677,9 +700,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     return config_from_dict(data, overrides or [], file)
 
 
-def config_from_dict(data: dict, overrides: list[str] | None = None, file: str = "<dict>") -> Config:
+def config_from_dict(
+    data: dict[str, Any], overrides: list[str] | None = None, file: str = "<dict>"
+) -> Config:
     data = apply_overrides(data, overrides or [], file)
-    cfg = _build(Config, data, "", file)
+    cfg: Config = _build(Config, data, "", file)
     _cross_checks(cfg, file)
     return dataclasses.replace(cfg, source_file=file)
 
@@ -687,7 +712,7 @@ def config_from_dict(data: dict, overrides: list[str] | None = None, file: str =
 def _cross_checks(cfg: Config, file: str) -> None:
     """Checks that relate two keys (each key's own range is checked on its field)."""
     ex = cfg.examples
-    if datetime.date.fromisoformat(ex.validation_start) >= datetime.date.fromisoformat(ex.test_start):
+    if ex.validation_start >= ex.test_start:
         raise ConfigError(
             f"{file}: key 'examples.validation_start' ({ex.validation_start}) must be before "
             f"'examples.test_start' ({ex.test_start})"

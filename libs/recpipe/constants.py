@@ -273,16 +273,22 @@ CANDIDATES_SCHEMA = StructType(
     ]
 )
 
+# A user's list as the re-ranking returns it (recpipe.scoring.rerank) and the published rows hold
+# it: the one place these columns are listed.
+LIST_FIELDS = [
+    StructField(USER_ID, StringType()),
+    StructField(RANK, IntegerType()),
+    StructField(ITEM_ID, StringType()),
+    StructField(SCORE, DoubleType()),
+    StructField(PROPENSITY, DoubleType()),
+    StructField(REASON, StringType()),
+    StructField(REASON_DETAIL, StringType()),
+]
+LIST_COLUMNS = [f.name for f in LIST_FIELDS]
 RECOMMENDATIONS_SCHEMA = StructType(
     [
         StructField(RUN_DATE, DateType()),
-        StructField(USER_ID, StringType()),
-        StructField(RANK, IntegerType()),
-        StructField(ITEM_ID, StringType()),
-        StructField(SCORE, DoubleType()),
-        StructField(PROPENSITY, DoubleType()),
-        StructField(REASON, StringType()),
-        StructField(REASON_DETAIL, StringType()),
+        *LIST_FIELDS,
         StructField(MODEL_VERSION, StringType()),
         StructField(RUN_ID, StringType()),
         StructField(GENERATED_AT, TimestampType()),

@@ -42,7 +42,12 @@ def stage_generate(cfg: Config) -> dict[str, Any]:
     syn = cfg.data.synthetic
     if manifest.exists():
         m = json.loads(manifest.read_text())
-        wanted = {"seed": syn.seed, "events_requested": syn.events, "start": syn.start, "days": syn.days}
+        wanted = {
+            "seed": syn.seed,
+            "events_requested": syn.events,
+            "start": syn.start.isoformat(),
+            "days": syn.days,
+        }
         if all(m.get(k) == v for k, v in wanted.items()):
             return {
                 "skipped": f"{manifest} already holds this data set",
@@ -52,7 +57,7 @@ def stage_generate(cfg: Config) -> dict[str, Any]:
         cfg.data.raw_dir,
         events=syn.events,
         seed=syn.seed,
-        start=dt.date.fromisoformat(syn.start),
+        start=syn.start,
         days=syn.days,
         progress=lambda m: log.info("generate: %s", m),
     )

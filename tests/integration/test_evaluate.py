@@ -52,13 +52,17 @@ def test_true_click_model_expected_clicks_recomputed_from_the_published_rows(rep
     from recpipe.datasets.synthetic import true_click_probability
     from recpipe.evaluation.run import true_click_model_eval
     from recpipe.events.transforms import pseudonymize_py
+    from recpipe.stages.daily import true_click_model
 
     lake, rep = report
     cfg, _lake, raw, manifest = synthetic_lake
     # the fixture's config says "raw" data: the report says why there is no true click model
     assert "data.source is 'raw'" in rep["true_click_model"]["skipped"]
     # given the same lake declared as generator output
-    tc = true_click_model_eval(replace(cfg, ["data.source=synthetic"]), lake, RUN_DATE)
+    synthetic = replace(cfg, ["data.source=synthetic"])
+    # without a click model (the stage builds it from data.raw_dir) the report says why not
+    assert "no true click model given" in true_click_model_eval(synthetic, lake, RUN_DATE)["skipped"]
+    tc = true_click_model_eval(synthetic, lake, RUN_DATE, true_click_model(synthetic))
     # then the published figure is the generator's click probability of every published slot
     # (0-based position = rank - 1, at noon of the run date) summed per human user
     key = cfg.pseudonym_key()

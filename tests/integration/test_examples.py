@@ -10,11 +10,11 @@ from pyspark.sql import functions as F
 
 from recpipe import constants as C
 from recpipe.config import replace
-from recpipe.features import examples as E
+from recpipe.evaluation.baselines import examples_to_pandas, logreg_vs_popularity
+from recpipe.examples import build as E
 from recpipe.features.build import run_features
 from recpipe.features.leakage import LeakageError
 from recpipe.guard import DestructiveWriteError
-from tests.support.baselines import examples_to_pandas, logreg_vs_popularity
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +23,16 @@ START, END = dt.date(2026, 10, 1), dt.date(2026, 10, 14)
 
 @pytest.fixture(scope="module")
 def built(spark, synthetic_lake):
-    """Examples over the fixture's whole range (and the feature partitions they need)."""
+    """The feature partitions of the fixture's whole range (the features stage), then the
+    examples over it (which read them)."""
     cfg, lake, _, _ = synthetic_lake
+    features = run_features(cfg, spark, END, lake=lake, start=START)
     summary = E.run_examples(cfg, spark, START, END, lake=lake)
-    return cfg, lake, summary
+    return cfg, lake, summary, features
 
 
 def test_examples_build_splits_spec_and_quality(built):
-    cfg, lake, summary = built
+    cfg, lake, summary, features = built
     # then: every split non-empty, one example per impression, spec beside the table
     assert set(summary["table_split_counts"]) == set(C.SPLITS)
     assert all(n > 0 for n in summary["table_split_counts"].values())
@@ -56,18 +58,19 @@ def test_examples_build_splits_spec_and_quality(built):
     assert dense["item_impressions_7d"].std == pytest.approx(want[1])
     # quality results recorded for the examples and both feature tables
     dq = lake.read(C.OPS_DATA_QUALITY).where(F.col("run_id") == summary["run_id"])
-    assert {r[0] for r in dq.select("suite").distinct().collect()} == {
-        "training_examples",
-        "item_features",
-        "user_features",
-    }
-    # feature tables hold one partition per example date
+    assert {r[0] for r in dq.select("suite").distinct().collect()} == {"training_examples"}
+    # the features stage wrote one partition per date of the range in one commit per table, and
+    # recorded its suites; the examples read them and wrote neither feature table
+    assert "features" not in summary
     dates = {r[0] for r in lake.read(C.GOLD_ITEM_FEATURES).select(C.AS_OF_DATE).distinct().collect()}
     assert {d.isoformat() for d in dates} >= set(summary["as_of_dates"])
+    assert summary["table_versions"][C.GOLD_ITEM_FEATURES] == features["table_versions"][C.GOLD_ITEM_FEATURES]
+    assert summary["table_versions"][C.GOLD_USER_FEATURES] == features["table_versions"][C.GOLD_USER_FEATURES]
+    assert features["quality"][C.GOLD_USER_FEATURES]["success"]
 
 
 def test_rerun_is_idempotent(spark, built):
-    cfg, lake, _ = built
+    cfg, lake, _, _ = built
     tables = [C.GOLD_ITEM_FEATURES, C.GOLD_USER_FEATURES, C.GOLD_TRAINING_EXAMPLES]
     before = {t: lake.version(t) for t in tables}
     # when: the same range again on unchanged inputs
@@ -78,7 +81,7 @@ def test_rerun_is_idempotent(spark, built):
 
 
 def test_run_features_single_date_and_rerun(spark, built):
-    cfg, lake, _ = built
+    cfg, lake, _, _ = built
     first = run_features(cfg, spark, dt.date(2026, 10, 15), lake=lake)
     assert first["items"] > 0 and first["users"] > 0
     assert first["quality"][C.GOLD_ITEM_FEATURES]["success"]
@@ -91,21 +94,21 @@ def test_run_features_single_date_and_rerun(spark, built):
 
 
 def test_planted_leak_fails_the_job(spark, built, monkeypatch):
-    cfg, lake, _ = built
+    cfg, lake, _, _ = built
     version = lake.version(C.GOLD_TRAINING_EXAMPLES)
-    real = E.build_feature_frames
+    real = E.read_feature_frames
 
-    def leaky(cfg, events, items, dates):
-        # features computed with a cutoff one day later, labelled with the earlier date
+    def leaky(lake, dates):
+        # the stored features of the day after, labelled with the earlier date
         later = [d + dt.timedelta(days=1) for d in dates]
-        item_df, user_df = real(cfg, events, items, later)
+        item_df, user_df = real(lake, later)
         shift = F.date_sub(F.col(C.AS_OF_DATE), 1).alias(C.AS_OF_DATE)
         return (
             item_df.select(*[shift if c == C.AS_OF_DATE else c for c in item_df.columns]),
             user_df.select(*[shift if c == C.AS_OF_DATE else c for c in user_df.columns]),
         )
 
-    monkeypatch.setattr(E, "build_feature_frames", leaky)
+    monkeypatch.setattr(E, "read_feature_frames", leaky)
     # a different range, so that the idempotency token does not skip the run
     cfg2 = dataclasses.replace(cfg, examples=dataclasses.replace(cfg.examples, attribution_window_minutes=29))
     with pytest.raises(
@@ -116,8 +119,9 @@ def test_planted_leak_fails_the_job(spark, built, monkeypatch):
 
 
 def test_logreg_beats_popularity(built):
-    _, lake, _ = built
-    res = logreg_vs_popularity(examples_to_pandas(lake.read(C.GOLD_TRAINING_EXAMPLES)))
+    cfg, lake, _, _ = built
+    examples = examples_to_pandas(lake.read(C.GOLD_TRAINING_EXAMPLES))
+    res = logreg_vs_popularity(examples, prior_strength=cfg.features.ctr_prior_strength)
     assert res["n_test"] > 0
     assert res["auc_logreg"] > res["auc_popularity"] + 0.02, res
 
@@ -131,7 +135,7 @@ def _versions(lake):
 def test_features_refuse_an_empty_result(spark, built):
     """Issue 9: features as of a date without events in the lookback are empty; they are not
     written, not even with force, and no table changes."""
-    cfg, lake, _ = built
+    cfg, lake, _, _ = built
     before = _versions(lake)
     for force in (False, True):
         with pytest.raises(DestructiveWriteError, match=r"gold\.(item|user)_features: the result is empty"):
@@ -145,7 +149,7 @@ def test_a_shrinking_rebuild_is_refused_and_nothing_is_written(spark, built):
     """Issue 9: a setting that shrinks a stored partition (here 1-day instead of 28-day feature
     windows: only the users active on the day before) replaces nothing without --force; the
     examples and both feature tables keep their versions and rows."""
-    cfg, lake, _ = built
+    cfg, lake, _, _ = built
     day = dt.date(2026, 10, 10)
     before = _versions(lake)
     users = lake.read(C.GOLD_USER_FEATURES).where(F.col(C.AS_OF_DATE) == day).count()
@@ -172,3 +176,25 @@ def test_a_shrinking_rebuild_is_refused_and_nothing_is_written(spark, built):
         )
     assert _versions(lake) == before
     assert lake.read(C.GOLD_USER_FEATURES).where(F.col(C.AS_OF_DATE) == day).count() == users
+
+
+def test_examples_name_the_feature_dates_not_built(spark, built, monkeypatch):
+    """The examples never write the feature tables: a range whose features the features stage
+    has not built fails with the dates and the command that builds them, and writes nothing."""
+    cfg, lake, _, _ = built
+    before = _versions(lake)
+    real = E.read_feature_frames
+
+    def unbuilt(lake, dates):  # the tables as if the features stage had stopped at 10-12
+        item_df, user_df = real(lake, dates)
+        cut = F.col(C.AS_OF_DATE) < F.lit(dt.date(2026, 10, 13))
+        return item_df.where(cut), user_df.where(cut)
+
+    monkeypatch.setattr(E, "read_feature_frames", unbuilt)
+    with pytest.raises(
+        E.MissingFeaturesError,
+        match=r"no rows as of 2026-10-13, 2026-10-14 \(2 of the 3 dates.*"
+        r"build them first: recpipe features --start 2026-10-13 --date 2026-10-14",
+    ):
+        E.run_examples(cfg, spark, dt.date(2026, 10, 12), dt.date(2026, 10, 14), lake=lake)
+    assert _versions(lake) == before

@@ -12,7 +12,7 @@ from recpipe.candidates.run import CandidateParams
 from recpipe.candidates.sources import allowed_items
 from recpipe.scoring.publish import PublishCheckError, publish_recommendations
 from recpipe.scoring.run import run_recommend
-from recpipe.scoring.scorers import ScorerRef, model_api_available
+from recpipe.scoring.scorers import ScorerRef
 
 pytestmark = pytest.mark.integration
 
@@ -265,10 +265,6 @@ def test_too_many_short_lists_are_refused(published, spark):
     assert stored(lake, RUN_DATE).count() == before
 
 
-@pytest.mark.skipif(
-    not model_api_available(),
-    reason="TODO(issue 4): recpipe.model.registry / recpipe.model.inputs not available; model scorer untested",
-)
 def test_model_scorer_scores_with_the_shared_inputs(spark):
     """The model scorer turns a pandas batch into inputs with recpipe.model.inputs and predicts."""
     import numpy as np
@@ -288,23 +284,21 @@ def test_model_scorer_scores_with_the_shared_inputs(spark):
         ModelScorer(model, spec, "m00001").score(pd.DataFrame(pdf.drop(columns=[spec.columns[0]])))
 
 
-@pytest.mark.skipif(not model_api_available(), reason="recpipe.model not available")
 def test_model_scores_in_spark_equal_the_scorer_on_pandas(spark, tmp_path):
     """score_candidates with a model ref: Arrow batches (list columns included) reach the model
     unchanged, only the kept columns come back, and each row's score is the scorer's score of
     that row from a pandas frame."""
     import numpy as np
 
+    from recpipe.model.artifact import write_export
     from recpipe.model.models import build_model
-    from recpipe.model.train import EXPORT_MODEL, EXPORT_SPEC
     from recpipe.scoring.rank import score_candidates
     from recpipe.scoring.scorers import ModelScorer
     from tests.support import model_examples as MT
 
     spec = MT.synthetic_spec()
     model = build_model("dcn", spec)
-    model.save(str(tmp_path / EXPORT_MODEL))
-    (tmp_path / EXPORT_SPEC).write_text(spec.to_json())
+    write_export(str(tmp_path), model, spec, {})
     pdf = MT.synthetic_examples(rows=3000, seed=5)
     pdf["extra"] = np.arange(len(pdf))
     sdf = spark.createDataFrame(pdf[[*spec.columns, "extra"]])
@@ -317,7 +311,6 @@ def test_model_scores_in_spark_equal_the_scorer_on_pandas(spark, tmp_path):
     np.testing.assert_allclose(out[C.SCORE].to_numpy(), np.round(want, 6), atol=2e-6)
 
 
-@pytest.mark.skipif(not model_api_available(), reason="recpipe.model not available")
 def test_item_inputs_broadcast_to_the_kernel_score_like_the_joined_column(spark, tmp_path):
     """The text vectors handed to score_candidates as a per-item table (added to each batch by
     item id; an item missing from it gets null, i.e. zeros) give the scores of the frame with
@@ -325,14 +318,13 @@ def test_item_inputs_broadcast_to_the_kernel_score_like_the_joined_column(spark,
     import numpy as np
     import pyarrow as pa
 
+    from recpipe.model.artifact import write_export
     from recpipe.model.models import build_model
-    from recpipe.model.train import EXPORT_MODEL, EXPORT_SPEC
     from recpipe.scoring.rank import score_candidates
     from tests.support import model_examples as MT
 
     spec = MT.synthetic_spec()
-    build_model("dcn", spec).save(str(tmp_path / EXPORT_MODEL))
-    (tmp_path / EXPORT_SPEC).write_text(spec.to_json())
+    write_export(str(tmp_path), build_model("dcn", spec), spec, {})
     pdf = MT.synthetic_examples(rows=5000, seed=6)
     pdf["row"] = np.arange(len(pdf))
     first = pdf.groupby("item_id")["text_vec"].first()

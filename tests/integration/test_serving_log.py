@@ -13,8 +13,8 @@ from pyspark.testing import assertDataFrameEqual
 from recpipe import constants as C
 from recpipe.events.ingest import run_ingest
 from recpipe.events.transforms import pseudonymize_py
+from recpipe.examples import labels as E
 from recpipe.features import build as B
-from recpipe.features import examples as E
 from recpipe.lake import open_lake
 from tests.conftest import make_config
 

@@ -42,12 +42,12 @@ def _config(out_dir: Path, raw: Path, **sections: dict) -> Any:
 
 def _run(cfg: Any, raw: Path, timings: dict[str, float]) -> dict[str, Any]:
     from recpipe import constants as C
+    from recpipe.evaluation.baselines import examples_to_pandas, logreg_vs_popularity
     from recpipe.events.ingest import run_ingest
+    from recpipe.examples.build import default_range, run_examples
     from recpipe.features.build import run_features
-    from recpipe.features.examples import default_range, run_examples
     from recpipe.lake import open_lake
     from recpipe.spark import build_session
-    from tests.support.baselines import examples_to_pandas, logreg_vs_popularity
 
     spark = build_session(cfg, "bench-features")
     lake = open_lake(cfg, spark)
@@ -55,6 +55,9 @@ def _run(cfg: Any, raw: Path, timings: dict[str, float]) -> dict[str, Any]:
     ing = run_ingest(cfg, spark, input_dir=str(raw), batch_id="bench", lake=lake)
     timings["ingest_s"] = time.perf_counter() - t0
     start, end = default_range(lake, None)
+    t0 = time.perf_counter()
+    run_features(cfg, spark, end, lake=lake, start=start)  # the dates the examples read
+    timings["features_range_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ex = run_examples(cfg, spark, start, end, lake=lake)
     timings["examples_s"] = time.perf_counter() - t0

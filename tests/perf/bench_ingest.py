@@ -131,7 +131,7 @@ def yardstick_spec(cfg: Config, work: Path) -> dict[str, Any]:
         "required": C.REQUIRED_RAW_FIELDS,
         "allowed_event_types": cfg.ingest.allowed_event_types,
         "aliases": cfg.ingest.event_type_aliases,
-        "min_ts": cfg.ingest.min_event_ts,
+        "min_ts": cfg.ingest.min_event_ts.isoformat(),
         "max_future_seconds": cfg.ingest.max_future_seconds,
         "int_re": T._INT_RE,
         "iso_re": T._ISO_RE,

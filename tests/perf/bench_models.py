@@ -138,9 +138,9 @@ def bench_mind(out_dir: Path) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from recpipe import constants as C
+    from recpipe.evaluation.baselines import examples_to_pandas, logreg_vs_popularity
     from recpipe.lake import open_lake
     from recpipe.spark import build_session
-    from tests.support.baselines import examples_to_pandas, logreg_vs_popularity
 
     cfg, built = _lake_config(args, out)
     spark = build_session(cfg, "bench-models")

@@ -70,10 +70,11 @@ def _test_rows(lake: Any, cfg: Any) -> Any:
     import pyarrow.compute as pc
 
     from recpipe import constants as C
-    from recpipe.model.data import read_feature_spec, read_split
+    from recpipe.model.artifact import read_spec
+    from recpipe.model.data import read_split
 
     path = lake.path(C.GOLD_TRAINING_EXAMPLES)
-    spec = read_feature_spec(path)
+    spec = read_spec(path)
     keys = [C.REQUEST_ID, C.USER_ID, C.ITEM_ID, C.POSITION, C.EVENT_TS, C.LABEL, C.SAMPLED]
     t = read_split(
         path, lake.version(C.GOLD_TRAINING_EXAMPLES), "test", list(dict.fromkeys(keys + spec.columns))
@@ -111,11 +112,10 @@ def bench(out_dir: Path, existing: Path | None = None) -> dict[str, Any]:
     from recpipe.config import load_config, replace
     from recpipe.datasets.synthetic import load_world
     from recpipe.events.transforms import pseudonymize_py
-    from recpipe.features.spec import FeatureSpec
     from recpipe.lake import open_lake
+    from recpipe.model.artifact import load_export
     from recpipe.model.inputs import to_model_inputs
-    from recpipe.model.models import load_model
-    from recpipe.model.train import EXPORT_MODEL, EXPORT_SPEC, run_train
+    from recpipe.model.train import run_train
     from recpipe.scoring.rank import SERVE_POSITION
     from recpipe.spark import build_session
 
@@ -169,9 +169,7 @@ def bench(out_dir: Path, existing: Path | None = None) -> dict[str, Any]:
             mcfg = replace(cfg, [f"train.position_bias={mode}", f"train.seed={seed}"])
             run_id = f"pb-{mode}-{seed}-{time.strftime('%Y%m%dT%H%M%S')}"
             s = run_train(mcfg, spark, lake, run_id=run_id, register=False)
-            export = Path(s["path"])
-            spec = FeatureSpec.from_json((export / EXPORT_SPEC).read_text())
-            model = load_model(str(export / EXPORT_MODEL))
+            model, spec = load_export(str(Path(s["path"])))
             served = rows.to_pandas()
             served[C.POSITION] = SERVE_POSITION
             score = model.predict(to_model_inputs(served, spec), batch_size=8192, verbose=0).reshape(-1)

@@ -56,7 +56,7 @@ def _examples_lake(out_dir: Path, which: str) -> tuple[Any, dict[str, Any]]:
 
 def _logreg(lake) -> dict[str, Any]:
     from recpipe import constants as C
-    from tests.support.baselines import examples_to_pandas, logreg_vs_popularity
+    from recpipe.evaluation.baselines import examples_to_pandas, logreg_vs_popularity
 
     r = logreg_vs_popularity(examples_to_pandas(lake.read(C.GOLD_TRAINING_EXAMPLES)))
     return {k: r.get(k) for k in ("auc_logreg", "auc_popularity", "n_train", "n_test")}

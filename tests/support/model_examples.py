@@ -1,6 +1,6 @@
 """Small synthetic training examples + feature spec with a known click model (tests, benchmarks).
 
-Independent of ``recpipe.features.examples``: it only follows the examples contract (one row per
+Independent of ``recpipe.examples``: it only follows the examples contract (one row per
 impression, the spec's columns, the label, ``split`` in train/validation/test, ``p_click_true``).
 """
 
@@ -87,8 +87,6 @@ def synthetic_examples(
 
 def write_examples(spark, lake, df: pd.DataFrame, spec: FeatureSpec, table: str = "gold.training_examples"):
     """Append ``df`` to ``table`` (partitioned by split) and write ``_feature_spec.json`` beside it."""
-    from pathlib import Path
-
     from pyspark.sql.types import (
         ArrayType,
         DoubleType,
@@ -98,6 +96,8 @@ def write_examples(spark, lake, df: pd.DataFrame, spec: FeatureSpec, table: str 
         StructField,
         StructType,
     )
+
+    from recpipe.model.artifact import write_spec
 
     schema = StructType(
         [
@@ -117,5 +117,5 @@ def write_examples(spark, lake, df: pd.DataFrame, spec: FeatureSpec, table: str 
     )
     sdf = spark.createDataFrame(df[[f.name for f in schema.fields]], schema=schema)
     result = lake.append(table, sdf, partition_by=["split"])
-    Path(lake.path(table), "_feature_spec.json").write_text(spec.to_json())
+    write_spec(lake.path(table), spec)
     return result

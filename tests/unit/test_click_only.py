@@ -13,8 +13,8 @@ from recpipe import quality
 from recpipe.config import config_from_dict
 from recpipe.events.feedback import CLICKS_ONLY, IMPRESSIONS, detect_feedback
 from recpipe.events.items import derive_items, has_text
+from recpipe.examples import labels as E
 from recpipe.features import build as B
-from recpipe.features import examples as E
 from tests.unit.test_features import D, ev, events_df, items_df, ts
 
 pytestmark = pytest.mark.unit

@@ -122,3 +122,25 @@ def test_candidate_settings_come_from_config(tmp_path):
     assert CandidateParams() == load_config("conf/local.yaml").candidates
     assert RerankParams.from_config(cfg.recommend, cfg.candidates.uncertain_impressions).pool_size == 7
     assert RerankParams.from_config(load_config("conf/local.yaml").recommend) == RerankParams()
+
+
+def test_dates_and_timestamps_are_typed(tmp_path):
+    """Dates load as ``datetime.date`` and timestamps as aware ``datetime`` from quoted or unquoted
+    YAML and from ``--set``; a copy through ``replace`` keeps them."""
+    import datetime as dt
+
+    from recpipe.config import replace
+
+    cfg = load_config("conf/local.yaml")
+    assert cfg.examples.test_start == dt.date(2026, 10, 13) and type(cfg.examples.test_start) is dt.date
+    assert cfg.data.synthetic.start == dt.date(2026, 10, 1)
+    assert cfg.ingest.min_event_ts == dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    over = load_config(
+        "conf/local.yaml",
+        ["examples.test_start=2026-10-20", "ingest.min_event_ts=1995-01-01T00:00:00"],  # naive: UTC
+    )
+    assert over.examples.test_start == dt.date(2026, 10, 20)
+    assert over.ingest.min_event_ts == dt.datetime(1995, 1, 1, tzinfo=dt.UTC)
+    assert replace(over, ["train.epochs=2"]).examples.test_start == dt.date(2026, 10, 20)
+    with pytest.raises(ConfigError, match=r"key 'examples\.test_start' must be an ISO date like 2026-10-01"):
+        load_config("conf/local.yaml", ["examples.test_start=2026-10-20T01:00:00Z"])

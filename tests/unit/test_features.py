@@ -20,8 +20,9 @@ from pyspark.sql.types import (
 from pyspark.testing import assertDataFrameEqual
 
 from recpipe import constants as C
+from recpipe.examples import inputs as E
+from recpipe.examples import labels as L
 from recpipe.features import build as B
-from recpipe.features import examples as E
 from recpipe.features.leakage import LeakageError, check_leakage
 
 pytestmark = pytest.mark.unit
@@ -238,7 +239,7 @@ def test_target_aware_category_maps_and_their_model_inputs(spark):
     assert row[B.CATEGORY_HOURS_SINCE_CLICK] == pytest.approx({"sports": 4.0, "news": 36.0})
     # when: examples on day 10 for a news item, a sports item, and a user without features
     items = B.item_features(events, items_df(spark), [D], [1, 28], 0.0)
-    base = E.label_impressions(
+    base = L.label_impressions(
         events_df(
             spark,
             [
@@ -293,7 +294,7 @@ def test_label_attribution_window_and_request(spark):
         ev(10, "u5", "A", "impression", ts(9, 10)),
     ]
     # when
-    out = E.label_impressions(events_df(spark, rows), window_minutes=30)
+    out = L.label_impressions(events_df(spark, rows), window_minutes=30)
     # then
     expected = spark.createDataFrame(
         [("e1", 1), ("e3", 0), ("e5", 0), ("e7", 1), ("e10", 0)], "event_id string, label int"
@@ -307,7 +308,7 @@ def test_split_assignment(spark):
     )
     out = df.select(
         C.EVENT_TS,
-        E.assign_split(F.col(C.EVENT_TS), dt.date(2026, 10, 11), dt.date(2026, 10, 13)).alias("split"),
+        L.assign_split(F.col(C.EVENT_TS), dt.date(2026, 10, 11), dt.date(2026, 10, 13)).alias("split"),
     )
     expected = spark.createDataFrame(
         [
@@ -329,7 +330,7 @@ def test_point_in_time_join_uses_the_example_day(spark):
     dates = [dt.date(2026, 10, 9), D]
     items = B.item_features(events, items_df(spark), dates, [1, 28], 0.0)
     users = B.user_features(events, items_df(spark), dates, [1, 28], 3)
-    base = E.label_impressions(events_df(spark, [ev(3, "u1", "A", "impression", ts(10, 8))]), 30)
+    base = L.label_impressions(events_df(spark, [ev(3, "u1", "A", "impression", ts(10, 8))]), 30)
     # when
     out = E.join_point_in_time(base, items, users, [1, 28])
     # then: the day-10 row (sees both impressions, the later one at 9 20:00), never the future
@@ -369,7 +370,7 @@ def test_sampled_negatives_exclude_positives(spark):
         *[ev(10 + i, "u2", "B", "click", ts(9, 13 + i)) for i in range(3)],
     ]
     rows += [ev(20, "u3", "N", "click", ts(9))]
-    out = E.sample_negatives(events_df(spark, rows), per_positive=2, seed=1)
+    out = L.sample_negatives(events_df(spark, rows), per_positive=2, seed=1)
     pos = out.where(~F.col(C.SAMPLED))
     neg = out.where(F.col(C.SAMPLED))
     # then: positives kept with label 1, negatives labelled 0, never one of the user's clicked items

@@ -330,3 +330,31 @@ def test_excluded_inputs_leave_the_spec_and_unknown_ones_are_named():
     assert spec.without([]) == spec
     with pytest.raises(ValueError, match="train.exclude_inputs: 'nope' not among the model inputs"):
         spec.without(["nope"])
+
+
+def test_the_config_lists_each_factorys_shape_keys():
+    """TrainConfig's ``models`` metadata is the one list of each model's shape keys: it matches
+    the factories' keyword-only arguments, and their defaults are the config's."""
+    import dataclasses
+    import inspect
+
+    from recpipe.config import TrainConfig
+    from recpipe.model.models import FACTORIES
+    from recpipe.model.train import model_kwargs_from_config
+
+    default = TrainConfig()
+    for name, factory in FACTORIES.items():
+        params = {
+            p.name: p.default
+            for p in inspect.signature(factory).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        kwargs = model_kwargs_from_config(dataclasses.replace(default, model=name))
+        assert set(kwargs) == set(params), name
+        for key, value in kwargs.items():
+            assert list(params[key]) == value if isinstance(value, list) else params[key] == value, (
+                name,
+                key,
+            )
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        model_kwargs_from_config(dataclasses.replace(default, model="nope"))

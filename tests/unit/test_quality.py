@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from recpipe import constants as C
 from recpipe import quality
+from recpipe.quality import gate
 
 pytestmark = pytest.mark.unit
 
@@ -94,7 +95,7 @@ def frame(spark: SparkSession, defect: str) -> DataFrame:
 def summary_reference(df: DataFrame, checks: list[quality.Check]) -> list[tuple]:
     """The gate as it was: one validation of the whole suite with ``result_format="SUMMARY"``;
     per check (success, element_count, unexpected_count, details)."""
-    gx, ctx = quality._context()
+    gx, ctx = gate._context()
     source = ctx.data_sources.add_spark(name="reference", persist=False)
     asset = source.add_dataframe_asset(name="reference")
     batch = asset.add_batch_definition_whole_dataframe("batch").get_batch(batch_parameters={"dataframe": df})
@@ -138,13 +139,13 @@ def test_gate_records_what_one_summary_validation_recorded(spark, monkeypatch, d
     # given: a silver.events batch, clean or with one kind of defect (or all of them)
     df = frame(spark, defect)
     passes: list[tuple[int, list[int]]] = []
-    run_suite = quality._run_suite
+    run_suite = gate._run_suite
 
     def spy(gx, batch, name, checks, result_format):
         passes.append((result_format["partial_unexpected_count"], sorted(checks)))
         return run_suite(gx, batch, name, checks, result_format)
 
-    monkeypatch.setattr(quality, "_run_suite", spy)
+    monkeypatch.setattr(gate, "_run_suite", spy)
     # when: the gate validates it, and the old single SUMMARY validation does too
     report, jobs = spark_jobs(
         spark, f"gate-{defect}", lambda: quality.validate(df, "silver_events", CHECKS, "t", 1)

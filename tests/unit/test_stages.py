@@ -35,8 +35,16 @@ def test_the_daily_order_and_where_each_input_comes_from():
     assert producers(get("ingest"), STAGES) == {}
     assert producers(get("features"), STAGES) == {C.SILVER_EVENTS: "ingest", C.SILVER_ITEMS: "ingest"}
     rec = producers(get("recommend"), STAGES)
-    # examples rewrites feature partitions after features: recommend reads what examples left
-    assert rec[C.GOLD_USER_FEATURES] == "examples" and rec[C.MODEL_REGISTRY] == "train"
+    # one writer per table: the feature tables come from the features stage, which the
+    # examples read (and never write)
+    assert rec[C.GOLD_USER_FEATURES] == "features" and rec[C.MODEL_REGISTRY] == "train"
+    ex = producers(get("examples"), STAGES)
+    assert ex[C.GOLD_ITEM_FEATURES] == ex[C.GOLD_USER_FEATURES] == "features"
+    writers: dict[str, list[str]] = {}
+    for s in STAGES:
+        for t in s.outputs:
+            writers.setdefault(t, []).append(s.name)
+    assert {t: w for t, w in writers.items() if len(w) > 1} == {}
     assert producers(get("evaluate"), STAGES)[C.GOLD_RECOMMENDATIONS] == "recommend"
     for stage in STAGES:  # every input of a stage after ingest has a producer earlier in the day
         assert set(producers(stage, STAGES)) == set(stage.inputs) - EXTERNAL_INPUTS, stage.name
@@ -46,7 +54,8 @@ def test_the_daily_order_and_where_each_input_comes_from():
 
 def test_date_plans_relative_to_the_run_date():
     c = ctx(examples={"window_days": 5}, evaluate={"horizon_days": 3})
-    assert get("features").plan(c, None) == {"as_of": "2026-10-12"}
+    # features as of D and every date the day's examples read (they never write the tables)
+    assert get("features").plan(c, None) == {"as_of": "2026-10-12", "start": "2026-10-07"}
     assert get("examples").plan(c, None) == {
         "start": "2026-10-07",
         "end": "2026-10-11",
@@ -63,6 +72,9 @@ def test_date_plans_relative_to_the_run_date():
     # explicit options of a single-stage command replace the plan's parts
     opts = StageContext(c.cfg, None, None, D, DAILY, {"start": dt.date(2026, 10, 1)})
     assert get("examples").plan(opts, None)["start"] == "2026-10-01"
+    assert get("features").plan(opts, None) == {"as_of": "2026-10-12", "start": "2026-10-01"}
+    # a backtest on the configured dates: both ends given, the features span them and D
+    assert get("features").plan(bt, None) == {"as_of": "2026-10-12", "start": "2026-10-12"}
     # a backtest evaluates the lists of its own run date
     assert get("evaluate").plan(ctx(BACKTEST), None) == {"lists_date": "2026-10-12"}
 

@@ -19,10 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 from pyspark.ml.feature import (
-    IDF,
-    HashingTF,
     Normalizer,
-    RegexTokenizer,
 )
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.recommendation import ALS
@@ -32,6 +29,7 @@ from pyspark.sql import functions as F
 from recpipe import constants as C
 from recpipe.batches import whole_groups
 from recpipe.config import CandidatesConfig, RecommendConfig
+from recpipe.features.text import TEXT_VEC, text_vectors
 
 CAND_COLS = [C.USER_ID, C.ITEM_ID, C.SOURCE, C.SOURCE_SCORE, C.DETAIL]
 LN2 = math.log(2.0)
@@ -377,17 +375,9 @@ def score_als(
 
 # -- content similarity ------------------------------------------------------------------------
 def tfidf_vectors(items: DataFrame, num_features: int) -> DataFrame:
-    """(item_id, features): L2-normalized TF-IDF of title + text (HashingTF + IDF), when
-    ``gold.item_features`` is not there."""
-    text = items.select(
-        C.ITEM_ID, F.concat_ws(" ", F.coalesce("title", F.lit("")), F.coalesce("text", F.lit(""))).alias("t")
-    )
-    tok = RegexTokenizer(inputCol="t", outputCol="words", pattern="\\W+", toLowercase=True).transform(text)
-    tf = HashingTF(inputCol="words", outputCol="tf", numFeatures=num_features).transform(tok)
-    idf = IDF(inputCol="tf", outputCol="raw").fit(tf).transform(tf)
-    return (
-        Normalizer(inputCol="raw", outputCol="features", p=2.0).transform(idf).select(C.ITEM_ID, "features")
-    )
+    """(item_id, features): the items' text vectors (:func:`recpipe.features.text.text_vectors`,
+    the ones ``gold.item_features`` stores), L2-normalized, when that table is not there."""
+    return feature_table_vectors(text_vectors(items, num_features), TEXT_VEC)
 
 
 def feature_table_vectors(item_features: DataFrame, column: str) -> DataFrame:

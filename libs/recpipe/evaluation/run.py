@@ -18,6 +18,7 @@ from recpipe import constants as C
 from recpipe.config import Config
 from recpipe.evaluation import offline as O
 from recpipe.evaluation import ope
+from recpipe.evaluation.baselines import item_popularity_of_frame, popularity_auc
 from recpipe.evaluation.calibration import calibration_summary
 from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import read_items
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from recpipe.candidates.sources import AlsFactors
+    from recpipe.evaluation.truth import ClickModel
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,11 @@ EVALUATIONS_SCHEMA = StructType(
 
 
 def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
-    """AUC / logloss and calibration of the current model, AUC of item popularity, on the
-    examples' test split.
+    """AUC / logloss and calibration of the current model, AUC of item popularity
+    (:func:`recpipe.evaluation.baselines.item_popularity`), on the examples' test split.
 
     Impressions: popularity is the item's smoothed train CTR. Click-only: the test split's
-    negatives are drawn uniformly (``features.examples.click_only_examples``) and popularity is
+    negatives are drawn uniformly (``recpipe.examples.labels.click_only_examples``) and popularity is
     the item's train click count, so neither AUC is inflated by popularity-weighted negatives.
     """
     from sklearn.metrics import log_loss, roc_auc_score
@@ -62,15 +64,9 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
     ex = lake.read(C.GOLD_TRAINING_EXAMPLES)
     test = ex.where(F.col(C.SPLIT) == "test")
     train = ex.where(F.col(C.SPLIT) == "train")
-    if clicks_only:
-        prior = 0.0
-        pop = train.groupBy(C.ITEM_ID).agg(F.sum(C.LABEL).cast("double").alias("pop"))
-    else:
-        prior = one_row(train.agg(F.avg(C.LABEL)))[0] or 0.0
-        strength = cfg.features.ctr_prior_strength
-        pop = train.groupBy(C.ITEM_ID).agg(
-            ((F.sum(C.LABEL) + prior * strength) / (F.count("*") + strength)).alias("pop")
-        )
+    pop = item_popularity_of_frame(
+        train, prior_strength=cfg.features.ctr_prior_strength, clicks_only=clicks_only
+    )
     try:
         from recpipe.model.inputs import to_model_inputs
         from recpipe.model.registry import load_current_model
@@ -78,9 +74,9 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
         model, spec, row = load_current_model(cfg, lake)
     except (ImportError, RuntimeError) as exc:
         model, spec, row, no_model = None, None, None, f"no current model: {exc}"
-    # Only the columns used: the label, the popularity score and the model's inputs.
-    cols = [C.LABEL, "pop"] + ([c for c in spec.columns if c not in (C.LABEL, "pop")] if spec else [])
-    pdf: pd.DataFrame = test.join(pop, C.ITEM_ID, "left").fillna({"pop": prior}).select(*cols).toPandas()
+    # Only the columns used: the label, the item (for popularity) and the model's inputs.
+    cols = [C.LABEL, C.ITEM_ID] + ([c for c in spec.columns if c not in (C.LABEL, C.ITEM_ID)] if spec else [])
+    pdf: pd.DataFrame = test.select(*cols).toPandas()
     if pdf.empty or pdf[C.LABEL].nunique() < 2:
         return {"skipped": "test split is empty or has a single label"}
     y = pdf[C.LABEL].to_numpy().astype(int)
@@ -88,7 +84,7 @@ def ranker_metrics(cfg: Config, lake: Lake) -> dict[str, Any]:
         "test_examples": int(len(y)),
         "test_ctr": float(y.mean()),
         "test_negatives": "uniformly sampled clicked items" if clicks_only else "logged impressions",
-        "popularity_auc": float(roc_auc_score(y, pdf["pop"])),
+        "popularity_auc": popularity_auc(y, pdf[C.ITEM_ID], pop),
     }
     if model is None or row is None:  # (both None together)
         out["model"] = no_model
@@ -141,19 +137,24 @@ def logged_policy_ope(events: DataFrame, start: dt.date, end: dt.date) -> dict[s
 
 
 def true_click_model_eval(
-    cfg: Config, lake: Lake, date: dt.date, als_factors: AlsFactors | None = None
+    cfg: Config,
+    lake: Lake,
+    date: dt.date,
+    click_model: ClickModel | None = None,
+    als_factors: AlsFactors | None = None,
 ) -> dict[str, Any]:
-    """Expected clicks per list of the published, popularity and ALS-only top-N under the
-    generator's true click model (:mod:`recpipe.scoring.oracle_eval`); synthetic data only.
+    """Expected clicks per list of the published, popularity and ALS-only top-N under the data's
+    true ``click_model`` (:mod:`recpipe.evaluation.oracle`); synthetic data only, the caller
+    that knows the data source passes the generator's model (``recpipe.datasets.synthetic:SyntheticClickModel``).
     ``als_factors``: the day's ALS model when the caller already has it."""
-    manifest = Path(cfg.data.raw_dir) / "manifest.json"
     if cfg.data.source != "synthetic":
         return {"skipped": f"data.source is {cfg.data.source!r}: no true click model"}
-    if not manifest.exists():
-        return {"skipped": f"{manifest} not found: the generator's world is needed"}
-    from recpipe.scoring.oracle_eval import evaluate_lists
+    if click_model is None:
+        manifest = Path(cfg.data.raw_dir) / "manifest.json"
+        return {"skipped": f"no true click model given ({manifest}: the generator's world is needed)"}
+    from recpipe.evaluation.oracle import evaluate_lists
 
-    return evaluate_lists(cfg, lake, date, cfg.data.raw_dir, als_factors=als_factors)
+    return evaluate_lists(cfg, lake, date, click_model, als_factors=als_factors)
 
 
 def _als_baseline(
@@ -173,12 +174,9 @@ def _als_baseline(
     return O.als_lists(factors, before, users, k, allowed=allowed), model, factors
 
 
-def run_evaluate(
-    cfg: Config, spark: SparkSession, date: dt.date | None = None, lake: Lake | None = None
-) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    lake = lake or open_lake(cfg, spark)
-    k = cfg.evaluate.k
+def _published_lists(lake: Lake, date: dt.date | None) -> tuple[DataFrame, dt.date]:
+    """The ``gold.recommendations`` rows of ``date`` (default: the latest run date) and the date;
+    RuntimeError when there are none."""
     if not lake.exists(C.GOLD_RECOMMENDATIONS):
         raise RuntimeError(f"{C.GOLD_RECOMMENDATIONS} does not exist: run `recpipe recommend` first")
     recs = lake.read(C.GOLD_RECOMMENDATIONS)
@@ -187,6 +185,22 @@ def run_evaluate(
     recs = recs.where(F.col("run_date") == F.lit(date))
     if recs.limit(1).count() == 0:
         raise RuntimeError(f"{C.GOLD_RECOMMENDATIONS} has no lists for {date}")
+    return recs, date
+
+
+def run_evaluate(
+    cfg: Config,
+    spark: SparkSession,
+    date: dt.date | None = None,
+    lake: Lake | None = None,
+    click_model: ClickModel | None = None,
+) -> dict[str, Any]:
+    """``click_model``: the data's true click model (synthetic data), for the expected clicks per
+    list (:func:`true_click_model_eval`); the report says why they are missing without it."""
+    t0 = time.perf_counter()
+    lake = lake or open_lake(cfg, spark)
+    k = cfg.evaluate.k
+    recs, date = _published_lists(lake, date)
     end = date + dt.timedelta(days=cfg.evaluate.horizon_days)
     events = lake.read(C.SILVER_EVENTS)
     from recpipe.candidates.sources import allowed_items, history
@@ -222,7 +236,7 @@ def run_evaluate(
     item_segments = O.item_segment_hit_rates(published, truth, before, k)
     ranker = ranker_metrics(cfg, lake)
     off_policy = logged_policy_ope(events, date, end)
-    true_clicks = true_click_model_eval(cfg, lake, date, als_factors)
+    true_clicks = true_click_model_eval(cfg, lake, date, click_model, als_factors)
     run_id = f"evaluate-{date}-{uuid.uuid4().hex[:8]}"
     report = {
         "job": "evaluate",

@@ -26,6 +26,7 @@ from recpipe import faults, quality
 from recpipe.config import Config, IngestConfig
 from recpipe.events import transforms as T
 from recpipe.lake import CommitResult, Lake, Txn, open_lake
+from recpipe.lake.fs import filesystem, resolved, with_scheme_of
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +47,16 @@ class IngestError(RuntimeError):
     """The batch cannot be ingested; nothing further was written."""
 
 
-def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), str(Path(uri).resolve())
-
-
 def read_bytes(path: str) -> bytes:
     """Read a whole file's bytes as stored, local or object store (runs on executors).
 
     No transparent decompression (pyarrow would gunzip ``.gz`` by name): ``transforms.decompress``
     does it, so a corrupt gzip is reported as such instead of failing the job.
     """
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     with fs.open_input_stream(p, compression=None) as fh:
-        return fh.read()
+        data: bytes = fh.read()
+        return data
 
 
 @dataclass
@@ -97,7 +93,7 @@ def scan_input(input_dir: str, fmt: str, date: dt.date | None = None) -> BatchFi
     for too, except :data:`KNOWN_ROOT_FILES` at its root. Names starting with ``.`` or ``_``
     (``_SUCCESS``, ``.crc``, spool folders) are skipped, as Spark's own file sources do.
     """
-    fs, base = _fs(input_dir)
+    fs, base = filesystem(input_dir)
     if fs.get_file_info(base).type != pafs.FileType.Directory:
         raise IngestError(f"input folder not found: {input_dir}")
     root = f"{base}/{EVENTS_DIR}"
@@ -107,7 +103,6 @@ def scan_input(input_dir: str, fmt: str, date: dt.date | None = None) -> BatchFi
     if date is not None:
         root = f"{root}/{date.isoformat()}"
     scope = root if date is not None else base
-    prefix = "" if "://" not in input_dir else input_dir.split("://", 1)[0] + "://"
     out = BatchFiles([])
     for i in fs.get_file_info(pafs.FileSelector(scope, recursive=True, allow_not_found=True)):
         rel = i.path[len(scope) :].lstrip("/")
@@ -115,7 +110,7 @@ def scan_input(input_dir: str, fmt: str, date: dt.date | None = None) -> BatchFi
             continue
         if date is None and rel in KNOWN_ROOT_FILES:
             continue
-        path = prefix + i.path
+        path = with_scheme_of(i.path, input_dir)
         why = not_read_reason(i.base_name, i.size, fmt, "batch")
         if why is None and not i.path.startswith(root + "/"):
             why = f"outside {EVENTS_DIR}/ (only files under {EVENTS_DIR}/ are events)"
@@ -162,11 +157,11 @@ def check_not_read(cfg: IngestConfig, batch_id: str, not_read: dict[str, str]) -
 
 def default_batch_id(input_dir: str, files: list[str]) -> str:
     """A deterministic batch id from the folder name and its file list with sizes."""
-    fs, _ = _fs(input_dir)
+    fs, _ = filesystem(input_dir)
     h = hashlib.sha1()
     for f in files:
         h.update(f.encode())
-        h.update(str(fs.get_file_info(_fs(f)[1]).size).encode())
+        h.update(str(fs.get_file_info(filesystem(f)[1]).size).encode())
     return f"{Path(input_dir.rstrip('/')).name}-{h.hexdigest()[:12]}"
 
 
@@ -250,7 +245,7 @@ def probe_gzip_files(spark: SparkSession, cfg: Config, files: list[str]) -> dict
 
 def read_items(spark: SparkSession, input_dir: str, batch_id: str, now: dt.datetime) -> DataFrame | None:
     """``items.jsonl`` -> the ``silver.items`` schema; None when the batch has no catalog."""
-    fs, base = _fs(input_dir)
+    fs, base = filesystem(input_dir)
     path = f"{base}/{ITEMS_FILE}"
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
@@ -259,7 +254,7 @@ def read_items(spark: SparkSession, input_dir: str, batch_id: str, now: dt.datet
         "tags array<string>, publisher string, published_ts string, expires_ts string, "
         "language string, status string, _corrupt_record string"
     )
-    uri = path if "://" not in input_dir else input_dir.split("://", 1)[0] + "://" + path
+    uri = with_scheme_of(path, input_dir)
     df = spark.read.schema(raw_schema).option("mode", "PERMISSIVE").json(uri)
     return df.select(
         F.trim("item_id").alias(C.ITEM_ID),
@@ -346,7 +341,7 @@ def _read_and_classify(
         parsed,
         cfg.ingest.allowed_event_types,
         cfg.ingest.event_type_aliases,
-        cfg.ingest.min_event_ts,
+        cfg.ingest.min_event_ts.isoformat(),
         F.lit(max_ts).cast("timestamp"),
     ).persist(StorageLevel.MEMORY_AND_DISK)
     # Files that gave no records (a corrupt or empty gzip) are accounted for, not records.
@@ -519,7 +514,7 @@ def _quality_gate(
     # events on 2 shared cores: 5-9 s, 12-24 s cached).
     version = lake.version(C.SILVER_EVENTS)
     to_check = lake.read(C.SILVER_EVENTS, version).where(F.col(C.EVENT_DATE).isin(dates))
-    min_ts = dt.datetime.fromisoformat(cfg.ingest.min_event_ts.replace("Z", "+00:00"))
+    min_ts = cfg.ingest.min_event_ts
     report = quality.validate(
         to_check,
         "silver_events",
@@ -641,7 +636,7 @@ def records_by_file(
 ) -> list[dict[str, Any]]:
     """Per source file: records read, accepted (new events), quarantined, late (JSONL only)."""
     # Spark's file names are URIs (file:///abs/...): shown relative to the input folder.
-    root = (input_dir if "://" in input_dir else str(Path(input_dir).resolve())).rstrip("/") + "/"
+    root = resolved(input_dir).rstrip("/") + "/"
     rows: dict[str, dict[str, Any]] = {}
     late0 = 0 if with_late else None  # a file whose records are all duplicates or quarantined
 
@@ -677,7 +672,7 @@ def write_ingest_report(
     return write_json_and_html(cfg.artifacts_dir("reports"), stem, "ingest", report)
 
 
-def _file_hour(col):
+def _file_hour(col: Column) -> Column:
     """``.../events/YYYY-MM-DD/HH.jsonl`` -> the delivery hour as a timestamp (null otherwise)."""
     hour = F.regexp_replace(
         F.regexp_extract(col, r"\d{4}-\d{2}-\d{2}/\d{2}(?=\.jsonl?(\.gz)?$)", 0), "/", " "
@@ -693,7 +688,7 @@ def _batch_ingest_time(lake: Lake, batch_id: str) -> dt.datetime | None:
     )
     if row is None or row[0] is None:
         return None
-    ts = row[0]
+    ts: dt.datetime = row[0]
     return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
 
 

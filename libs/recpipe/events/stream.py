@@ -37,6 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from recpipe.config import Config
 from recpipe.events import ingest as I
 from recpipe.lake import Lake, Txn, open_lake
+from recpipe.lake.fs import filesystem, resolved, with_scheme_of
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def checkpoint_dir(cfg: Config) -> str:
     """``stream.checkpoint_dir``, else ``<lake.root>/_checkpoints/stream/<stream.name>``."""
     if cfg.stream.checkpoint_dir:
         return cfg.stream.checkpoint_dir
-    root = cfg.lake.root if "://" in cfg.lake.root else str(Path(cfg.lake.root).resolve())
+    root = resolved(cfg.lake.root)
     return f"{root.rstrip('/')}/_checkpoints/stream/{cfg.stream.name}"
 
 
@@ -66,14 +67,13 @@ def local_path(spark_path: str) -> str:
 def watched_folder(input_dir: str) -> tuple[str, bool]:
     """The folder the stream watches (``events/`` when the landing folder has one) and whether it
     is the landing folder itself (then its catalog and manifests are not event files)."""
-    fs, base = I._fs(input_dir)
+    fs, base = filesystem(input_dir)
     if fs.get_file_info(base).type != pafs.FileType.Directory:
         raise I.IngestError(f"input folder not found: {input_dir}")
     events = f"{base}/{I.EVENTS_DIR}"
-    prefix = "" if "://" not in input_dir else input_dir.split("://", 1)[0] + "://"
     if fs.get_file_info(events).type == pafs.FileType.Directory:
-        return prefix + events, False
-    return prefix + base, True
+        return with_scheme_of(events, input_dir), False
+    return with_scheme_of(base, input_dir), True
 
 
 def classify_files(rows: list[tuple[str, int]], fmt: str, root: str, is_landing_root: bool) -> I.BatchFiles:
@@ -110,9 +110,9 @@ class _Catalog:
     (size or modification time), remembered in the checkpoint folder."""
 
     def __init__(self, input_dir: str, checkpoint: str) -> None:
-        self.fs, base = I._fs(input_dir)
+        self.fs, base = filesystem(input_dir)
         self.path = f"{base}/{I.ITEMS_FILE}"
-        cfs, cbase = I._fs(checkpoint)
+        cfs, cbase = filesystem(checkpoint)
         self.cfs, self.state = cfs, f"{cbase}/recpipe_catalog.json"
 
     def fingerprint(self) -> str | None:

@@ -13,7 +13,8 @@ that contributed to a row (null when none did), so the examples' leakage check c
   the whole catalog (text statistics, no labels).
 
 The transforms compute any number of dates in one pass (each daily aggregate is exploded onto the
-dates it contributes to), which is how ``run_examples`` builds all the dates it needs at once.
+dates it contributes to), which is how ``run_features`` with a ``start`` writes all the dates a
+range of training examples reads at once.
 """
 
 from __future__ import annotations
@@ -28,9 +29,6 @@ from collections.abc import Callable
 from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.ml import Pipeline
-from pyspark.ml.feature import IDF, HashingTF, RegexTokenizer, StopWordsRemover
-from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -39,6 +37,8 @@ from recpipe import quality
 from recpipe.config import Config
 from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import read_items
+from recpipe.features.text import TEXT_VEC as TEXT_VEC  # re-exported: the stored column
+from recpipe.features.text import text_vectors as text_vectors
 from recpipe.guard import guard_partition_replace
 from recpipe.lake import Lake, Txn, open_lake
 
@@ -49,7 +49,6 @@ DAY = "_day"
 CATEGORY = "category"
 SUBCATEGORY = "subcategory"
 AGE_HOURS = "age_hours"
-TEXT_VEC = "text_vec"
 # The item's clicks before the cut-off, each weighted 2^(-age / features.trend_half_life_hours).
 ITEM_TREND = "item_trend"
 CATEGORY_CLICK_SHARE = "category_click_share"
@@ -126,26 +125,6 @@ def explode_as_of(df: DataFrame, as_of_dates: list[dt.date], horizon_days: int) 
         C.AS_OF_DATE,
         F.explode(F.filter(dates, lambda d: (d > day) & (d <= F.date_add(day, horizon_days)))),
     ).withColumn("_lag", F.datediff(F.col(C.AS_OF_DATE), day))
-
-
-def text_vectors(items: DataFrame, num_features: int) -> DataFrame:
-    """``item_id, text_vec``: TF-IDF of title + text (HashingTF, IDF fit on ``items``) as array<float>."""
-    docs = items.select(
-        C.ITEM_ID,
-        F.concat_ws(" ", F.coalesce("title", F.lit("")), F.coalesce("text", F.lit(""))).alias("_doc"),
-    )
-    pipe = Pipeline(
-        stages=[
-            RegexTokenizer(inputCol="_doc", outputCol="_tokens", pattern=r"[^\p{L}\p{N}]+", minTokenLength=2),
-            StopWordsRemover(inputCol="_tokens", outputCol="_words"),
-            HashingTF(inputCol="_words", outputCol="_tf", numFeatures=num_features),
-            IDF(inputCol="_tf", outputCol="_tfidf"),
-        ]
-    )
-    model = pipe.fit(docs)
-    return model.transform(docs).select(
-        C.ITEM_ID, vector_to_array(F.col("_tfidf"), dtype="float32").alias(TEXT_VEC)
-    )
 
 
 def _item_daily(events: DataFrame, half: float) -> DataFrame:
@@ -584,36 +563,46 @@ def run_features(
     as_of: dt.date,
     lake: Lake | None = None,
     force: bool = False,
+    start: dt.date | None = None,
 ) -> dict[str, Any]:
-    """Write the ``as_of`` partition of ``gold.item_features`` and ``gold.user_features``.
+    """Write the ``as_of`` partition of ``gold.item_features`` and ``gold.user_features``, and with
+    ``start`` every partition ``start..as_of`` (inclusive) in one pass: the dates the training
+    examples of a range read (:mod:`recpipe.examples` never writes these tables).
 
-    Idempotent: the commit carries a token of (date, input table versions, feature config); a
+    Idempotent: the commit carries a token of (dates, input table versions, feature config); a
     rerun on unchanged inputs commits nothing and leaves both table versions unchanged.
     ``force`` replaces a partition even when its row count falls beyond ``lake.max_drop_share``.
     """
     t0 = time.perf_counter()
+    first = as_of if start is None else start
+    if first > as_of:
+        raise ValueError(f"features: --start {first} is after the run date {as_of}")
+    dates = [first + dt.timedelta(days=i) for i in range((as_of - first).days + 1)]
     lake = lake or open_lake(cfg, spark)
     cfg = with_feedback(cfg, lake)
-    fp = inputs_fingerprint(cfg, lake, as_of)
-    txn = Txn(f"recpipe.features/{as_of.isoformat()}/{fp}", 1)
+    span = as_of.isoformat() if first == as_of else f"{first.isoformat()}_{as_of.isoformat()}"
+    fp = inputs_fingerprint(cfg, lake, *([as_of] if first == as_of else [first, as_of]))
+    txn = Txn(f"recpipe.features/{span}/{fp}", 1)
     summary: dict[str, Any] = {
         "job": "features",
         "as_of_date": as_of.isoformat(),
         "feedback": cfg.data.feedback,
         "fingerprint": fp,
     }
+    if first != as_of:
+        summary["start"] = first.isoformat()
     done = all(lake.txn_version(t, txn.app_id) for t in (C.GOLD_ITEM_FEATURES, C.GOLD_USER_FEATURES))
     if done:
         summary["skipped"] = "already built from these inputs"
     else:
         horizon = max(cfg.features.windows_days)
-        events, items = read_feature_inputs(lake, as_of, as_of, horizon)
+        events, items = read_feature_inputs(lake, first, as_of, horizon)
         events = events.persist(StorageLevel.MEMORY_AND_DISK)
-        item_df, user_df = build_feature_frames(cfg, events, items, [as_of])
+        item_df, user_df = build_feature_frames(cfg, events, items, dates)
         item_df = item_df.persist(StorageLevel.MEMORY_AND_DISK)
         user_df = user_df.persist(StorageLevel.MEMORY_AND_DISK)
-        run_id = f"features/{as_of.isoformat()}/{uuid.uuid4().hex[:8]}"
-        summary.update(write_features(cfg, lake, item_df, user_df, [as_of], run_id, txn, force=force))
+        run_id = f"features/{span}/{uuid.uuid4().hex[:8]}"
+        summary.update(write_features(cfg, lake, item_df, user_df, dates, run_id, txn, force=force))
         summary["items"] = item_df.count()
         summary["users"] = user_df.count()
         for df in (events, item_df, user_df):

@@ -119,7 +119,7 @@ class FeatureSpec:
         )
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)  # config dates: ISO
 
     @classmethod
     def from_json(cls, text: str) -> FeatureSpec:

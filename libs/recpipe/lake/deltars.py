@@ -35,6 +35,7 @@ from pyspark.sql.types import StructType
 
 from recpipe import faults
 from recpipe.constants import PERSONAL_COLUMNS
+from recpipe.lake import fs as lakefs
 from recpipe.lake.base import (
     STATS_COLUMNS_PROPERTY,
     CommitResult,
@@ -134,14 +135,13 @@ class DeltaRsLake(Lake):
     backend_name = "delta-rs"
 
     def __init__(self, spark: SparkSession, root: str, commit_retries: int = 3) -> None:
-        if "://" not in root:
-            root = os.path.abspath(root)
+        root = lakefs.absolute(root)
         super().__init__(spark, root, commit_retries)
-        self.fs, self._root_fs_path = pafs.FileSystem.from_uri(self.root)
+        self.fs, self._root_fs_path = lakefs.filesystem(self.root, resolve=False)
 
     # -- helpers -----------------------------------------------------------------------------
     def _fs_path(self, uri: str) -> str:
-        return self.fs.from_uri(uri)[1] if "://" in uri else uri
+        return lakefs.fs_path(uri)
 
     def _table(self, table: str, version: int | None = None) -> DeltaTable | None:
         try:
@@ -283,7 +283,7 @@ class DeltaRsLake(Lake):
         txn: Txn | None,
         operation: str,
         mode: str = "append",
-        partition_filters: Callable[[DeltaTable], list | None] | None = None,
+        partition_filters: Callable[[DeltaTable], list[tuple[str, str, Any]] | None] | None = None,
         removes_fn: Callable[[DeltaTable], tuple[list[RemoveAction], int]] | None = None,
         blind: bool = False,
         replace_schema: bool = False,
@@ -390,7 +390,7 @@ class DeltaRsLake(Lake):
         schema: pa.Schema,
         pcols: list[str],
         mode: str,
-        partition_filters: Callable[[DeltaTable], list | None] | None,
+        partition_filters: Callable[[DeltaTable], list[tuple[str, str, Any]] | None] | None,
         props: CommitProperties,
     ) -> Exception | None:
         """Commit the written files (and removes) in one Delta commit, creating the table when there
@@ -446,16 +446,25 @@ class DeltaRsLake(Lake):
         log.info("%s: added columns %s", table, [f.name for f in new])
         return True
 
-    def append(self, table, df, partition_by=None, txn=None) -> CommitResult:
+    def append(
+        self, table: str, df: DataFrame, partition_by: list[str] | None = None, txn: Txn | None = None
+    ) -> CommitResult:
         return self._commit(table, lambda dt: df, partition_by, txn, "append", blind=True)
 
     def overwrite(
-        self, table, df, partition_by=None, partitions=None, txn=None, replace_schema=False, add_columns=False
+        self,
+        table: str,
+        df: DataFrame,
+        partition_by: list[str] | None = None,
+        partitions: dict[str, list[Any]] | None = None,
+        txn: Txn | None = None,
+        replace_schema: bool = False,
+        add_columns: bool = False,
     ) -> CommitResult:
         if replace_schema and partitions:
             raise LakeError(f"overwrite of {table}: a new schema replaces the whole table, not partitions")
 
-        def filters(dt: DeltaTable) -> list | None:
+        def filters(dt: DeltaTable) -> list[tuple[str, str, Any]] | None:
             if not partitions:
                 return None
             pcols = list(dt.metadata().partition_columns)
@@ -502,7 +511,15 @@ class DeltaRsLake(Lake):
             existing = existing.where(F.col(pcols[0]).isin(values))
         return existing.select(*keys)
 
-    def insert_new(self, table, df, keys, partition_by=None, txn=None, add_columns=False) -> CommitResult:
+    def insert_new(
+        self,
+        table: str,
+        df: DataFrame,
+        keys: list[str],
+        partition_by: list[str] | None = None,
+        txn: Txn | None = None,
+        add_columns: bool = False,
+    ) -> CommitResult:
         def new_rows(dt: DeltaTable | None) -> DataFrame:
             if dt is None:
                 return df
@@ -564,7 +581,7 @@ class DeltaRsLake(Lake):
 
         return self._commit(table, data, None, txn, operation, removes_fn=removes)
 
-    def delete(self, table, predicate, txn=None) -> CommitResult:
+    def delete(self, table: str, predicate: str, txn: Txn | None = None) -> CommitResult:
         self._require(table)
         try:
             pred = F.expr(predicate)
@@ -575,7 +592,14 @@ class DeltaRsLake(Lake):
             table, lambda snap: snap.withColumn("_match", F.coalesce(pred, F.lit(False))), None, txn, "delete"
         )
 
-    def upsert(self, table, df, keys, partition_by=None, txn=None) -> CommitResult:
+    def upsert(
+        self,
+        table: str,
+        df: DataFrame,
+        keys: list[str],
+        partition_by: list[str] | None = None,
+        txn: Txn | None = None,
+    ) -> CommitResult:
         if not self.exists(table):
             return self.append(table, df, partition_by, txn)
         # Rows of the table whose key is in the incoming data (a join, no keys collected).
@@ -609,7 +633,7 @@ class DeltaRsLake(Lake):
         after = {i.path for i in self.fs.get_file_info(pafs.FileSelector(log_dir))}
         return sorted(before - after)
 
-    def vacuum(self, table, retention_hours, dry_run=False) -> list[str]:
+    def vacuum(self, table: str, retention_hours: float, dry_run: bool = False) -> list[str]:
         dt = self._require(table)
         removed = dt.vacuum(
             retention_hours=int(retention_hours),

@@ -11,21 +11,22 @@ shard repeated) to ``ceil(N/n)`` rows, so every rank runs exactly the same numbe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recpipe.features.spec import FeatureSpec
+from recpipe.lake.fs import filesystem
 
 __all__ = [
     "SPLIT",
     "Shard",
-    "read_feature_spec",
     "read_split",
     "shard_range",
     "snapshot_files",
@@ -33,25 +34,6 @@ __all__ = [
 ]
 
 SPLIT = "split"
-SPEC_FILE = "_feature_spec.json"
-
-
-def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), uri
-    return pafs.FileSystem.from_uri(uri)
-
-
-def read_feature_spec(table_path: str) -> FeatureSpec:
-    """The ``_feature_spec.json`` written beside the examples table."""
-    fs, path = _fs(f"{table_path.rstrip('/')}/{SPEC_FILE}")
-    try:
-        with fs.open_input_stream(path) as fh:
-            return FeatureSpec.from_json(fh.read().decode())
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"no feature spec at {table_path}/{SPEC_FILE}: run the examples stage first"
-        ) from None
 
 
 def _split_rows(pf: pq.ParquetFile, split: str) -> tuple[int, bool]:
@@ -98,7 +80,7 @@ def _snapshot_files(table_path: str, version: int | None, split: str) -> list[tu
         uris = sorted(dt.file_uris())
     out = []
     for uri in uris:
-        fs, path = _fs(uri)
+        fs, path = filesystem(uri, resolve=False)
         with fs.open_input_file(path) as fh:
             pf = pq.ParquetFile(fh)
             if by_partition:
@@ -118,7 +100,7 @@ def shard_range(total: int, rank: int, size: int) -> tuple[int, int]:
 
 
 def _read_file(uri: str, columns: list[str] | None, split: str, mixed: bool) -> pa.Table:
-    fs, path = _fs(uri)
+    fs, path = filesystem(uri, resolve=False)
     with fs.open_input_file(path) as fh:
         names = set(pq.read_schema(fh).names)
         fh.seek(0)
@@ -166,15 +148,15 @@ def read_split(
 class Shard:
     """One rank's training rows as model inputs, padded to the common per-rank row count."""
 
-    x: dict[str, np.ndarray]
-    y: np.ndarray
+    x: dict[str, npt.NDArray[Any]]
+    y: npt.NDArray[Any]
     rows: int  # rows after padding (identical on every rank)
     real_rows: int  # rows of the rank's own range
     # Columns read beside the inputs (``extra`` of :meth:`load`), padded like them, as float64
     # with NaN for nulls (e.g. ``position`` for train.position_bias=ipw).
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
     # Per-row loss weights (None: unweighted), e.g. train.position_bias=ipw's.
-    w: np.ndarray | None = None
+    w: npt.NDArray[Any] | None = None
 
     @classmethod
     def load(
@@ -210,7 +192,7 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
     return max(1, math.ceil(rows / batch_size))
 
 
-def epoch_order(rows: int, seed: int, epoch: int, rank: int) -> np.ndarray:
+def epoch_order(rows: int, seed: int, epoch: int, rank: int) -> npt.NDArray[Any]:
     """The seeded shuffle of a rank's rows for one epoch (same seed/epoch/rank -> same order)."""
     return np.random.default_rng([seed & (2**63 - 1), epoch, rank]).permutation(rows)
 
@@ -229,7 +211,7 @@ def train_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def eval_batches(x: dict[str, np.ndarray], batch_size: int):
+def eval_batches(x: dict[str, npt.NDArray[Any]], batch_size: int) -> Iterator[dict[str, npt.NDArray[Any]]]:
     """Unshuffled batches of model inputs (for prediction)."""
     n = len(next(iter(x.values()))) if x else 0
     for i in range(0, n, batch_size):

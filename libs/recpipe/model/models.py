@@ -16,13 +16,15 @@ probability and the loss stay float32. Under the default float32 policy that cha
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from recpipe.config import TrainConfig  # noqa: E402
 from recpipe.features.spec import FeatureSpec  # noqa: E402
 from recpipe.model.inputs import PAD  # noqa: E402  (one padding token for inputs and masking)
 
@@ -44,33 +46,33 @@ __all__ = [
 
 
 @keras.saving.register_keras_serializable(package="recpipe")
-class CrossLayer(keras.layers.Layer):
+class CrossLayer(keras.layers.Layer):  # type: ignore[misc, unused-ignore]  # Keras has no stubs
     """One full-rank DCN-v2 cross layer: ``x_{l+1} = x0 * (W x_l + b) + x_l``."""
 
-    def __init__(self, l2: float = 0.0, **kwargs):
+    def __init__(self, l2: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.l2 = l2
 
-    def build(self, input_shape):
+    def build(self, input_shape: Any) -> None:
         dim = int(input_shape[0][-1])
         reg = keras.regularizers.L2(self.l2) if self.l2 else None
         self.dense = keras.layers.Dense(dim, kernel_regularizer=reg, name="w")
         self.dense.build((None, dim))
         super().build(input_shape)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> tf.Tensor:
         x0, xl = inputs
         return x0 * self.dense(xl) + xl
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "l2": self.l2}
 
 
 @keras.saving.register_keras_serializable(package="recpipe")
-class MaskedMeanPooling(keras.layers.Layer):
+class MaskedMeanPooling(keras.layers.Layer):  # type: ignore[misc, unused-ignore]
     """Mean of the embeddings of the non-padding positions of a sequence (zeros when empty)."""
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> tf.Tensor:
         emb, ids = inputs  # (b, L, d), (b, L) strings
         mask = tf.cast(tf.not_equal(ids, PAD), emb.dtype)[..., None]
         total = tf.reduce_sum(emb * mask, axis=1)
@@ -79,7 +81,7 @@ class MaskedMeanPooling(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="recpipe")
-class TargetAttentionPooling(keras.layers.Layer):
+class TargetAttentionPooling(keras.layers.Layer):  # type: ignore[misc, unused-ignore]
     """DIN-style target attention: the history embeddings weighted by their relevance to the
     candidate (Zhou et al., "Deep Interest Network", KDD 2018).
 
@@ -90,13 +92,13 @@ class TargetAttentionPooling(keras.layers.Layer):
     the model through the activity counts.
     """
 
-    def __init__(self, units: int = 32, **kwargs):
+    def __init__(self, units: int = 32, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.units = units
         self.hidden = keras.layers.Dense(units, activation="relu", name="att_hidden")
         self.score = keras.layers.Dense(1, name="att_score")
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> tf.Tensor:
         hist, cand, ids = inputs  # (b, L, d), (b, d), (b, L) strings
         c = tf.broadcast_to(cand[:, None, :], tf.shape(hist))
         logits = self.score(self.hidden(tf.concat([hist, c, hist * c, hist - c], axis=-1)))[..., 0]
@@ -105,23 +107,23 @@ class TargetAttentionPooling(keras.layers.Layer):
         weights = tf.nn.softmax(logits, axis=-1) * tf.cast(real, logits.dtype)
         return tf.reduce_sum(hist * weights[..., None], axis=1)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units}
 
 
 @keras.saving.register_keras_serializable(package="recpipe")
-class Log1p(keras.layers.Layer):
+class Log1p(keras.layers.Layer):  # type: ignore[misc, unused-ignore]
     """``log(1 + max(x, 0))``: the ``log1p`` transform of :class:`~recpipe.features.spec.DenseFeature`."""
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         return tf.math.log1p(tf.maximum(x, 0.0))
 
 
 @keras.saving.register_keras_serializable(package="recpipe")
-class FMInteraction(keras.layers.Layer):
+class FMInteraction(keras.layers.Layer):  # type: ignore[misc, unused-ignore]
     """Second-order factorization-machine term: ``0.5 * sum_k((sum_i v_ik)^2 - sum_i v_ik^2)``."""
 
-    def call(self, fields):  # (b, F, k)
+    def call(self, fields: tf.Tensor) -> tf.Tensor:  # (b, F, k)
         square_of_sum = tf.square(tf.reduce_sum(fields, axis=1))
         sum_of_square = tf.reduce_sum(tf.square(fields), axis=1)
         return 0.5 * tf.reduce_sum(square_of_sum - sum_of_square, axis=1, keepdims=True)
@@ -152,7 +154,7 @@ def _inputs(spec: FeatureSpec) -> dict[str, keras.Input]:
 
 
 def _field_vectors(
-    spec: FeatureSpec, inputs: dict, l2: float, vector_dim: int = 0, attention_units: int = 0
+    spec: FeatureSpec, inputs: dict[str, Any], l2: float, vector_dim: int = 0, attention_units: int = 0
 ) -> list[tuple[str, tf.Tensor]]:
     """Per-feature vectors: embeddings, standardized dense values, vectors (projected to
     ``vector_dim`` when > 0), pooled sequences: their mean, or with ``attention_units`` > 0 the
@@ -213,7 +215,7 @@ def _field_vectors(
     return fields
 
 
-def _check_args(deep_units, dropout: float, l2: float, **counts: int) -> None:
+def _check_args(deep_units: Sequence[int], dropout: float, l2: float, **counts: int) -> None:
     bad = [u for u in deep_units if int(u) < 1]
     if bad:
         raise ValueError(f"train.deep_units must be positive layer widths, got {list(deep_units)}")
@@ -234,15 +236,22 @@ def _mlp(x: tf.Tensor, units: tuple[int, ...], dropout: float, prefix: str) -> t
     return x
 
 
-def build_dcn(
+# The factories' model-shape defaults are the train config's (``train.*`` keys), set only there:
+# :func:`recpipe.model.train.model_kwargs_from_config` passes each factory the config value of each
+# of its keyword-only arguments that is a ``train`` key.
+_TRAIN = TrainConfig()
+
+
+def _cross_deep(
     spec: FeatureSpec,
-    cross_layers: int = 3,
-    deep_units: tuple[int, ...] = (256, 128),
-    dropout: float = 0.0,
-    l2: float = 0.0,
-    vector_dim: int = 0,
-    attention_units: int = 0,
-    name: str = "dcn_v2",
+    *,
+    cross_layers: int,
+    deep_units: Sequence[int],
+    dropout: float,
+    l2: float,
+    vector_dim: int,
+    attention_units: int,
+    name: str,
 ) -> keras.Model:
     """DCN-v2 (parallel): full-rank cross network and a deep tower over the same ``x0``; the
     history is mean-pooled, or attended to by the candidate with ``attention_units`` > 0."""
@@ -267,32 +276,64 @@ def build_dcn(
     return keras.Model(inputs=inputs, outputs=out, name=name)
 
 
+def build_dcn(
+    spec: FeatureSpec,
+    *,
+    cross_layers: int = _TRAIN.cross_layers,
+    deep_units: Sequence[int] = tuple(_TRAIN.deep_units),
+    dropout: float = _TRAIN.dropout,
+    l2: float = _TRAIN.l2,
+    vector_dim: int = _TRAIN.vector_dim,
+) -> keras.Model:
+    """DCN-v2 (parallel): full-rank cross network and a deep tower over the same ``x0``; the
+    history is mean-pooled."""
+    return _cross_deep(
+        spec,
+        cross_layers=cross_layers,
+        deep_units=deep_units,
+        dropout=dropout,
+        l2=l2,
+        vector_dim=vector_dim,
+        attention_units=0,
+        name="dcn_v2",
+    )
+
+
 def build_din(
     spec: FeatureSpec,
-    attention_units: int = 32,
-    cross_layers: int = 3,
-    deep_units: tuple[int, ...] = (256, 128),
-    dropout: float = 0.0,
-    l2: float = 0.0,
-    vector_dim: int = 0,
+    *,
+    attention_units: int = _TRAIN.attention_units,
+    cross_layers: int = _TRAIN.cross_layers,
+    deep_units: Sequence[int] = tuple(_TRAIN.deep_units),
+    dropout: float = _TRAIN.dropout,
+    l2: float = _TRAIN.l2,
+    vector_dim: int = _TRAIN.vector_dim,
 ) -> keras.Model:
     """DIN-style: the candidate's target attention over the clicked-item history
     (:class:`TargetAttentionPooling`) instead of its mean, with DCN-v2's cross and deep towers on
     top. Needs a sequence feature (the history); without one it is DCN-v2."""
     if attention_units < 1:
         raise ValueError(f"train.attention_units must be >= 1, got {attention_units}")
-    return build_dcn(
-        spec, cross_layers, deep_units, dropout, l2, vector_dim, attention_units=attention_units, name="din"
+    return _cross_deep(
+        spec,
+        cross_layers=cross_layers,
+        deep_units=deep_units,
+        dropout=dropout,
+        l2=l2,
+        vector_dim=vector_dim,
+        attention_units=attention_units,
+        name="din",
     )
 
 
 def build_deepfm(
     spec: FeatureSpec,
-    fm_dim: int = 16,
-    deep_units: tuple[int, ...] = (256, 128),
-    dropout: float = 0.0,
-    l2: float = 0.0,
-    vector_dim: int = 0,
+    *,
+    fm_dim: int = _TRAIN.fm_dim,
+    deep_units: Sequence[int] = tuple(_TRAIN.deep_units),
+    dropout: float = _TRAIN.dropout,
+    l2: float = _TRAIN.l2,
+    vector_dim: int = _TRAIN.vector_dim,
 ) -> keras.Model:
     """DeepFM: linear + FM pairwise interactions over per-field ``fm_dim`` vectors + deep tower."""
     _check_args(deep_units, dropout, l2, fm_dim=fm_dim, vector_dim=vector_dim)
@@ -325,7 +366,7 @@ FACTORIES: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def build_model(name: str, spec: FeatureSpec, **kwargs) -> keras.Model:
+def build_model(name: str, spec: FeatureSpec, **kwargs: Any) -> keras.Model:
     """The factory named by ``train.model`` in the config."""
     try:
         factory = FACTORIES[name]

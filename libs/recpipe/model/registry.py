@@ -96,11 +96,7 @@ def register_model(
 
 def load_current_model(cfg: Config, lake: Lake) -> tuple[Any, Any, dict[str, Any]]:
     """``(keras model, FeatureSpec, registry row)`` of the current model (for the scorer)."""
-    import tensorflow as tf
-
-    from recpipe.features.spec import FeatureSpec
-    from recpipe.model.models import load_model
-    from recpipe.model.train import EXPORT_MODEL, EXPORT_SPEC
+    from recpipe.model.artifact import load_export
 
     current = [r for r in read_registry(lake) if r["status"] == CURRENT]
     if not current:
@@ -108,7 +104,5 @@ def load_current_model(cfg: Config, lake: Lake) -> tuple[Any, Any, dict[str, Any
             f"{MODEL_REGISTRY} has no current model ({lake.path(MODEL_REGISTRY)}): run train first"
         )
     row = max(current, key=lambda r: r["created_at"])
-    with tf.io.gfile.GFile(f"{row['path']}/{EXPORT_SPEC}") as fh:
-        spec = FeatureSpec.from_json(fh.read())
-    model = load_model(f"{row['path']}/{EXPORT_MODEL}")
+    model, spec = load_export(row["path"])
     return model, spec, row

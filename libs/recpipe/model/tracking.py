@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from recpipe.config import Config
+from recpipe.lake.fs import is_uri
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def tracking_target(cfg: Config) -> tuple[str, str | None]:
     if cfg.train.tracking_uri:
         return cfg.train.tracking_uri, None
     root = cfg.lake.root.removeprefix("file://")
-    if "://" in root:
+    if is_uri(root):
         raise ValueError(
             f"train.tracking_uri is empty and lake.root {cfg.lake.root} is not a local folder "
             "(the embedded SQLite store needs one): set train.tracking_uri to an MLflow server"
@@ -209,12 +210,11 @@ def _log_export(client: Any, run_id: str, export_dir: str, block: dict[str, Any]
     (copied to a local folder first when it is an object-store URI)."""
     import pyarrow.fs as pafs
 
-    from recpipe.model.train import EXPORT_META
-    from recpipe.reports.store import read_report, write_report
+    from recpipe.model.artifact import read_export_meta, write_export_meta
 
-    meta = read_report(export_dir, EXPORT_META)
-    write_report(export_dir, EXPORT_META, {**meta, "mlflow": block})
-    if "://" not in export_dir:
+    meta = read_export_meta(export_dir)
+    write_export_meta(export_dir, {**meta, "mlflow": block})
+    if not is_uri(export_dir):
         client.log_artifacts(run_id, export_dir, artifact_path=ARTIFACT_PATH)
         return
     with tempfile.TemporaryDirectory(prefix="recpipe-mlflow-") as tmp:

@@ -15,7 +15,6 @@ the epoch, early-stopping state, RNG).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import sys
@@ -23,26 +22,31 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from recpipe.config import Config
 from recpipe.constants import GOLD_TRAINING_EXAMPLES
 from recpipe.model.position import examination_curve, likely_bots, spec_for_mode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pyspark.sql import SparkSession
+
+    from recpipe.lake import Lake
 
 log = logging.getLogger(__name__)
 
 __all__ = ["auc_from_histograms", "make_train_step", "run_train", "train_fn"]
 
 AUC_BUCKETS = 1 << 14
-EXPORT_MODEL = "model.keras"
-EXPORT_SPEC = "feature_spec.json"
-EXPORT_META = "model_meta.json"
 
 
 # -- metrics (pure; shared by the ranks) ---------------------------------------------------------
-def metric_sums(y: np.ndarray, p: np.ndarray, buckets: int = AUC_BUCKETS) -> np.ndarray:
+def metric_sums(y: npt.NDArray[Any], p: npt.NDArray[Any], buckets: int = AUC_BUCKETS) -> npt.NDArray[Any]:
     """Additive metric state of one shard: positive/negative score histograms, logloss sum, n, positives.
 
     Summing these vectors across ranks and calling :func:`metrics_from_sums` gives the GLOBAL AUC
@@ -57,7 +61,7 @@ def metric_sums(y: np.ndarray, p: np.ndarray, buckets: int = AUC_BUCKETS) -> np.
     return np.concatenate([pos, neg, [ll, len(y), float(y.sum())]]).astype(np.float64)
 
 
-def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float | None:
+def auc_from_histograms(pos: npt.NDArray[Any], neg: npt.NDArray[Any]) -> float | None:
     """ROC AUC from score histograms (ties within a bucket count one half); None without both classes."""
     n_pos, n_neg = float(pos.sum()), float(neg.sum())
     if n_pos == 0 or n_neg == 0:
@@ -69,7 +73,7 @@ def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float | None:
     return wins / (n_pos * n_neg)
 
 
-def metrics_from_sums(sums: np.ndarray, buckets: int = AUC_BUCKETS) -> dict[str, float | None]:
+def metrics_from_sums(sums: npt.NDArray[Any], buckets: int = AUC_BUCKETS) -> dict[str, float | None]:
     pos, neg = sums[:buckets], sums[buckets : 2 * buckets]
     ll, n, positives = sums[2 * buckets :]
     return {
@@ -81,7 +85,13 @@ def metrics_from_sums(sums: np.ndarray, buckets: int = AUC_BUCKETS) -> dict[str,
 
 
 # -- the per-rank training function (pickled to the executors: imports inside) ------------------
-def make_train_step(model, opt, loss_fn, precision: str = "float32", wrap_tape=None):
+def make_train_step(
+    model: Any,
+    opt: Any,
+    loss_fn: Any,
+    precision: str = "float32",
+    wrap_tape: Callable[[Any], Any] | None = None,
+) -> Any:
     """One training step as a ``tf.function``: forward, loss (+ the model's regularization losses),
     gradients through ``wrap_tape(tape)`` (Horovod's ``DistributedGradientTape`` in the ranks), update.
 
@@ -97,8 +107,8 @@ def make_train_step(model, opt, loss_fn, precision: str = "float32", wrap_tape=N
     mixed = is_mixed(precision)
     wrap = wrap_tape or (lambda tape: tape)
 
-    @tf.function(reduce_retracing=True)
-    def train_step(x, y, w=None):
+    @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator, unused-ignore]  # TF has no stubs
+    def train_step(x: Any, y: Any, w: Any = None) -> Any:
         with tf.GradientTape() as tape:
             p = model(x, training=True)
             data_loss = loss_fn(y, p) if w is None else loss_fn(y, p, sample_weight=w)
@@ -228,16 +238,16 @@ def _make_optimizer(r: _Rank, model: Any, steps: int) -> Any:
     base_lr = float(r.params["learning_rate"])
     warmup_steps = int(r.params["warmup_epochs"]) * steps
 
-    class WarmupLR(keras.optimizers.schedules.LearningRateSchedule):
+    class WarmupLR(keras.optimizers.schedules.LearningRateSchedule):  # type: ignore[misc, unused-ignore]
         # Horovod: LR scaled by the number of workers, reached linearly over the warm-up steps.
-        def __call__(self, step):
+        def __call__(self, step: Any) -> Any:
             target = base_lr * size
             if warmup_steps <= 0:
                 return tf.constant(target, tf.float32)
             frac = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / float(warmup_steps))
             return base_lr + (target - base_lr) * frac
 
-        def get_config(self):
+        def get_config(self) -> dict[str, Any]:
             return {}
 
     # mixed_float16: dynamic loss scaling around Adam (its state is in the checkpoint).
@@ -309,15 +319,15 @@ def _make_eval(r: _Rank, model: Any, bs: int) -> tuple[Any, Any]:
 
     tf, hvd = r.tf, r.hvd
 
-    @tf.function(reduce_retracing=True)
-    def predict_step(x):
+    @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator, unused-ignore]
+    def predict_step(x: Any) -> Any:
         return model(x, training=False)
 
-    def predict(shard: D.Shard) -> np.ndarray:
+    def predict(shard: D.Shard) -> npt.NDArray[Any]:
         preds = [predict_step(b).numpy() for b in D.eval_batches(shard.x, max(bs, 4096))]
         return np.concatenate(preds) if preds else np.zeros((0, 1), np.float32)
 
-    def evaluate(shard: D.Shard, name: str, p: np.ndarray | None = None) -> dict[str, Any]:
+    def evaluate(shard: D.Shard, name: str, p: npt.NDArray[Any] | None = None) -> dict[str, Any]:
         p = predict(shard) if p is None else p
         local = metric_sums(shard.y, p)
         # Horovod: sum histogram/logloss state across ranks -> global AUC and logloss on every rank.
@@ -418,7 +428,7 @@ def _end_epoch(
 
 def _final_eval(
     r: _Rank, st: _TrainState, model: Any, eval_fns: tuple[Any, Any], val: Any, test: Any
-) -> tuple[str, dict[str, Any], dict[str, Any], np.ndarray]:
+) -> tuple[str, dict[str, Any], dict[str, Any], npt.NDArray[Any]]:
     """Trained weights' checksum, then the best epoch's weights on every rank and their val/test
     metrics; (checksum, val metrics, test metrics, every rank's test (label, score) rows)."""
     import hashlib
@@ -451,27 +461,26 @@ def _export(
     spec: Any,
     val_m: dict[str, Any],
     test_m: dict[str, Any],
-    test_rows: np.ndarray,
+    test_rows: npt.NDArray[Any],
     history: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Rank 0: the model (float32), its feature spec and meta in the export folder; the summary's
     export keys (without the timings)."""
     from recpipe.evaluation.calibration import calibration_summary
     from recpipe.model import devices
+    from recpipe.model.artifact import write_export
     from recpipe.model.models import build_model
 
-    tf, keras, params = r.tf, r.keras, r.params
+    keras, params = r.keras, r.params
     model_kwargs = params.get("model_kwargs", {})
     calibration = calibration_summary(test_rows[:, 0], test_rows[:, 1])
     export_dir = params["export_dir"]
-    tf.io.gfile.makedirs(export_dir)
     # The export is float32 whatever train.precision: scoring (CPU executors) is unchanged.
     exported = (
         devices.float32_copy(model, lambda: build_model(params["model"], spec, **model_kwargs), keras)
         if devices.is_mixed(r.precision)
         else model
     )
-    exported.save(os.path.join(export_dir, EXPORT_MODEL))
     meta = {
         "run_id": params["run_id"],
         "model": params["model"],
@@ -496,10 +505,7 @@ def _export(
         "history": history,
         "params": {k: params[k] for k in TRAIN_PARAM_KEYS},
     }
-    with tf.io.gfile.GFile(os.path.join(export_dir, EXPORT_SPEC), "w") as fh:
-        fh.write(spec.to_json())
-    with tf.io.gfile.GFile(os.path.join(export_dir, EXPORT_META), "w") as fh:
-        fh.write(json.dumps(meta, indent=2, default=str))
+    write_export(export_dir, exported, spec, meta)
     return {
         "export_dir": export_dir,
         "metrics": meta["metrics"],
@@ -587,21 +593,23 @@ TRAIN_PARAM_KEYS = [
 
 
 # -- driver ---------------------------------------------------------------------------------------
-def model_kwargs_from_config(tc) -> dict[str, Any]:
-    """The factory arguments of ``train.model`` taken from the train config."""
-    common = {
-        "deep_units": [int(u) for u in tc.deep_units],
-        "dropout": tc.dropout,
-        "l2": tc.l2,
-        "vector_dim": tc.vector_dim,
-    }
-    if tc.model == "dcn":
-        return {**common, "cross_layers": tc.cross_layers}
-    if tc.model == "deepfm":
-        return {**common, "fm_dim": tc.fm_dim}
-    if tc.model == "din":
-        return {**common, "cross_layers": tc.cross_layers, "attention_units": tc.attention_units}
-    raise ValueError(f"unknown model {tc.model!r}")
+def model_kwargs_from_config(tc: Any) -> dict[str, Any]:
+    """The factory arguments of ``train.model`` taken from the train config: every ``train`` key
+    whose field names the model under ``models`` (:class:`recpipe.config.TrainConfig`, the one list
+    of each model's shape keys; a unit test holds it to the factories' signatures). No TensorFlow
+    import: the driver calls it."""
+    import dataclasses
+
+    from recpipe.config import TrainConfig
+
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        if tc.model in f.metadata.get("models", ()):
+            value = getattr(tc, f.name)
+            kwargs[f.name] = list(value) if isinstance(value, list) else value  # a copy, not the config's
+    if not kwargs:
+        raise ValueError(f"unknown model {tc.model!r}")
+    return kwargs
 
 
 def new_run_id() -> str:
@@ -611,11 +619,13 @@ def new_run_id() -> str:
 def _baselines(
     path: str, version: int, label: str, ctr_prior: float, raw_dir: str | None, clicks_only: bool = False
 ) -> dict[str, Any]:
-    """Popularity AUC and oracle AUC on the test split. Popularity: the item's smoothed train CTR,
-    or for a click-only source its train click count (the test negatives are uniform draws)."""
+    """Popularity AUC and oracle AUC on the test split. Popularity
+    (:func:`recpipe.evaluation.baselines.item_popularity`): the item's smoothed train CTR, or for a
+    click-only source its train click count (the test negatives are uniform draws)."""
     import pyarrow.parquet as pq
     from sklearn.metrics import roc_auc_score
 
+    from recpipe.evaluation.baselines import item_popularity_of_rows, popularity_auc
     from recpipe.model.data import read_split
 
     fields = set(pq.read_schema(_first_file(path, version)).names)
@@ -626,14 +636,10 @@ def _baselines(
     y = test[label].astype(float).to_numpy()
     if len(np.unique(y)) < 2:
         return out
-    glob = float(train[label].mean()) if len(train) else 0.0
-    g = train.groupby("item_id")[label].agg(["sum", "count"])
-    if clicks_only:
-        score = test["item_id"].map(g["sum"]).fillna(0.0).to_numpy()
-    else:
-        ctr = (g["sum"] + ctr_prior * glob) / (g["count"] + ctr_prior)
-        score = test["item_id"].map(ctr).fillna(glob).to_numpy()
-    out["popularity_auc"] = float(roc_auc_score(y, score))
+    pop = item_popularity_of_rows(
+        train["item_id"], train[label], prior_strength=ctr_prior, clicks_only=clicks_only
+    )
+    out["popularity_auc"] = popularity_auc(y, test["item_id"], pop)
     if "p_click_true" in test.columns:
         out["oracle_auc"] = float(roc_auc_score(y, test["p_click_true"].to_numpy()))
         out["oracle_source"] = "p_click_true"
@@ -664,8 +670,11 @@ def _position_bias(path: str, version: int, tc: Any) -> dict[str, Any]:
     t = read_split(path, version, "train", [USER_ID, POSITION, PROPENSITY, LABEL, SAMPLED])
     logged = t.filter(pc.invert(pc.fill_null(t.column(SAMPLED).cast(pa.bool_()), False)))
 
-    def floats(c: str) -> np.ndarray:
-        return logged.column(c).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+    def floats(c: str) -> npt.NDArray[Any]:
+        values: npt.NDArray[Any] = (
+            logged.column(c).cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
+        )
+        return values
 
     labels = floats(LABEL)
     bots = likely_bots(logged.column(USER_ID).to_numpy(zero_copy_only=False), np.nan_to_num(labels))
@@ -700,8 +709,8 @@ def _first_file(path: str, version: int) -> str:
 
 def run_train(
     cfg: Config,
-    spark,
-    lake=None,
+    spark: SparkSession,
+    lake: Lake | None = None,
     run_id: str | None = None,
     *,
     examples_table: str = GOLD_TRAINING_EXAMPLES,
@@ -723,7 +732,8 @@ def run_train(
 
     from recpipe.events.feedback import is_clicks_only, with_feedback
     from recpipe.lake import open_lake
-    from recpipe.model.data import read_feature_spec
+    from recpipe.lake.fs import absolute
+    from recpipe.model.artifact import read_spec
     from recpipe.model.registry import register_model
 
     t0 = time.perf_counter()
@@ -733,14 +743,13 @@ def run_train(
         raise RuntimeError(
             f"{examples_table} does not exist at {lake.path(examples_table)}: run examples first"
         )
-    version = examples_version if examples_version is not None else lake.version(examples_table)
+    # The table exists (checked above), so its version is not None.
+    version = cast(int, examples_version if examples_version is not None else lake.version(examples_table))
     path = lake.path(examples_table)
-    spec = spec_for_mode(read_feature_spec(path), tc.position_bias).without(tc.exclude_inputs)
+    spec = spec_for_mode(read_spec(path), tc.position_bias).without(tc.exclude_inputs)
     position_bias = _position_bias(path, version, tc)
     run_id = run_id or new_run_id()
-    run_dir = f"{cfg.artifacts_dir('models').rstrip('/')}/runs/{run_id}"
-    if "://" not in run_dir:
-        run_dir = os.path.abspath(run_dir)
+    run_dir = absolute(f"{cfg.artifacts_dir('models').rstrip('/')}/runs/{run_id}")
     slots = spark.sparkContext.defaultParallelism
     if slots < tc.num_proc:
         raise RuntimeError(

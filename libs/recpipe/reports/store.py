@@ -16,13 +16,12 @@ KINDS = ("evaluation", "train", "ingest", "simulation")
 
 def _fs(folder: str) -> tuple[Any, str, str]:
     """(pyarrow filesystem, base path, base as shown to the user) of a folder or URI."""
-    import pyarrow.fs as pafs
+    from recpipe.lake.fs import filesystem, is_uri
 
-    if "://" in folder:
-        fs, base = pafs.FileSystem.from_uri(folder)
+    fs, base = filesystem(folder)
+    if is_uri(folder):
         return fs, base.rstrip("/"), folder.rstrip("/")
-    base = str(Path(folder).resolve())
-    return pafs.LocalFileSystem(), base, base
+    return fs, base, base
 
 
 def safe_name(text: str) -> str:

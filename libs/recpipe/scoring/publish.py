@@ -27,16 +27,7 @@ from recpipe.lake import Lake
 
 log = logging.getLogger(__name__)
 
-CONTENT_COLUMNS = [
-    C.USER_ID,
-    C.RANK,
-    C.ITEM_ID,
-    C.SCORE,
-    C.PROPENSITY,
-    C.REASON,
-    C.REASON_DETAIL,
-    C.MODEL_VERSION,
-]
+CONTENT_COLUMNS = [*C.LIST_COLUMNS, C.MODEL_VERSION]
 
 
 class PublishCheckError(RuntimeError):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
-from pyspark import Accumulator
+from pyspark import Accumulator, Broadcast
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StructField, StructType
@@ -18,7 +20,10 @@ from pyspark.sql.types import DoubleType, StructField, StructType
 from recpipe import constants as C
 from recpipe.batches import gathered, whole_groups_arrow
 from recpipe.scoring.rerank import INPUT_COLUMNS, OUT_ARROW, OUT_DDL, RerankParams, rerank_frame
-from recpipe.scoring.scorers import ScorerRef, get_scorer
+from recpipe.scoring.scorers import Scorer, ScorerRef, get_scorer
+
+if TYPE_CHECKING:
+    from recpipe.lake import Lake
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +109,7 @@ def ranking_frame(
 SCORE_ROWS = 65_536
 
 
-def _fixed_matrix(col: pa.ChunkedArray) -> np.ndarray | None:
+def _fixed_matrix(col: pa.ChunkedArray) -> npt.NDArray[Any] | None:
     """A list<float> column whose rows all hold the same number of values, none null, as an
     (items, dim) float32 matrix; None for any other column."""
     arr = col.combine_chunks()
@@ -117,10 +122,11 @@ def _fixed_matrix(col: pa.ChunkedArray) -> np.ndarray | None:
     run = arr.flatten().cast(pa.float32())
     if run.null_count:
         return None
-    return run.to_numpy(zero_copy_only=False).reshape(len(arr), dim)
+    matrix: npt.NDArray[Any] = run.to_numpy(zero_copy_only=False).reshape(len(arr), dim)
+    return matrix
 
 
-def _as_list_column(matrix: np.ndarray, pos: np.ndarray) -> pa.Array:
+def _as_list_column(matrix: npt.NDArray[Any], pos: npt.NDArray[Any]) -> pa.Array:
     """``matrix[pos]`` as a list<float> array (a numpy take and zero-copy wrapping instead of
     Arrow's list take, ~4x faster for 65k rows x 256 floats)."""
     n, dim = len(pos), matrix.shape[1]
@@ -129,7 +135,7 @@ def _as_list_column(matrix: np.ndarray, pos: np.ndarray) -> pa.Array:
 
 
 def _with_item_columns(
-    rows: pa.Table, index: pd.Index, items: pa.Table, matrices: dict[str, np.ndarray] | None = None
+    rows: pa.Table, index: pd.Index, items: pa.Table, matrices: dict[str, npt.NDArray[Any]] | None = None
 ) -> pa.Table:
     """``rows`` plus ``items``' columns (other than item_id) of each row's item (null when the
     item has none), looked up by position instead of joined to every row in Spark. ``matrices``:
@@ -149,13 +155,13 @@ def _with_item_columns(
 
 
 def _scores(
-    scorer,
+    scorer: Scorer,
     ref: ScorerRef,
     rows: pa.Table,
     index: pd.Index | None,
     items: pa.Table | None,
-    matrices: dict[str, np.ndarray] | None = None,
-) -> np.ndarray:
+    matrices: dict[str, npt.NDArray[Any]] | None = None,
+) -> npt.NDArray[Any]:
     """The scorer's scores of ``rows`` (with ``items``' columns added by item id when given)."""
     full = _with_item_columns(rows, index, items, matrices) if items is not None else rows
     s = np.asarray(scorer.score_batch(full), dtype=float).reshape(-1)
@@ -164,7 +170,7 @@ def _scores(
     return s
 
 
-def _item_matrices(items: pa.Table | None) -> dict[str, np.ndarray]:
+def _item_matrices(items: pa.Table | None) -> dict[str, npt.NDArray[Any]]:
     """The item columns that are fixed-length float vectors, as matrices (once per task)."""
     if items is None:
         return {}
@@ -172,7 +178,9 @@ def _item_matrices(items: pa.Table | None) -> dict[str, np.ndarray]:
     return {c: m for c, m in found.items() if m is not None}
 
 
-def _score_batches(ref: ScorerRef, keep: list[str], items=None, rows_per_call: int = SCORE_ROWS):
+def _score_batches(
+    ref: ScorerRef, keep: list[str], items: Broadcast[pa.Table] | None = None, rows_per_call: int = SCORE_ROWS
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         scorer = get_scorer(ref)  # once per worker process (module-level cache)
         table = items.value if items is not None else None
@@ -214,7 +222,7 @@ def score_and_rerank(
     params: RerankParams,
     run_date: dt.date,
     items: pa.Table | None = None,
-    scored: Accumulator | None = None,
+    scored: Accumulator[int] | None = None,
 ) -> DataFrame:
     """Each user's top-N list (``OUT_DDL`` rows) from the ranking frame in one pass: batches of
     whole users (the frame is partitioned by user, see :func:`ranking_frame`) are scored
@@ -254,7 +262,7 @@ SERVE_POSITION = 0
 
 def attach_model_features(
     frame: DataFrame,
-    lake,
+    lake: Lake,
     run_date: dt.date,
     windows_days: list[int] | None = None,
     as_of: dt.datetime | None = None,
@@ -262,7 +270,7 @@ def attach_model_features(
 ) -> DataFrame:
     """Join the point-in-time feature rows the model was trained on (``gold.user_features`` and
     ``gold.item_features`` at ``as_of_date = run_date``, both computed from events before it) and
-    derive the model's input columns exactly as :func:`recpipe.features.examples.join_point_in_time`
+    derive the model's input columns exactly as :func:`recpipe.examples.inputs.join_point_in_time`
     does for the training rows:
 
     - ``item_age_hours``: the item's age at the run's cut-off (the frame's ``age_hours``);
@@ -275,8 +283,8 @@ def attach_model_features(
     Columns the ranking frame already has are kept from the frame. ``text_vectors=False`` leaves
     ``item_text_vec`` out: the scoring kernel adds it per batch from :func:`item_vector_table`.
     """
+    from recpipe.examples import inputs as E
     from recpipe.features import build as B
-    from recpipe.features import examples as E
 
     wins = sorted(windows_days or [1, 7, 28])
     for table, key in ((C.GOLD_USER_FEATURES, C.USER_ID), (C.GOLD_ITEM_FEATURES, C.ITEM_ID)):
@@ -309,7 +317,7 @@ def attach_model_features(
         )
 
     # Feature tables or rows that are missing become typed nulls; the model inputs are then
-    # derived by the same function as the training rows (features.examples).
+    # derived by the same function as the training rows (recpipe.examples.inputs).
     for c, t in E.raw_feature_types(wins).items():
         if c not in frame.columns:
             frame = frame.withColumn(c, F.lit(None).cast(t))
@@ -322,13 +330,13 @@ def attach_model_features(
     return frame.select(*keep, *[v.alias(k) for k, v in derived.items()])
 
 
-def item_vector_table(lake, run_date: dt.date, allowed: DataFrame) -> pa.Table:
+def item_vector_table(lake: Lake, run_date: dt.date, allowed: DataFrame) -> pa.Table:
     """(item_id, item_text_vec) of the ``allowed`` items from ``gold.item_features`` as of
     ``run_date`` (the vectors :func:`attach_model_features` would join), collected once for
     :func:`score_candidates`' ``items``; items without a vector are absent (null -> zeros in
     ``model.inputs``, as with the join). 10^4 items x 256 floats are 10 MB."""
+    from recpipe.examples import inputs as E
     from recpipe.features import build as B
-    from recpipe.features import examples as E
 
     schema = pa.schema([(C.ITEM_ID, pa.string()), (E.ITEM_TEXT_VEC, pa.list_(pa.float32()))])
     if (

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+from pyspark.sql.types import StructType
 
 from recpipe import constants as C
 from recpipe.batches import whole_groups
@@ -45,17 +45,7 @@ if TYPE_CHECKING:
     from recpipe.config import RecommendConfig
 
 # The rows a re-ranking returns: one schema, the Spark and pandas forms derived from it.
-OUT_ARROW = pa.schema(
-    [
-        (C.USER_ID, pa.string()),
-        (C.RANK, pa.int32()),
-        (C.ITEM_ID, pa.string()),
-        (C.SCORE, pa.float64()),
-        (C.PROPENSITY, pa.float64()),
-        (C.REASON, pa.string()),
-        (C.REASON_DETAIL, pa.string()),
-    ]
-)
+OUT_ARROW = to_arrow_schema(StructType(C.LIST_FIELDS))
 OUT_COLUMNS = OUT_ARROW.names
 OUT_DDL = from_arrow_schema(OUT_ARROW)
 _OUT_DTYPES = {f.name: f.type.to_pandas_dtype() for f in OUT_ARROW}

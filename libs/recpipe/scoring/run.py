@@ -93,8 +93,7 @@ def lists_for_users(
     try:
         cands = cs.candidates.join(F.broadcast(who), C.USER_ID, "left_semi")
         lists = rank_candidates(cfg, lake, cs, cands, scorer, params)
-        cols = [C.USER_ID, C.RANK, C.ITEM_ID, C.SCORE, C.PROPENSITY, C.REASON, C.REASON_DETAIL]
-        out: pd.DataFrame = lists.select(*cols).toPandas()
+        out: pd.DataFrame = lists.select(*C.LIST_COLUMNS).toPandas()
     finally:
         cs.unpersist()
     return out
@@ -146,13 +145,7 @@ def _score_lists(
     lists = rank_candidates(cfg, lake, cs, cands, scorer, params, scored=counter)
     recs = lists.select(
         F.lit(cs.run_date).cast("date").alias(C.RUN_DATE),
-        C.USER_ID,
-        C.RANK,
-        C.ITEM_ID,
-        C.SCORE,
-        C.PROPENSITY,
-        C.REASON,
-        C.REASON_DETAIL,
+        *C.LIST_COLUMNS,
         F.lit(scorer.version).cast("string").alias(C.MODEL_VERSION),
         F.lit(run_id).alias(C.RUN_ID),
         F.lit(dt.datetime.now(dt.UTC).replace(microsecond=0)).cast("timestamp").alias(C.GENERATED_AT),

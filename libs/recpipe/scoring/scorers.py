@@ -12,8 +12,6 @@ per Python worker process (module-level cache), so the model is not reloaded per
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import threading
 from dataclasses import dataclass
@@ -26,9 +24,6 @@ import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
-# Where issue 4 (recpipe.model) provides `load_current_model(cfg, lake)` and the input assembly.
-MODEL_REGISTRY_MODULE = "recpipe.model.registry"
-MODEL_INPUTS_MODULE = "recpipe.model.inputs"
 
 
 class Scorer(Protocol):
@@ -95,7 +90,7 @@ class ModelScorer:
         return self.score(batch)
 
     def score(self, pdf: pd.DataFrame | pa.RecordBatch | pa.Table) -> npt.NDArray[Any]:
-        inputs = importlib.import_module(MODEL_INPUTS_MODULE)
+        from recpipe.model import inputs  # the model side, imported where a model scores
         # Every model input must be built by the serving frame (rank.attach_model_features), the
         # same way as for training: a silently defaulted column is training/serving skew.
         names = pdf.schema.names if isinstance(pdf, (pa.RecordBatch, pa.Table)) else pdf.columns
@@ -116,19 +111,12 @@ class ModelScorer:
 POPULARITY = ScorerRef("popularity", inputs=PopularityScorer.COLUMNS)
 
 
-def model_api_available() -> bool:
-    """Whether issue 4's registry and input modules are installed in this checkout."""
-    return all(importlib.util.find_spec(m) is not None for m in (MODEL_REGISTRY_MODULE, MODEL_INPUTS_MODULE))
-
-
 def resolve_scorer(cfg: Any, lake: Any) -> tuple[ScorerRef, str]:
     """The scorer of this run (driver side): the current registered model, else popularity.
 
     Returns (ref, why) where ``why`` says which and why.
     """
-    if not model_api_available():
-        return POPULARITY, f"{MODEL_REGISTRY_MODULE} is not available"
-    registry = importlib.import_module(MODEL_REGISTRY_MODULE)
+    from recpipe.model import registry
     current = [r for r in registry.read_registry(lake) if r["status"] == registry.CURRENT]
     if not current:
         return POPULARITY, "no current model in ops.model_registry"
@@ -144,11 +132,8 @@ def previous_scorer(lake: Any, version: str | None) -> tuple[ScorerRef, str]:
     """The ranker that served before model ``version`` (driver side): the latest model promoted
     before it (registry status ``current`` or ``archived``, a lower version number), else the
     popularity ranker (``version`` None or the first promoted model). Returns (ref, why)."""
-    import tensorflow as tf
-
-    from recpipe.features.spec import FeatureSpec
+    from recpipe.model.artifact import read_export_spec
     from recpipe.model.registry import ARCHIVED, CURRENT, read_registry
-    from recpipe.model.train import EXPORT_SPEC
 
     def number(v: Any) -> int:
         text = str(v or "")
@@ -164,32 +149,20 @@ def previous_scorer(lake: Any, version: str | None) -> tuple[ScorerRef, str]:
     if not before:
         return POPULARITY, f"no model was promoted before {version}"
     row = max(before, key=lambda r: number(r["model_version"]))
-    with tf.io.gfile.GFile(f"{row['path']}/{EXPORT_SPEC}") as fh:
-        spec = FeatureSpec.from_json(fh.read())
+    spec = read_export_spec(str(row["path"]))
     ref = ScorerRef(
         "model", version=str(row["model_version"]), uri=str(row["path"]), inputs=tuple(spec.columns)
     )
     return ref, f"promoted before {version}"
 
 
-def load_model_artifact(path: str) -> tuple[Any, Any]:
-    """(keras model, FeatureSpec) from a model export folder (runs on the Python workers)."""
-    import tensorflow as tf
-
-    from recpipe.features.spec import FeatureSpec
-    from recpipe.model.models import load_model
-    from recpipe.model.train import EXPORT_MODEL, EXPORT_SPEC
-
-    with tf.io.gfile.GFile(f"{path}/{EXPORT_SPEC}") as fh:
-        spec = FeatureSpec.from_json(fh.read())
-    return load_model(f"{path}/{EXPORT_MODEL}"), spec
-
-
 def _load(ref: ScorerRef) -> Scorer:
     if ref.kind == "popularity":
         return PopularityScorer(**dict(ref.params))
     if ref.kind == "model":
-        model, spec = load_model_artifact(str(ref.uri))
+        from recpipe.model.artifact import load_export  # TensorFlow: on the Python workers only
+
+        model, spec = load_export(str(ref.uri))
         return ModelScorer(model, spec, ref.version)
     raise ValueError(f"unknown scorer kind {ref.kind!r}")
 

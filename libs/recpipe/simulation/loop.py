@@ -37,7 +37,7 @@ from pyspark.sql import functions as F
 
 from recpipe import constants as C
 from recpipe.config import Config
-from recpipe.datasets.synthetic import SIMULATION_FILE, load_world, simulated_items
+from recpipe.datasets.synthetic import SIMULATION_FILE, SyntheticWorld, load_world, simulated_items
 from recpipe.events.transforms import pseudonymize_py
 from recpipe.lake import Lake, open_lake
 from recpipe.simulation import measure, serve
@@ -55,7 +55,7 @@ class SimulationError(RuntimeError):
 def first_day(cfg: Config) -> dt.date:
     """The first day after the generated logs."""
     syn = cfg.data.synthetic
-    return dt.date.fromisoformat(syn.start) + dt.timedelta(days=syn.days)
+    return syn.start + dt.timedelta(days=syn.days)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -162,7 +162,9 @@ class Simulation:
             recs, raw_of, "previous", f"simulate-previous-{day.isoformat()}-{ref.version or 'popularity'}"
         )
 
-    def _catalog_state(self, day: dt.date, users: list[str]) -> tuple[list[str], list[str], dict[str, set]]:
+    def _catalog_state(
+        self, day: dt.date, users: list[str]
+    ) -> tuple[list[str], list[str], dict[str, set[str]]]:
         """Popular items (ranked), allowed items, and the arriving users' consumed items, as of D."""
         from recpipe.candidates import sources as S
         from recpipe.candidates.run import as_of_time
@@ -181,7 +183,7 @@ class Simulation:
         pseudo = {pseudonymize_py(u, self.key): u for u in users}
         who = self.spark.createDataFrame(pd.DataFrame({C.USER_ID: list(pseudo)}), f"{C.USER_ID} string")
         done: pd.DataFrame = S.consumed(events).join(F.broadcast(who), C.USER_ID).toPandas()
-        consumed: dict[str, set] = {}
+        consumed: dict[str, set[str]] = {}
         for u, item in zip(done[C.USER_ID], done[C.ITEM_ID], strict=True):
             consumed.setdefault(pseudo[u], set()).add(item)
         return pop[C.ITEM_ID].tolist(), allowed_ids, consumed
@@ -228,7 +230,7 @@ class Simulation:
         parts.append(serve.random_lists(rnd_users, allowed, consumed, top_n, f"simulate-random-{tag}", rng))
         return pd.concat([p for p in parts if len(p)], ignore_index=True)
 
-    def serve_day(self, day: dt.date, world) -> pd.DataFrame:
+    def serve_day(self, day: dt.date, world: SyntheticWorld) -> pd.DataFrame:
         """Serve day D (or read what was served before) and return its served slots."""
         path = self.served_path(day)
         day_dir = self.raw / "events" / day.isoformat()

@@ -5,7 +5,8 @@ ingest     the landing folder's day folders ``events/YYYY-MM-DD/`` dated before 
            folder (id from its files and sizes; a folder whose files change is a new batch), each
            batch once; a landing folder without day folders is one batch. Backtest: the whole
            folder as one batch.
-features   ``gold.item_features`` / ``gold.user_features`` as of D (events before D 00:00 UTC).
+features   ``gold.item_features`` / ``gold.user_features`` as of D (events before D 00:00 UTC) and
+           as of every date the day's examples read (their window; backtest: every event date).
 examples   impressions of ``[D - examples.window_days, D - 1]``; its last ``examples.test_days``
            are the test split, the ``examples.validation_days`` before them validation. Backtest:
            every event date, split at ``examples.validation_start`` / ``test_start``.
@@ -30,6 +31,7 @@ from pyspark.sql import functions as F
 from recpipe import constants as C
 from recpipe.config import Config
 from recpipe.evaluation.run import OPS_EVALUATIONS
+from recpipe.evaluation.truth import ClickModel
 from recpipe.frames import one_row
 from recpipe.lake import Lake
 from recpipe.stages import runs
@@ -145,12 +147,56 @@ class Features(Stage):
     count_keys = ("items", "users")
 
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
-        return {"as_of": ctx.run_date.isoformat()}
+        """As of D, and every date the day's examples read (they never write these tables):
+        ``--start`` when given, else the examples' window (daily ``[D - window_days, D - 1]``;
+        backtest every event date)."""
+        given = ctx.options.get("start")
+        start = as_of = ctx.run_date
+        if given is not None:
+            start = given
+        elif ctx.mode != BACKTEST:
+            start = examples_window(ctx, lake)[0]
+        elif lake is not None and lake.exists(C.SILVER_EVENTS):
+            try:  # a backtest's examples span every event date, past the run date too
+                start, end = examples_window(ctx, lake)
+                as_of = max(as_of, end)
+            except ValueError:  # no events yet: the body says so
+                pass
+        start = min(start, as_of)
+        return {"as_of": as_of.isoformat(), "start": start.isoformat()}
 
     def body(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> dict[str, Any]:
         from recpipe.features.build import run_features
 
-        return run_features(ctx.cfg, ctx.spark, ctx.run_date, lake=lake, **_force(ctx))
+        return run_features(
+            ctx.cfg,
+            ctx.spark,
+            dt.date.fromisoformat(plan["as_of"]),
+            lake=lake,
+            start=dt.date.fromisoformat(plan["start"]),
+            **_force(ctx),
+        )
+
+
+def examples_window(ctx: StageContext, lake: Lake | None) -> tuple[dt.date, dt.date]:
+    """The impression dates ``(start, end)`` the examples stage of ``ctx`` covers: ``--start`` /
+    ``--end`` when given, else daily ``[D - examples.window_days, D - 1]``, backtest every event
+    date of ``silver.events`` (ValueError when it is empty)."""
+    from recpipe.examples.build import default_range
+
+    given: tuple[Any, Any] = ctx.options.get("start"), ctx.options.get("end")
+    if ctx.mode != BACKTEST:
+        start, end = (
+            ctx.run_date - dt.timedelta(days=ctx.cfg.examples.window_days),
+            ctx.run_date - dt.timedelta(days=1),
+        )
+    elif all(given):
+        start, end = given
+    else:
+        if lake is None:
+            raise ValueError("examples: no lake to read the event range from")
+        start, end = default_range(lake, None)
+    return given[0] or start, given[1] or end
 
 
 def daily_split(
@@ -168,22 +214,17 @@ def daily_split(
 
 class Examples(Stage):
     name = "examples"
-    inputs = SILVER
-    outputs = (*FEATURES, C.GOLD_TRAINING_EXAMPLES)
+    inputs = (*SILVER, *FEATURES)
+    outputs = (C.GOLD_TRAINING_EXAMPLES,)
     config_keys = ("features", "examples", "quality", "data", "train.seed")
     count_keys = ("examples", "rows_written")
 
     def plan(self, ctx: StageContext, lake: Lake) -> dict[str, Any]:
-        from recpipe.features.examples import default_range
+        from recpipe.examples.build import default_range
 
         given: tuple[Any, Any] = ctx.options.get("start"), ctx.options.get("end")
         daily = ctx.mode != BACKTEST
-        if daily:
-            window = ctx.run_date - dt.timedelta(days=ctx.cfg.examples.window_days)
-            start, end = window, ctx.run_date - dt.timedelta(days=1)
-        else:  # every event date (not read when both ends are given)
-            start, end = given if all(given) else default_range(lake, None)
-        start, end = given[0] or start, given[1] or end
+        start, end = examples_window(ctx, lake)
         plan = {
             "start": start.isoformat(),
             "end": end.isoformat(),
@@ -205,12 +246,16 @@ class Examples(Stage):
         return plan
 
     def body(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> dict[str, Any]:
-        from recpipe.features.examples import run_examples
+        from recpipe.examples.build import run_examples
 
         cfg = ctx.cfg
         if plan.get("test_start"):
-            split = {k: plan[k] for k in ("validation_start", "test_start")}
-            cfg = dataclasses.replace(cfg, examples=dataclasses.replace(cfg.examples, **split))
+            split = dataclasses.replace(
+                cfg.examples,
+                validation_start=dt.date.fromisoformat(plan["validation_start"]),
+                test_start=dt.date.fromisoformat(plan["test_start"]),
+            )
+            cfg = dataclasses.replace(cfg, examples=split)
         return run_examples(
             cfg,
             ctx.spark,
@@ -350,7 +395,18 @@ class Evaluate(Stage):
     def body(self, ctx: StageContext, plan: dict[str, Any], lake: Lake) -> dict[str, Any]:
         from recpipe.evaluation.run import run_evaluate
 
-        return run_evaluate(ctx.cfg, ctx.spark, dt.date.fromisoformat(plan["lists_date"]), lake=lake)
+        day = dt.date.fromisoformat(plan["lists_date"])
+        return run_evaluate(ctx.cfg, ctx.spark, day, lake=lake, click_model=true_click_model(ctx.cfg))
+
+
+def true_click_model(cfg: Config) -> ClickModel | None:
+    """The data's true click model for evaluation (which never imports the generator): the
+    generator's, for synthetic data whose ``manifest.json`` is in ``data.raw_dir``; else none."""
+    if cfg.data.source != "synthetic":
+        return None
+    from recpipe.datasets.synthetic import SyntheticClickModel
+
+    return SyntheticClickModel.of_raw_dir(cfg.data.raw_dir)
 
 
 STAGES: tuple[Stage, ...] = (Ingest(), Features(), Examples(), Train(), Recommend(), Evaluate())

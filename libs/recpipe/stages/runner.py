@@ -79,7 +79,7 @@ def run_days(
 
 def backtest_date(cfg: Config) -> dt.date:
     """The run date of a backtest: the start of the configured test split."""
-    return dt.date.fromisoformat(cfg.examples.test_start)
+    return cfg.examples.test_start
 
 
 def run_backtest(

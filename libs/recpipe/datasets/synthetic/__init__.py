@@ -17,11 +17,13 @@ the order malformed -> missing_field -> unknown_event_type -> bad_timestamp -> f
 The parts: :mod:`.world` (items, users, the true click model, :func:`load_world`), :mod:`.simulation`
 (sessions, the logging policy, clicks and follow-ups, the clean log), :mod:`.defects` (late
 deliveries, duplicates, bad records), :mod:`.writing` (the lines and the files), :mod:`.generator`
-(:func:`generate`, calling them in order). The word lists are package data (``words/``).
+(:func:`generate`, calling them in order), :mod:`.click_model` (the true click model behind
+evaluation's ``ClickModel`` interface). The word lists are package data (``words/``).
 """
 
 from __future__ import annotations
 
+from .click_model import SyntheticClickModel
 from .common import EVENT_TYPES, QUARANTINE_REASONS
 from .generator import generate
 from .simulation import _HOUR_OF_DAY_W as _HOUR_OF_DAY_W
@@ -34,6 +36,7 @@ __all__ = [
     "EVENT_TYPES",
     "QUARANTINE_REASONS",
     "SIMULATION_FILE",
+    "SyntheticClickModel",
     "SyntheticWorld",
     "load_world",
     "simulated_items",

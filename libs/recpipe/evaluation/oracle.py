@@ -1,9 +1,10 @@
-"""Expected clicks of recommendation lists under the synthetic generator's TRUE click model.
+"""Expected clicks of recommendation lists under a TRUE click model (:mod:`recpipe.evaluation.truth`).
 
-Only for lakes ingested from ``recpipe generate`` data: the generator's world is rebuilt from its
-manifest (:func:`recpipe.datasets.synthetic.load_world`), pseudonymized user ids are mapped back to
-the generator's ids with the pseudonymization key, and every list slot (0-based position = rank-1)
-is scored with ``true_click_probability`` at ``run_date 00:00 UTC + serve_hours``.
+Only for lakes ingested from data whose click model is known (``recpipe generate``: the caller
+passes the generator's model, ``recpipe.datasets.synthetic:SyntheticClickModel``; this module does
+not import the generator): pseudonymized user ids are mapped back to the model's raw ids with the
+pseudonymization key, and every list slot (0-based position = rank-1) is scored with the model's
+click probability at ``run_date 00:00 UTC + serve_hours``.
 
 Three lists per (human) user, all from allowed items the user has not consumed:
 
@@ -18,10 +19,8 @@ Bots (probability 0.9 on anything) are left out. Reported: mean expected clicks 
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -31,19 +30,17 @@ from recpipe.candidates import sources as S
 from recpipe.candidates.als import day_factors
 from recpipe.candidates.run import as_of_time
 from recpipe.config import Config
-from recpipe.datasets.synthetic import SyntheticWorld, load_world, true_click_probability
+from recpipe.evaluation.truth import ClickModel, FloatArray
 from recpipe.events.transforms import pseudonymize_py
 from recpipe.lake import Lake
 
 
 def expected_clicks(
-    lists: pd.DataFrame, world: SyntheticWorld, raw_user_of: dict[str, str], ts_ms: int
-) -> np.ndarray[Any, np.dtype[np.float64]]:
+    lists: pd.DataFrame, model: ClickModel, raw_user_of: dict[str, str], ts_ms: int
+) -> FloatArray:
     """Per-row true click probability of ``lists`` (user_id pseudonym, item_id, rank)."""
     users = [raw_user_of[u] for u in lists[C.USER_ID]]
-    return true_click_probability(
-        world, users, lists[C.ITEM_ID].tolist(), lists[C.RANK].to_numpy() - 1, ts_ms
-    )
+    return model.click_probability(users, lists[C.ITEM_ID].tolist(), lists[C.RANK].to_numpy() - 1, ts_ms)
 
 
 def _top_n(df: DataFrame, score: str, n: int) -> DataFrame:
@@ -56,18 +53,17 @@ def evaluate_lists(
     cfg: Config,
     lake: Lake,
     run_date: dt.date,
-    raw_dir: str | Path,
+    model: ClickModel,
     serve_hours: float = 12.0,
     als_factors: S.AlsFactors | None = None,
 ) -> dict[str, Any]:
-    """Mean expected clicks per list of the published, popularity and ALS-only top-N.
-    ``als_factors``: the day's ALS model when the caller has it (else :func:`day_factors`)."""
+    """Mean expected clicks per list of the published, popularity and ALS-only top-N under the true
+    click ``model``. ``als_factors``: the day's ALS model when the caller has it (else :func:`day_factors`)."""
     n = cfg.recommend.top_n
     as_of = as_of_time(run_date)
-    world = load_world(raw_dir)
     key = cfg.pseudonym_key()
-    raw_user_of = {pseudonymize_py(u, key): u for u in world.user_ids.tolist()}
-    bots = {pseudonymize_py(u, key) for u in world.user_ids[world.is_bot].tolist()}
+    raw_user_of = {pseudonymize_py(u, key): u for u in model.user_ids()}
+    bots = {pseudonymize_py(u, key) for u in model.bot_ids()}
 
     published = lake.read(C.GOLD_RECOMMENDATIONS).where(F.col(C.RUN_DATE) == F.lit(run_date))
     users_pdf: pd.DataFrame = published.select(C.USER_ID).distinct().toPandas()
@@ -109,7 +105,7 @@ def evaluate_lists(
         ("als_only", als_lists),
     ):
         pdf = lists.toPandas()
-        p = expected_clicks(pdf, world, raw_user_of, ts_ms)
+        p = expected_clicks(pdf, model, raw_user_of, ts_ms)
         out[f"{name}_expected_clicks_per_list"] = round(float(p.sum()) / max(1, len(users_pdf)), 4)
         out[f"{name}_slots"] = int(len(pdf))
     inter.unpersist()
