@@ -25,7 +25,6 @@ import pyarrow as pa
 log = logging.getLogger(__name__)
 
 
-
 class Scorer(Protocol):
     def score(self, pdf: pd.DataFrame) -> npt.NDArray[Any]: ...
 
@@ -91,6 +90,7 @@ class ModelScorer:
 
     def score(self, pdf: pd.DataFrame | pa.RecordBatch | pa.Table) -> npt.NDArray[Any]:
         from recpipe.model import inputs  # the model side, imported where a model scores
+
         # Every model input must be built by the serving frame (rank.attach_model_features), the
         # same way as for training: a silently defaulted column is training/serving skew.
         names = pdf.schema.names if isinstance(pdf, (pa.RecordBatch, pa.Table)) else pdf.columns
@@ -117,6 +117,7 @@ def resolve_scorer(cfg: Any, lake: Any) -> tuple[ScorerRef, str]:
     Returns (ref, why) where ``why`` says which and why.
     """
     from recpipe.model import registry
+
     current = [r for r in registry.read_registry(lake) if r["status"] == registry.CURRENT]
     if not current:
         return POPULARITY, "no current model in ops.model_registry"
