@@ -21,6 +21,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from recpipe import constants as C
+from recpipe.config import FeaturesConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
-DEFAULT_PRIOR_STRENGTH = 20.0  # features.ctr_prior_strength's default
+DEFAULT_PRIOR_STRENGTH = FeaturesConfig().ctr_prior_strength  # the config's default, not a copy
 ONE_HOT = ["category", "device", "position_bucket"]
 MAX_LEVELS = 50  # one-hot levels kept per column (the first, sorted); others encode as all zeros
 _DENSE_PREFIXES = (
