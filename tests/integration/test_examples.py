@@ -15,6 +15,7 @@ from recpipe.examples import build as E
 from recpipe.features.build import run_features
 from recpipe.features.leakage import LeakageError
 from recpipe.guard import DestructiveWriteError
+from recpipe.model import artifact
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,7 @@ def test_examples_build_splits_spec_and_quality(built):
     ex = lake.read(C.GOLD_TRAINING_EXAMPLES)
     assert ex.count() == ex.select(C.EXAMPLE_ID).distinct().count() == summary["examples"]
     assert ex.where(F.col(C.FEATURE_TS) >= F.col(C.EVENT_TS)).count() == 0
-    spec = E.read_spec(lake)
+    spec = artifact.read_spec(lake.path(C.GOLD_TRAINING_EXAMPLES))
     assert spec.metadata["examples_table_version"] == lake.version(C.GOLD_TRAINING_EXAMPLES)
     assert set(spec.columns) <= set(ex.columns)
     assert spec.vectors[0].dim == cfg.features.text_features

@@ -170,18 +170,6 @@ def build_spec(cfg: Config, examples: DataFrame, version: int | None, extra: dic
     )
 
 
-def spec_path(lake: Lake) -> str:
-    return artifact.spec_file(lake.path(C.GOLD_TRAINING_EXAMPLES))
-
-
-def write_spec(lake: Lake, spec: FeatureSpec) -> str:
-    return artifact.write_spec(lake.path(C.GOLD_TRAINING_EXAMPLES), spec)
-
-
-def read_spec(lake: Lake) -> FeatureSpec:
-    return artifact.read_spec(lake.path(C.GOLD_TRAINING_EXAMPLES))
-
-
 # -- job ---------------------------------------------------------------------------------------------
 _SUMMARY_TABLES = (C.GOLD_ITEM_FEATURES, C.GOLD_USER_FEATURES, C.GOLD_TRAINING_EXAMPLES)
 
@@ -298,7 +286,7 @@ def _spec_and_stats(
     counts = {r[0]: r[1] for r in table.groupBy(C.SPLIT).count().collect()}
     label_rate = {r[0]: r[1] for r in joined.groupBy(C.SPLIT).agg(F.mean(C.LABEL)).collect()}
     spec = build_spec(cfg, table.drop(ITEM_TEXT_VEC), version, {"run_id": run_id, "sampling": sampling})
-    return counts, label_rate, write_spec(lake, spec)
+    return counts, label_rate, artifact.write_spec(lake.path(C.GOLD_TRAINING_EXAMPLES), spec)
 
 
 def _load_inputs(
