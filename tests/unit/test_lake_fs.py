@@ -72,3 +72,11 @@ def test_missing_file(tmp_path):
         fs.read_bytes(missing)
     with pytest.raises(FileNotFoundError):
         fs.read_bytes((tmp_path / "nope.json").as_uri())
+
+
+def test_local_path_of_file_uris():
+    """Spark and delta-rs report local files as ``file:`` URIs; one helper turns them into paths."""
+    assert fs.local_path("file:///data/lake/part-0.parquet") == "/data/lake/part-0.parquet"
+    assert fs.local_path("file:/data/lake") == "/data/lake"
+    assert fs.local_path("/data/lake") == "/data/lake"
+    assert fs.local_path("s3://bucket/lake") == "s3://bucket/lake"

@@ -37,7 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from recpipe.config import Config
 from recpipe.events import ingest as I
 from recpipe.lake import Lake, Txn, open_lake
-from recpipe.lake.fs import filesystem, resolved, with_scheme_of
+from recpipe.lake.fs import filesystem, local_path, resolved, with_scheme_of
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,6 @@ def checkpoint_dir(cfg: Config) -> str:
         return cfg.stream.checkpoint_dir
     root = resolved(cfg.lake.root)
     return f"{root.rstrip('/')}/_checkpoints/stream/{cfg.stream.name}"
-
-
-def local_path(spark_path: str) -> str:
-    """A path as Spark's file source reports it (``file:/a/b``) -> the form batch ingest uses."""
-    if spark_path.startswith("file://"):
-        return spark_path[len("file://") :]
-    if spark_path.startswith("file:"):
-        return spark_path[len("file:") :]
-    return spark_path
 
 
 def watched_folder(input_dir: str) -> tuple[str, bool]:

@@ -27,6 +27,7 @@ __all__ = [
     "fs_path",
     "is_uri",
     "join",
+    "local_path",
     "make_dirs",
     "read_bytes",
     "resolved",
@@ -52,6 +53,16 @@ def with_scheme_of(path: str, like: str) -> str:
     """A filesystem path (as :func:`filesystem` returns it) as a URI Spark can read: ``path``
     prefixed with the scheme of ``like`` (unchanged when ``like`` is a local path)."""
     return scheme_prefix(like) + path
+
+
+def local_path(path: str) -> str:
+    """A ``file:`` URI (``file:///a/b`` as Spark and delta-rs report files, or ``file:/a/b``) as
+    the local path ``/a/b``; anything else unchanged."""
+    if path.startswith("file://"):
+        return path[len("file://") :]
+    if path.startswith("file:"):
+        return path[len("file:") :]
+    return path
 
 
 def absolute(path: str) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from recpipe.config import Config
-from recpipe.lake.fs import is_uri
+from recpipe.lake.fs import is_uri, local_path
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def tracking_target(cfg: Config) -> tuple[str, str | None]:
     """
     if cfg.train.tracking_uri:
         return cfg.train.tracking_uri, None
-    root = cfg.lake.root.removeprefix("file://")
+    root = local_path(cfg.lake.root)
     if is_uri(root):
         raise ValueError(
             f"train.tracking_uri is empty and lake.root {cfg.lake.root} is not a local folder "

@@ -703,8 +703,9 @@ def _position_bias(path: str, version: int, tc: Any) -> dict[str, Any]:
 def _first_file(path: str, version: int) -> str:
     from deltalake import DeltaTable
 
-    uri = DeltaTable(path, version=version).file_uris()[0]
-    return uri[len("file://") :] if uri.startswith("file://") else uri
+    from recpipe.lake.fs import local_path
+
+    return local_path(DeltaTable(path, version=version).file_uris()[0])
 
 
 def run_train(
