@@ -238,6 +238,11 @@ class FeaturesConfig:
     ctr_prior_strength: float = checked(20.0, ge=0)
     last_k_items: int = checked(10, ge=1)
     text_features: int = checked(256, ge=1)
+    # The item's first `text_tokens` distinct title/text words, hashed into `text_token_buckets`
+    # rows of an embedding the model learns (features.text): a text input learned on the clicks,
+    # beside the fixed TF-IDF vector. 0 leaves the input out.
+    text_tokens: int = checked(24, ge=0)
+    text_token_buckets: int = checked(20_000, ge=1)
     # Half-life of the items' time-decayed click count: the model's item_trend feature and the
     # trending candidate source. A day suits the synthetic default; a news click log, where an
     # article's clicks fade within hours, wants an hour or two (README, "Real data").

@@ -48,6 +48,17 @@ def test_examples_build_splits_spec_and_quality(built):
     assert spec.vectors[0].dim == cfg.features.text_features
     assert spec.sequences[0].max_len == cfg.features.last_k_items
     assert all(f.std > 0 for f in spec.dense)
+    # the item's words: the feature table's tokens of the item, a learned-embedding input
+    (tok,) = spec.tokens
+    assert (tok.name, tok.max_len, tok.buckets) == (
+        "item_text_tokens",
+        cfg.features.text_tokens,
+        cfg.features.text_token_buckets,
+    )
+    stored = lake.read(C.GOLD_ITEM_FEATURES).select(C.ITEM_ID, F.col("text_tokens").alias("_t"))
+    pairs = ex.select(C.ITEM_ID, tok.name).distinct().join(stored.distinct(), C.ITEM_ID)
+    assert pairs.count() > 0 and pairs.where(F.col(tok.name) != F.col("_t")).count() == 0
+    assert ex.where(F.size(tok.name) > 0).count() > 0.9 * ex.count()
     # counts are log1p-transformed in the model; their stats are those of the transformed train values
     dense = {f.name: f for f in spec.dense}
     assert dense["item_impressions_7d"].transform == "log1p" and dense["item_ctr_7d"].transform == "none"

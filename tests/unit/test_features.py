@@ -169,6 +169,23 @@ def test_item_age_and_text_vector(spark):
     assert len(rows["A"][B.TEXT_VEC]) == 32 and sum(rows["A"][B.TEXT_VEC]) > 0
 
 
+def test_text_tokens_are_the_first_distinct_words_title_first(spark):
+    # given: items with title and text, one whose words repeat, one without any text
+    items = items_df(spark).unionByName(
+        spark.createDataFrame([("E", None, None, "news", "world", ts(9, 0))], ITEMS_SCHEMA)
+    )
+    # when: the text inputs with at most 5 and at most 32 words
+    five = {r[C.ITEM_ID]: r for r in B.text_vectors(items, 16, max_tokens=5).collect()}
+    many = {r[C.ITEM_ID]: r[B.TEXT_TOKENS] for r in B.text_vectors(items, 16, max_tokens=32).collect()}
+    # then: lower-cased words, stop words out, title first, each word once, cut at max_tokens
+    assert five["A"][B.TEXT_TOKENS] == ["match", "final", "goal", "team", "won"]
+    assert many["A"] == ["match", "final", "goal", "team", "won", "cup"]
+    assert many["B"] == ["election", "vote", "minister", "lost"]
+    assert many["E"] == [] and len(five["E"][B.TEXT_VEC]) == 16
+    # and without max_tokens no token column
+    assert B.text_vectors(items, 16).columns == [C.ITEM_ID, B.TEXT_VEC]
+
+
 def test_user_features_last_k_order_recency_and_shares(spark):
     # given: u1 clicks A (history), B, A, B over days 2..9, one read, a click after the cutoff
     rows = [

@@ -358,3 +358,62 @@ def test_the_config_lists_each_factorys_shape_keys():
             )
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         model_kwargs_from_config(dataclasses.replace(default, model="nope"))
+
+
+def test_token_input_learns_a_word_and_ignores_order_padding_and_words_past_max_len():
+    # given a spec whose only inputs are a bag of words and a dense column that carries no signal,
+    # and labels that depend only on whether the word "goal" is among an item's first 4 words
+    import dataclasses
+
+    from recpipe.features.spec import DenseFeature, FeatureSpec, TokenFeature
+    from recpipe.model.models import build_model
+
+    spec = FeatureSpec(
+        label="label",
+        dense=[DenseFeature("noise", 0.0, 1.0)],
+        tokens=[TokenFeature("words", buckets=64, max_len=4, embedding_dim=4)],
+    )
+    rng = np.random.default_rng(0)
+    vocab = ["cup", "vote", "rain", "film", "code", "song", "bank", "race"]
+    rows = []
+    for _ in range(1200):
+        words = list(rng.choice(vocab, rng.integers(0, 4), replace=False))
+        label = int(rng.random() < 0.5)
+        if label:
+            words.insert(int(rng.integers(0, len(words) + 1)), "goal")
+        rows.append({"words": words, "noise": rng.normal(), "label": label})
+    df = pd.DataFrame(rows)
+    model = build_model("dcn", spec, deep_units=(8,), cross_layers=1)
+    model.compile(keras_adam(0.05), "binary_crossentropy")
+    # when it is trained on them
+    model.fit(to_model_inputs(df, spec), labels(df, spec), batch_size=64, epochs=6, verbose=0)
+    # then it separates the items by the word alone
+    from sklearn.metrics import roc_auc_score
+
+    p = model.predict(to_model_inputs(df, spec), verbose=0).reshape(-1)
+    assert roc_auc_score(df["label"], p) > 0.95
+    # and the same words in another order, a null list and an empty one, and a fifth word
+    # (past max_len) all give what the pooled first four words give
+    probe = pd.DataFrame(
+        {
+            "words": [["goal", "cup"], ["cup", "goal"], None, [], ["cup", "vote", "rain", "film", "goal"]],
+            "noise": [0.0] * 5,
+            "label": [0] * 5,
+        }
+    )
+    x = to_model_inputs(probe, spec)
+    assert x["words"].shape == (5, 4) and list(x["words"][4]) == ["cup", "vote", "rain", "film"]
+    q = model.predict(x, verbose=0).reshape(-1)
+    assert q[0] == pytest.approx(q[1], abs=1e-6) and q[2] == pytest.approx(q[3], abs=1e-6)
+    assert q[0] > 0.8 and q[4] < 0.5  # "goal" at the fifth place is not read
+    # and the spec round-trips through JSON; a spec written before token inputs loads without them
+    assert FeatureSpec.from_json(spec.to_json()) == spec
+    old = dataclasses.replace(spec, tokens=[])
+    text = old.to_json().replace('"tokens": [],', "")
+    assert '"tokens"' not in text and FeatureSpec.from_json(text).tokens == []
+
+
+def keras_adam(lr):
+    from recpipe.model.models import keras
+
+    return keras.optimizers.Adam(lr)

@@ -39,6 +39,7 @@ from recpipe.events.feedback import CLICKS_ONLY, IMPRESSIONS, Feedback, is_click
 from recpipe.examples.inputs import (
     CATEGORICAL,
     ITEM_AGE_HOURS,
+    ITEM_TEXT_TOKENS,
     ITEM_TEXT_VEC,
     USER_CATEGORY_CTR,
     USER_CATEGORY_IMPRESSIONS,
@@ -63,6 +64,7 @@ from recpipe.features.spec import (
     FeatureSpec,
     HashedFeature,
     SequenceFeature,
+    TokenFeature,
     VectorFeature,
 )
 from recpipe.frames import one_row
@@ -125,6 +127,7 @@ def expected_splits(cfg: Config, start: dt.date, end: dt.date) -> list[str]:
 # -- feature spec ------------------------------------------------------------------------------------
 def build_spec(cfg: Config, examples: DataFrame, version: int | None, extra: dict[str, Any]) -> FeatureSpec:
     """The spec of the examples table: vocabularies and dense stats from its train split."""
+    fc = cfg.features
     train = examples.where(F.col(C.SPLIT) == "train")
     if train.limit(1).count() == 0:
         train = examples
@@ -159,6 +162,9 @@ def build_spec(cfg: Config, examples: DataFrame, version: int | None, extra: dic
         ],
         vectors=[VectorFeature(ITEM_TEXT_VEC, cfg.features.text_features)],
         sequences=[SequenceFeature(USER_LAST_ITEMS, cfg.features.last_k_items, C.ITEM_ID)],
+        tokens=[TokenFeature(ITEM_TEXT_TOKENS, fc.text_token_buckets, fc.text_tokens)]
+        if fc.text_tokens
+        else [],
         metadata={
             "examples_table": C.GOLD_TRAINING_EXAMPLES,
             "examples_table_version": version,
@@ -349,7 +355,8 @@ def _features_and_join(
     _check_feature_dates(
         item_df, user_df, dates, first_event[0] if first_event and first_event[0] else dates[0]
     )
-    vectors = item_df.select(C.ITEM_ID, B.TEXT_VEC).dropDuplicates([C.ITEM_ID])
+    text = [B.TEXT_VEC, *([B.TEXT_TOKENS] if B.TEXT_TOKENS in item_df.columns else [])]
+    vectors = item_df.select(C.ITEM_ID, *text).dropDuplicates([C.ITEM_ID])
     joined = _join_and_split(cfg, base, item_df, user_df).persist(StorageLevel.MEMORY_AND_DISK)
     return item_df, user_df, vectors, joined
 
@@ -373,7 +380,7 @@ def _write_examples(
     cfg: Config, lake: Lake, joined: DataFrame, vectors: DataFrame, day_list: list[dt.date], txn: Txn
 ) -> CommitResult:
     """Step 4: overwrite the range's partitions of the examples table (with the text vectors)."""
-    out = add_text_vectors(joined, vectors, cfg.features.text_features)
+    out = add_text_vectors(joined, vectors, cfg.features.text_features, tokens=cfg.features.text_tokens > 0)
     return lake.overwrite(
         C.GOLD_TRAINING_EXAMPLES,
         out,

@@ -21,6 +21,7 @@ USER_CATEGORY_IMPRESSIONS = "user_category_impressions"
 USER_CATEGORY_CTR = "user_category_ctr"
 USER_HOURS_SINCE_CATEGORY_CLICK = "user_hours_since_category_click"
 ITEM_TEXT_VEC = "item_text_vec"
+ITEM_TEXT_TOKENS = "item_text_tokens"
 CATEGORICAL = [B.CATEGORY, B.SUBCATEGORY, C.DEVICE, C.COUNTRY]
 
 
@@ -180,18 +181,21 @@ def join_point_in_time(
     )
 
 
-def add_text_vectors(examples: DataFrame, vectors: DataFrame, dim: int) -> DataFrame:
-    """Append the item's TF-IDF vector (zeros for items without one) before ``feature_ts``."""
+def add_text_vectors(examples: DataFrame, vectors: DataFrame, dim: int, tokens: bool = False) -> DataFrame:
+    """Append the item's TF-IDF vector (zeros for items without one) and, with ``tokens``, its
+    words (``text_tokens``; empty for items without them) before ``feature_ts``."""
     zeros = F.array_repeat(F.lit(0.0).cast("float"), dim)
-    j = examples.join(F.broadcast(vectors.withColumnRenamed(B.TEXT_VEC, ITEM_TEXT_VEC)), C.ITEM_ID, "left")
+    side = vectors.withColumnRenamed(B.TEXT_VEC, ITEM_TEXT_VEC)
+    if tokens:
+        words = F.col(B.TEXT_TOKENS) if B.TEXT_TOKENS in vectors.columns else F.lit(None)
+        side = side.select(C.ITEM_ID, ITEM_TEXT_VEC, words.cast("array<string>").alias(ITEM_TEXT_TOKENS))
+    j = examples.join(F.broadcast(side), C.ITEM_ID, "left")
     cols = [c for c in examples.columns if c not in (C.FEATURE_TS, C.AS_OF_DATE, C.SPLIT)]
-    return j.select(
-        *cols,
-        F.coalesce(F.col(ITEM_TEXT_VEC), zeros).alias(ITEM_TEXT_VEC),
-        C.FEATURE_TS,
-        C.AS_OF_DATE,
-        C.SPLIT,
-    )
+    text = [F.coalesce(F.col(ITEM_TEXT_VEC), zeros).alias(ITEM_TEXT_VEC)]
+    if tokens:
+        empty = F.array().cast("array<string>")
+        text.append(F.coalesce(F.col(ITEM_TEXT_TOKENS), empty).alias(ITEM_TEXT_TOKENS))
+    return j.select(*cols, *text, C.FEATURE_TS, C.AS_OF_DATE, C.SPLIT)
 
 
 # -- quality ---------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from recpipe import quality
 from recpipe.config import Config
 from recpipe.events.feedback import is_clicks_only, with_feedback
 from recpipe.events.items import read_items
-from recpipe.features.text import TEXT_VEC as TEXT_VEC  # re-exported: the stored column
+from recpipe.features.text import TEXT_TOKENS as TEXT_TOKENS  # re-exported: stored columns
+from recpipe.features.text import TEXT_VEC as TEXT_VEC
 from recpipe.features.text import text_vectors as text_vectors
 from recpipe.guard import guard_partition_replace
 from recpipe.lake import Lake, Txn, open_lake
@@ -492,7 +493,7 @@ def build_feature_frames(
     """Item and user features for ``as_of_dates`` from prepared events and the catalog
     (``cfg.data.feedback`` resolved, :func:`recpipe.events.feedback.with_feedback`)."""
     fc = cfg.features
-    vectors = text_vectors(items, fc.text_features)
+    vectors = text_vectors(items, fc.text_features, fc.text_tokens)
     item_df = item_features(
         events,
         items,

@@ -72,7 +72,19 @@ class SequenceFeature:
     item_feature: str = "item_id"
 
 
-Feature = HashedFeature | CategoricalFeature | DenseFeature | VectorFeature | SequenceFeature
+@dataclass(frozen=True)
+class TokenFeature:
+    """A bag of words (array<string>, e.g. the item's title words): the first ``max_len`` hashed
+    into ``buckets`` rows of an embedding of its own, learned with the model, and mean-pooled.
+    Unseen words never fail and need no vocabulary refit."""
+
+    name: str
+    buckets: int
+    max_len: int
+    embedding_dim: int = 16
+
+
+Feature = HashedFeature | CategoricalFeature | DenseFeature | VectorFeature | SequenceFeature | TokenFeature
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,7 @@ class FeatureSpec:
     dense: list[DenseFeature] = field(default_factory=list)
     vectors: list[VectorFeature] = field(default_factory=list)
     sequences: list[SequenceFeature] = field(default_factory=list)
+    tokens: list[TokenFeature] = field(default_factory=list)
     # Provenance: the examples table version the spec was computed from, hashing salt, etc.
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -95,6 +108,7 @@ class FeatureSpec:
             self.dense,
             self.vectors,
             self.sequences,
+            self.tokens,
         ]
         return [f.name for g in groups for f in g]
 
@@ -115,6 +129,7 @@ class FeatureSpec:
             dense=[f for f in self.dense if f.name not in drop],
             vectors=[f for f in self.vectors if f.name not in drop],
             sequences=[f for f in self.sequences if f.name not in drop],
+            tokens=[f for f in self.tokens if f.name not in drop],
             metadata={**self.metadata, "excluded_inputs": sorted(drop)} if drop else dict(self.metadata),
         )
 
@@ -131,5 +146,6 @@ class FeatureSpec:
             dense=[DenseFeature(**x) for x in d.get("dense", [])],
             vectors=[VectorFeature(**x) for x in d.get("vectors", [])],
             sequences=[SequenceFeature(**x) for x in d.get("sequences", [])],
+            tokens=[TokenFeature(**x) for x in d.get("tokens", [])],  # absent in older specs
             metadata=d.get("metadata", {}),
         )

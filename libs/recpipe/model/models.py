@@ -150,6 +150,8 @@ def _inputs(spec: FeatureSpec) -> dict[str, keras.Input]:
         out[v.name] = keras.Input(shape=(v.dim,), dtype=tf.float32, name=v.name)
     for s in spec.sequences:
         out[s.name] = keras.Input(shape=(s.max_len,), dtype=tf.string, name=s.name)
+    for t in spec.tokens:
+        out[t.name] = keras.Input(shape=(t.max_len,), dtype=tf.string, name=t.name)
     return out
 
 
@@ -210,6 +212,14 @@ def _field_vectors(
             fields.append((s.name, pool([emb, cand, inputs[s.name]])))
         else:
             fields.append((s.name, MaskedMeanPooling(name=f"pool_{s.name}")([emb, inputs[s.name]])))
+    for t in spec.tokens:
+        # Words hashed into an embedding of their own and mean-pooled over the non-padding ones:
+        # a text vector learned from the clicks (zeros for an item without text).
+        idx = keras.layers.Hashing(num_bins=t.buckets, name=f"hash_{t.name}")(inputs[t.name])
+        emb = keras.layers.Embedding(
+            t.buckets, t.embedding_dim, embeddings_regularizer=reg, name=f"emb_{t.name}"
+        )(idx)
+        fields.append((t.name, MaskedMeanPooling(name=f"pool_{t.name}")([emb, inputs[t.name]])))
     if not fields:
         raise ValueError("feature spec has no input features")
     return fields

@@ -296,7 +296,7 @@ def attach_model_features(
             log.warning(
                 "%s has no rows as of %s: run `recpipe features --date %s` first", table, run_date, run_date
             )
-        skip = {C.AS_OF_DATE, C.FEATURE_TS} | (set() if text_vectors else {B.TEXT_VEC})
+        skip = {C.AS_OF_DATE, C.FEATURE_TS} | (set() if text_vectors else {B.TEXT_VEC, B.TEXT_TOKENS})
         cols = [c for c in feats.columns if c not in frame.columns and c not in skip]
         side = feats.select(key, *cols)
         # Item rows are few: broadcast, so the frame keeps its partitioning by user.
@@ -326,29 +326,40 @@ def attach_model_features(
     if text_vectors:
         text = F.col(B.TEXT_VEC) if B.TEXT_VEC in frame.columns else F.lit(None).cast("array<float>")
         derived[E.ITEM_TEXT_VEC] = text  # null -> zeros in model.inputs, as in training
+        words = F.col(B.TEXT_TOKENS) if B.TEXT_TOKENS in frame.columns else F.lit(None)
+        derived[E.ITEM_TEXT_TOKENS] = words.cast("array<string>")  # null -> padding
     keep = [c for c in frame.columns if c not in derived]
     return frame.select(*keep, *[v.alias(k) for k, v in derived.items()])
 
 
 def item_vector_table(lake: Lake, run_date: dt.date, allowed: DataFrame) -> pa.Table:
-    """(item_id, item_text_vec) of the ``allowed`` items from ``gold.item_features`` as of
+    """(item_id, item_text_vec, item_text_tokens) of the ``allowed`` items from ``gold.item_features`` as of
     ``run_date`` (the vectors :func:`attach_model_features` would join), collected once for
     :func:`score_candidates`' ``items``; items without a vector are absent (null -> zeros in
     ``model.inputs``, as with the join). 10^4 items x 256 floats are 10 MB."""
     from recpipe.examples import inputs as E
     from recpipe.features import build as B
 
-    schema = pa.schema([(C.ITEM_ID, pa.string()), (E.ITEM_TEXT_VEC, pa.list_(pa.float32()))])
-    if (
-        not lake.exists(C.GOLD_ITEM_FEATURES)
-        or B.TEXT_VEC not in lake.schema(C.GOLD_ITEM_FEATURES).fieldNames()
-    ):
+    schema = pa.schema(
+        [
+            (C.ITEM_ID, pa.string()),
+            (E.ITEM_TEXT_VEC, pa.list_(pa.float32())),
+            (E.ITEM_TEXT_TOKENS, pa.list_(pa.string())),
+        ]
+    )
+    names = lake.schema(C.GOLD_ITEM_FEATURES).fieldNames() if lake.exists(C.GOLD_ITEM_FEATURES) else []
+    if B.TEXT_VEC not in names:
         return schema.empty_table()
     feats = lake.read(C.GOLD_ITEM_FEATURES).where(F.col(C.AS_OF_DATE) == F.lit(run_date))
+    words = F.col(B.TEXT_TOKENS) if B.TEXT_TOKENS in names else F.lit(None)
     rows = (
         feats.join(allowed.select(C.ITEM_ID), C.ITEM_ID, "left_semi")
         .where(F.col(B.TEXT_VEC).isNotNull())
-        .select(C.ITEM_ID, F.col(B.TEXT_VEC).cast("array<float>").alias(E.ITEM_TEXT_VEC))
+        .select(
+            C.ITEM_ID,
+            F.col(B.TEXT_VEC).cast("array<float>").alias(E.ITEM_TEXT_VEC),
+            words.cast("array<string>").alias(E.ITEM_TEXT_TOKENS),
+        )
         .dropDuplicates([C.ITEM_ID])
         .toArrow()
     )
