@@ -59,6 +59,32 @@ def test_examples_build_splits_spec_and_quality(built):
     pairs = ex.select(C.ITEM_ID, tok.name).distinct().join(stored.distinct(), C.ITEM_ID)
     assert pairs.count() > 0 and pairs.where(F.col(tok.name) != F.col("_t")).count() == 0
     assert ex.where(F.size(tok.name) > 0).count() > 0.9 * ex.count()
+    # the text affinity: the cosine of the item's vector to the centroid of the user's recent
+    # items' vectors, recomputed here with numpy for examples with a history
+    import numpy as np
+
+    vec = {r[0]: np.asarray(r[1], float) for r in ex.select(C.ITEM_ID, "item_text_vec").distinct().collect()}
+    vec.update(
+        {
+            r[0]: np.asarray(r[1], float)
+            for r in lake.read(C.GOLD_ITEM_FEATURES).select(C.ITEM_ID, "text_vec").collect()
+        }
+    )
+    unit = {k: v / np.linalg.norm(v) for k, v in vec.items() if np.linalg.norm(v) > 0}
+    rows = ex.where(F.size("user_last_items") > 2).select(C.ITEM_ID, "user_last_items", "user_text_affinity")
+    checked = 0
+    for item, hist, got in rows.limit(50).collect():
+        known = [unit[h] for h in hist if h in unit]
+        centroid = np.sum(known, axis=0) if known else None
+        want = (
+            0.0
+            if centroid is None or item not in unit
+            else float(unit[item] @ centroid / np.linalg.norm(centroid))
+        )
+        assert got == pytest.approx(want, abs=1e-5), (item, hist)
+        checked += 1
+    assert checked == 50 and "user_text_affinity" in {f.name for f in spec.dense}
+    assert ex.agg(F.min("user_text_affinity"), F.max("user_text_affinity")).first()[1] > 0
     # counts are log1p-transformed in the model; their stats are those of the transformed train values
     dense = {f.name: f for f in spec.dense}
     assert dense["item_impressions_7d"].transform == "log1p" and dense["item_ctr_7d"].transform == "none"

@@ -397,3 +397,27 @@ def test_sampled_negatives_exclude_positives(spark):
     clicked = {(r[C.USER_ID], r[C.ITEM_ID]) for r in pos.collect()}
     assert all((r[C.USER_ID], r[C.ITEM_ID]) not in clicked for r in neg.collect())
     assert neg.groupBy(C.USER_ID, C.EVENT_TS).count().where("count > 2").count() == 0
+
+
+def test_text_affinity_is_the_cosine_to_the_centroid_of_the_recent_items():
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from recpipe.features.text import text_affinity, unit_rows
+
+    # given: unit vectors of A (1,0), B (0,1), C (3,3); D has no vector
+    index = pd.Index(["A", "B", "C"])
+    unit = unit_rows(np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]]))
+    history = pa.array(
+        [["A", "B"], ["A", "B"], ["A", "B"], [], None, ["D"], ["A", "D"]], pa.list_(pa.string())
+    )
+    items = pa.array(["C", "A", "D", "C", "C", "C", "C"])
+    groups = np.array([0, 0, 0, 1, 2, 3, 4])  # the first three rows: one user, one history
+    # when
+    got = text_affinity(history, items, groups, index, unit)
+    # then: the centroid of A and B points at C (cosine 1) and at A (cosine 1/sqrt 2); no vector
+    # for the candidate, no history, or only unknown history items give 0; unknown ones are skipped
+    assert got.tolist() == pytest.approx([1.0, 0.707107, 0.0, 0.0, 0.0, 0.0, 0.707107])
+    # and without any vectors every row is 0
+    assert text_affinity(history, items, groups, pd.Index([]), None).tolist() == [0.0] * 7

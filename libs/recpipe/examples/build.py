@@ -46,6 +46,7 @@ from recpipe.examples.inputs import (
     USER_CATEGORY_SHARE,
     USER_HOURS_SINCE_CATEGORY_CLICK,
     USER_LAST_ITEMS,
+    USER_TEXT_AFFINITY,
     add_text_vectors,
     dense_columns,
     dense_transforms,
@@ -67,6 +68,7 @@ from recpipe.features.spec import (
     TokenFeature,
     VectorFeature,
 )
+from recpipe.features.text import with_text_affinity
 from recpipe.frames import one_row
 from recpipe.guard import guard_partition_replace
 from recpipe.lake import CommitResult, Lake, Txn, open_lake
@@ -381,6 +383,7 @@ def _write_examples(
 ) -> CommitResult:
     """Step 4: overwrite the range's partitions of the examples table (with the text vectors)."""
     out = add_text_vectors(joined, vectors, cfg.features.text_features, tokens=cfg.features.text_tokens > 0)
+    out = with_text_affinity(out, vectors, USER_LAST_ITEMS, [C.USER_ID, C.AS_OF_DATE], USER_TEXT_AFFINITY)
     return lake.overwrite(
         C.GOLD_TRAINING_EXAMPLES,
         out,

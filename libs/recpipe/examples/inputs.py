@@ -22,6 +22,9 @@ USER_CATEGORY_CTR = "user_category_ctr"
 USER_HOURS_SINCE_CATEGORY_CLICK = "user_hours_since_category_click"
 ITEM_TEXT_VEC = "item_text_vec"
 ITEM_TEXT_TOKENS = "item_text_tokens"
+# Target-aware: cosine of the candidate's text vector and the centroid of the user's recent items'
+# (features.text.text_affinity; added to the examples when written, in the scoring kernel at serving).
+USER_TEXT_AFFINITY = "user_text_affinity"
 CATEGORICAL = [B.CATEGORY, B.SUBCATEGORY, C.DEVICE, C.COUNTRY]
 
 
@@ -45,6 +48,7 @@ def dense_columns(windows: list[int]) -> list[str]:
         USER_CATEGORY_IMPRESSIONS,
         USER_CATEGORY_CTR,
         USER_HOURS_SINCE_CATEGORY_CLICK,
+        USER_TEXT_AFFINITY,
     ]
 
 

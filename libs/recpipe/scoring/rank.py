@@ -19,6 +19,8 @@ from pyspark.sql.types import DoubleType, StructField, StructType
 
 from recpipe import constants as C
 from recpipe.batches import gathered, whole_groups_arrow
+from recpipe.examples import inputs as E
+from recpipe.features.text import text_affinity, unit_rows
 from recpipe.scoring.rerank import INPUT_COLUMNS, OUT_ARROW, OUT_DDL, RerankParams, rerank_frame
 from recpipe.scoring.scorers import Scorer, ScorerRef, get_scorer
 
@@ -105,6 +107,11 @@ def ranking_frame(
     )
 
 
+# The item matrix of unit text vectors (not a column: _with_item_columns skips it) and the input
+# the scoring kernel derives from it (recpipe.examples.inputs.USER_TEXT_AFFINITY).
+_UNIT_TEXT = "~unit_text_vec~"
+_TEXT_AFFINITY = E.USER_TEXT_AFFINITY
+
 # Rows per scorer call: the model predicts a 65k-row table ~5x faster per row than 10k-row batches.
 SCORE_ROWS = 65_536
 
@@ -154,6 +161,24 @@ def _with_item_columns(
     return pa.Table.from_arrays([*rows.columns, *extra], names=[*rows.column_names, *names])
 
 
+def _with_text_affinity(
+    rows: pa.Table, index: pd.Index | None, matrices: dict[str, npt.NDArray[Any]] | None
+) -> pa.Table:
+    """``rows`` plus the user's text affinity of each candidate, by the function that built the
+    training examples' column (:func:`recpipe.features.text.text_affinity`; a batch holds whole
+    users, and one user's rows share one history)."""
+    unit = (matrices or {}).get(_UNIT_TEXT)
+    users = pd.factorize(rows.column(C.USER_ID).to_numpy())[0]
+    score = text_affinity(
+        rows.column(E.USER_LAST_ITEMS),
+        rows.column(C.ITEM_ID),
+        users,
+        index if index is not None else pd.Index([]),
+        unit,
+    )
+    return rows.append_column(E.USER_TEXT_AFFINITY, pa.array(score, pa.float64()))
+
+
 def _scores(
     scorer: Scorer,
     ref: ScorerRef,
@@ -162,8 +187,11 @@ def _scores(
     items: pa.Table | None,
     matrices: dict[str, npt.NDArray[Any]] | None = None,
 ) -> npt.NDArray[Any]:
-    """The scorer's scores of ``rows`` (with ``items``' columns added by item id when given)."""
+    """The scorer's scores of ``rows`` (with ``items``' columns added by item id when given, and
+    the text affinity when the scorer reads it and the rows lack it)."""
     full = _with_item_columns(rows, index, items, matrices) if items is not None else rows
+    if _TEXT_AFFINITY in ref.inputs and _TEXT_AFFINITY not in full.column_names:
+        full = _with_text_affinity(full, index, matrices)
     s = np.asarray(scorer.score_batch(full), dtype=float).reshape(-1)
     if len(s) != rows.num_rows:
         raise ValueError(f"scorer {ref.kind} returned {len(s)} scores for {rows.num_rows} rows")
@@ -171,11 +199,15 @@ def _scores(
 
 
 def _item_matrices(items: pa.Table | None) -> dict[str, npt.NDArray[Any]]:
-    """The item columns that are fixed-length float vectors, as matrices (once per task)."""
+    """The item columns that are fixed-length float vectors, as matrices (once per task), and
+    the text vectors scaled to unit length (for the text affinity)."""
     if items is None:
         return {}
     found = {c: _fixed_matrix(items.column(c)) for c in items.column_names if c != C.ITEM_ID}
-    return {c: m for c, m in found.items() if m is not None}
+    out = {c: m for c, m in found.items() if m is not None}
+    if E.ITEM_TEXT_VEC in out:
+        out[_UNIT_TEXT] = unit_rows(out[E.ITEM_TEXT_VEC])
+    return out
 
 
 def _score_batches(
@@ -283,7 +315,7 @@ def attach_model_features(
     Columns the ranking frame already has are kept from the frame. ``text_vectors=False`` leaves
     ``item_text_vec`` out: the scoring kernel adds it per batch from :func:`item_vector_table`.
     """
-    from recpipe.examples import inputs as E
+
     from recpipe.features import build as B
 
     wins = sorted(windows_days or [1, 7, 28])
@@ -333,11 +365,11 @@ def attach_model_features(
 
 
 def item_vector_table(lake: Lake, run_date: dt.date, allowed: DataFrame) -> pa.Table:
-    """(item_id, item_text_vec, item_text_tokens) of the ``allowed`` items from ``gold.item_features`` as of
-    ``run_date`` (the vectors :func:`attach_model_features` would join), collected once for
+    """(item_id, item_text_vec, item_text_tokens) from ``gold.item_features`` as of ``run_date``
+    of the ``allowed`` items and the users' recent items (``gold.user_features``' last items):
+    the vectors :func:`attach_model_features` would join, collected once for
     :func:`score_candidates`' ``items``; items without a vector are absent (null -> zeros in
     ``model.inputs``, as with the join). 10^4 items x 256 floats are 10 MB."""
-    from recpipe.examples import inputs as E
     from recpipe.features import build as B
 
     schema = pa.schema(
@@ -352,8 +384,14 @@ def item_vector_table(lake: Lake, run_date: dt.date, allowed: DataFrame) -> pa.T
         return schema.empty_table()
     feats = lake.read(C.GOLD_ITEM_FEATURES).where(F.col(C.AS_OF_DATE) == F.lit(run_date))
     words = F.col(B.TEXT_TOKENS) if B.TEXT_TOKENS in names else F.lit(None)
+    # The candidates' vectors, and those of the users' recent items (the text affinity's centroid;
+    # many of them are no longer allowed).
+    wanted = allowed.select(C.ITEM_ID)
+    if lake.exists(C.GOLD_USER_FEATURES):
+        users = lake.read(C.GOLD_USER_FEATURES).where(F.col(C.AS_OF_DATE) == F.lit(run_date))
+        wanted = wanted.union(users.select(F.explode(B.LAST_ITEMS).alias(C.ITEM_ID))).distinct()
     rows = (
-        feats.join(allowed.select(C.ITEM_ID), C.ITEM_ID, "left_semi")
+        feats.join(wanted, C.ITEM_ID, "left_semi")
         .where(F.col(B.TEXT_VEC).isNotNull())
         .select(
             C.ITEM_ID,
