@@ -109,7 +109,7 @@ def with_text_affinity(
 
     table = vectors.select(C.ITEM_ID, TEXT_VEC).where(F.col(TEXT_VEC).isNotNull()).toArrow()
     ids = table.column(C.ITEM_ID).to_numpy(zero_copy_only=False)
-    matrix = _matrix(table.column(TEXT_VEC))
+    matrix = fixed_matrix(table.column(TEXT_VEC))  # None (no vectors): every affinity 0, as at serving
     shared = frame.sparkSession.sparkContext.broadcast((ids, matrix))
     schema = StructType([*frame.schema.fields, StructField(out, DoubleType())])
 
@@ -128,14 +128,18 @@ def with_text_affinity(
     return frame.mapInArrow(fn, schema)
 
 
-def _matrix(col: pa.ChunkedArray) -> npt.NDArray[Any] | None:
-    """A list<float> column of equal-length rows as an (n, dim) float32 matrix (None if empty)."""
+def fixed_matrix(col: pa.ChunkedArray) -> npt.NDArray[Any] | None:
+    """A list<float> column whose rows all hold the same number of values, none null, as an
+    (items, dim) float32 matrix; None for any other column."""
     arr = col.combine_chunks()
-    if len(arr) == 0:
+    if not pa.types.is_list(arr.type) or not pa.types.is_floating(arr.type.value_type) or arr.null_count:
         return None
     lengths = arr.value_lengths().to_numpy(zero_copy_only=False)
-    dim = int(lengths.max())
-    if not bool((lengths == dim).all()):
-        raise ValueError(f"text vectors of different lengths ({int(lengths.min())}..{dim})")
-    flat: npt.NDArray[Any] = arr.flatten().cast(pa.float32()).to_numpy(zero_copy_only=False)
-    return flat.reshape(len(arr), dim)
+    if len(lengths) == 0 or not bool((lengths == lengths[0]).all()) or lengths[0] == 0:
+        return None
+    dim = int(lengths[0])
+    run = arr.flatten().cast(pa.float32())
+    if run.null_count:
+        return None
+    matrix: npt.NDArray[Any] = run.to_numpy(zero_copy_only=False).reshape(len(arr), dim)
+    return matrix
