@@ -69,3 +69,35 @@ def test_item_vectors_taken_with_numpy_equal_arrows_take_and_unknown_items_fall_
     odd = pa.table({"item_id": ["I1", "nope"]})
     got = _with_item_columns(odd, index, items, matrices)
     assert got.column("text").null_count == 1 and got.column("text")[0].as_py() == vec[1].as_py()
+
+
+def test_the_text_affinity_is_computed_from_the_item_table_and_never_defaulted():
+    import pyarrow as pa
+
+    from recpipe.scoring import rank
+
+    class Echo:  # returns the affinity it was given, so the test sees what the model would
+        def score_batch(self, batch):
+            return batch.column("user_text_affinity").to_numpy()
+
+    ref = ScorerRef("model", version="m9", inputs=("user_last_items", "user_text_affinity"))
+    rows = pa.table(
+        {
+            C.USER_ID: ["u", "u", "v"],
+            C.ITEM_ID: ["B", "C", "B"],
+            "user_last_items": pa.array([["A"], ["A"], []], pa.list_(pa.string())),
+        }
+    )
+    items = pa.table(
+        {
+            C.ITEM_ID: ["A", "B", "C"],
+            "item_text_vec": pa.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]], pa.list_(pa.float32())),
+        }
+    )
+    index = pd.Index(items.column(C.ITEM_ID).to_numpy())
+    # given the item table, the kernel computes the cosine to the history's centroid
+    got = rank._scores(Echo(), ref, rows, index, items, rank._item_matrices(items))
+    assert got.tolist() == pytest.approx([0.707107, 0.0, 0.0])
+    # without it, it refuses instead of scoring with zeros
+    with pytest.raises(ValueError, match="m9 reads user_text_affinity: score with the item table"):
+        rank._scores(Echo(), ref, rows, None, None)

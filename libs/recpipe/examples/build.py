@@ -357,7 +357,9 @@ def _features_and_join(
     _check_feature_dates(
         item_df, user_df, dates, first_event[0] if first_event and first_event[0] else dates[0]
     )
-    text = [B.TEXT_VEC, *([B.TEXT_TOKENS] if B.TEXT_TOKENS in item_df.columns else [])]
+    # A table written before the words existed has no text_tokens column: null words (no tokens).
+    words = F.col(B.TEXT_TOKENS) if B.TEXT_TOKENS in item_df.columns else F.lit(None)
+    text = [B.TEXT_VEC, words.cast("array<string>").alias(B.TEXT_TOKENS)]
     vectors = item_df.select(C.ITEM_ID, *text).dropDuplicates([C.ITEM_ID])
     joined = _join_and_split(cfg, base, item_df, user_df).persist(StorageLevel.MEMORY_AND_DISK)
     return item_df, user_df, vectors, joined

@@ -187,12 +187,13 @@ def join_point_in_time(
 
 def add_text_vectors(examples: DataFrame, vectors: DataFrame, dim: int, tokens: bool = False) -> DataFrame:
     """Append the item's TF-IDF vector (zeros for items without one) and, with ``tokens``, its
-    words (``text_tokens``; empty for items without them) before ``feature_ts``."""
+    words (``vectors``' ``text_tokens``; empty for items without them) before ``feature_ts``."""
     zeros = F.array_repeat(F.lit(0.0).cast("float"), dim)
-    side = vectors.withColumnRenamed(B.TEXT_VEC, ITEM_TEXT_VEC)
-    if tokens:
-        words = F.col(B.TEXT_TOKENS) if B.TEXT_TOKENS in vectors.columns else F.lit(None)
-        side = side.select(C.ITEM_ID, ITEM_TEXT_VEC, words.cast("array<string>").alias(ITEM_TEXT_TOKENS))
+    side = vectors.select(
+        C.ITEM_ID,
+        F.col(B.TEXT_VEC).alias(ITEM_TEXT_VEC),
+        *([F.col(B.TEXT_TOKENS).alias(ITEM_TEXT_TOKENS)] if tokens else []),
+    )
     j = examples.join(F.broadcast(side), C.ITEM_ID, "left")
     cols = [c for c in examples.columns if c not in (C.FEATURE_TS, C.AS_OF_DATE, C.SPLIT)]
     text = [F.coalesce(F.col(ITEM_TEXT_VEC), zeros).alias(ITEM_TEXT_VEC)]

@@ -83,23 +83,17 @@ def _vectors(col: pa.ChunkedArray, dim: int) -> npt.NDArray[Any]:
     return _gather(flat, starts, np.minimum(lengths, dim), dim, np.float32(0.0))
 
 
-def _sequences(col: pa.ChunkedArray, max_len: int) -> npt.NDArray[Any]:
-    """The last ``max_len`` ids of each list, left-aligned, padded with ``PAD``."""
+def _string_lists(col: pa.ChunkedArray, max_len: int, last: bool) -> npt.NDArray[Any]:
+    """The last (``last``) or first ``max_len`` strings of each list, left-aligned, padded with
+    ``PAD``: a history keeps its latest ids, a bag of words its first words."""
     values, starts, lengths = _list_values(col)
-    flat = values.cast(pa.string()).fill_null(PAD).to_numpy(zero_copy_only=False).astype(object)
-    n = np.minimum(lengths, max_len)
-    return _gather(flat, starts + lengths - n, n, max_len, PAD)
-
-
-def _tokens(col: pa.ChunkedArray, max_len: int) -> npt.NDArray[Any]:
-    """The first ``max_len`` tokens of each list, left-aligned, padded with ``PAD``."""
-    values, starts, lengths = _list_values(col)
-    # Dictionary-encoded first: the rows share one Python string per distinct word (a table of
-    # 10^6 rows x 32 words would otherwise hold 3.2e7 string objects, ~2 GB).
+    # Dictionary-encoded first: the rows share one Python string per distinct value (10^6 rows x
+    # 24 words would otherwise hold 2.4e7 string objects, ~2 GB).
     enc = values.cast(pa.string()).fill_null(PAD).dictionary_encode()
-    words = enc.dictionary.to_numpy(zero_copy_only=False).astype(object)
-    flat = words[enc.indices.to_numpy(zero_copy_only=False)]
-    return _gather(flat, starts, np.minimum(lengths, max_len), max_len, PAD)
+    distinct = enc.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    flat = distinct[enc.indices.to_numpy(zero_copy_only=False)]
+    n = np.minimum(lengths, max_len)
+    return _gather(flat, starts + lengths - n if last else starts, n, max_len, PAD)
 
 
 def to_model_inputs(rows: Any, spec: FeatureSpec) -> dict[str, npt.NDArray[Any]]:
@@ -116,9 +110,9 @@ def to_model_inputs(rows: Any, spec: FeatureSpec) -> dict[str, npt.NDArray[Any]]
     for v in spec.vectors:
         out[v.name] = _vectors(table.column(v.name), v.dim)
     for s in spec.sequences:
-        out[s.name] = _sequences(table.column(s.name), s.max_len)
+        out[s.name] = _string_lists(table.column(s.name), s.max_len, last=True)
     for t in spec.tokens:
-        out[t.name] = _tokens(table.column(t.name), t.max_len)
+        out[t.name] = _string_lists(table.column(t.name), t.max_len, last=False)
     return out
 
 

@@ -174,6 +174,12 @@ def _scores(
     the text affinity when the scorer reads it and the rows lack it)."""
     full = _with_item_columns(rows, index, items, matrices) if items is not None else rows
     if _TEXT_AFFINITY in ref.inputs and _TEXT_AFFINITY not in full.column_names:
+        if items is None:
+            # Without the item table every affinity would be 0: training/serving skew, not a default.
+            raise ValueError(
+                f"model {ref.version} reads {_TEXT_AFFINITY}: score with the item table "
+                "(scoring.rank.item_vector_table) so that it can be computed"
+            )
         full = _with_text_affinity(full, index, matrices)
     s = np.asarray(scorer.score_batch(full), dtype=float).reshape(-1)
     if len(s) != rows.num_rows:
