@@ -318,6 +318,10 @@ class TrainConfig:
     # the session asks Spark for them (recpipe.spark.gpu_conf: spark.executor/task.resource.gpu.*)
     # for every task of the application. Ranks use a GPU whenever TensorFlow sees one.
     gpus_per_worker: int = field(default=0, metadata={**NOT_FINGERPRINTED, "checks": {"ge": 0}})
+    # TensorFlow threads per rank: intra-op, and half as many inter-op (at least 1); 0 = the
+    # machine's cores divided by the ranks on it. 1 pins each rank to one thread (the training
+    # bench's scaling check). Speed only, not the model: not fingerprinted.
+    threads_per_rank: int = field(default=0, metadata={**NOT_FINGERPRINTED, "checks": {"ge": 0}})
     # "" = <paths.artifacts>/models
     model_dir: str = ""
     auc_tolerance: float = checked(0.005, ge=0, le=1)

@@ -64,6 +64,9 @@ def test_two_ranks_train_identical_weights_export_and_register(spark, examples_l
     # then both ranks end with bit-identical weights
     assert s["workers"] == 2
     assert len(s["weights_checksums"]) == 1, s["weights_checksums"]
+    # each rank took its share of the machine's cores (train.threads_per_rank 0)
+    intra = max(1, (os.cpu_count() or 1) // 2)
+    assert s["tf_threads_per_rank"] == [(intra, max(1, intra // 2))]
     # the model learned something and baselines are reported on the same test split
     assert s["val_auc"] > 0.6 and s["test_auc"] > 0.6
     assert 0 < s["test_logloss"] < 0.7
@@ -190,10 +193,14 @@ def test_din_trains_data_parallel_with_identical_weights_and_exports_its_attenti
 
     tmp, cfg, lake = examples_lake
     # when two Horovod ranks train the DIN-style attention model
-    cfg = replace(cfg, ["train.model=din", "train.attention_units=8", "train.epochs=3"])
+    # (each pinned to 3 TensorFlow threads: train.threads_per_rank reaches the ranks)
+    cfg = replace(
+        cfg, ["train.model=din", "train.attention_units=8", "train.epochs=3", "train.threads_per_rank=3"]
+    )
     s = run_train(cfg, spark, lake, run_id="din", register=False, model_kwargs={"deep_units": [32, 16]})
     # then the ranks end identical, the model ranks held-out clicks, the export has the attention
     assert s["workers"] == 2 and len(s["weights_checksums"]) == 1, s["weights_checksums"]
+    assert s["tf_threads_per_rank"] == [(3, 1)]
     assert s["test_auc"] > 0.6, s
     export = Path(s["path"])
     meta = json.loads((export / "model_meta.json").read_text())

@@ -6,7 +6,10 @@ benchmark left in ``out_dir/lake``, else builds it); ``bench_mind(out_dir)``: th
 examples (same reuse). Each run reports the model's test AUC next to popularity, the oracle (when
 known) and the logistic regression of the examples issue on the same split.
 
-    .venv/bin/python tests/perf/bench_train.py [synthetic|mind] [OUT_DIR]
+    .venv/bin/python tests/perf/bench_train.py [synthetic|mind|scaling] [OUT_DIR]
+
+``scaling`` runs only the one-thread-per-rank scaling check, on the examples of the lake of
+``conf/local.yaml`` (``make demo``'s).
 """
 
 from __future__ import annotations
@@ -97,11 +100,58 @@ def _bench(out_dir: Path, which: str, epochs: int | None = None) -> dict[str, An
         }
     w1, w2 = (result[f"workers_{w}"]["samples_per_s_last_epoch"] for w in (1, 2))
     result["steady_speedup_2_vs_1"] = round(w2 / w1, 2) if w1 else None
+    result["one_thread_per_rank"] = scaling_one_thread(cfg, spark, lake, out_dir, stamp)
     result["train_config"] = {
         k: getattr(cfg.train, k) for k in ("model", "epochs", "batch_size", "learning_rate")
     }
     result.update(_peak_rss_mb())
     return result
+
+
+SCALING_TARGET = 1.8
+
+
+def scaling_one_thread(
+    cfg: Any, spark: Any, lake: Any, out_dir: Path, stamp: str, epochs: int = 2
+) -> dict[str, Any]:
+    """Data-parallel scaling made measurable on a small machine (issue #13): 1 rank against 2,
+    each rank pinned to one TensorFlow thread (``train.threads_per_rank=1``, intra- and inter-op),
+    so that the two ranks do not merely share the cores one rank already used. ``epochs`` >= 2:
+    the last epoch's rate is the steady state (the first traces the tf.functions)."""
+    from recpipe.config import replace
+    from recpipe.model.train import run_train
+
+    out: dict[str, Any] = {"epochs": epochs, "target_speedup": SCALING_TARGET}
+    for workers in (1, 2):
+        sets = [f"train.num_proc={workers}", "train.threads_per_rank=1", f"train.epochs={epochs}"]
+        sets += [f"train.model_dir={out_dir / 'models'}", "train.checkpoint_every_steps=1000000"]
+        s = run_train(replace(cfg, sets), spark, lake, run_id=f"bench-{stamp}-t1-w{workers}", register=False)
+        out[f"workers_{workers}"] = {
+            "samples_per_s_last_epoch": s["samples_per_s_last_epoch"],
+            "samples_per_s": s["samples_per_s"],
+            "tf_threads_per_rank": s["tf_threads_per_rank"],
+            "epochs_run": s["epochs_run"],
+            "test_auc": s["test_auc"],
+            "identical_weights": len(s["weights_checksums"]) == 1,
+        }
+    w1, w2 = (out[f"workers_{w}"]["samples_per_s_last_epoch"] for w in (1, 2))
+    out["speedup_2_vs_1"] = round(w2 / w1, 2) if w1 else None
+    out["meets_target"] = out["speedup_2_vs_1"] is not None and out["speedup_2_vs_1"] >= SCALING_TARGET
+    return out
+
+
+def bench_scaling(conf: str = "conf/local.yaml", out_dir: Path | None = None) -> dict[str, Any]:
+    """:func:`scaling_one_thread` alone, on the examples of ``conf``'s lake (``make demo``'s)."""
+    from recpipe.config import load_config
+    from recpipe.lake import open_lake
+    from recpipe.spark import build_session
+
+    cfg = load_config(conf, ["spark.show_progress=false"])
+    spark = build_session(cfg, "bench-train-scaling")
+    out_dir = out_dir or Path("/tmp/recpipe-bench-train-scaling")
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    result = scaling_one_thread(cfg, spark, open_lake(cfg, spark), out_dir, stamp)
+    return {"name": "train_scaling_one_thread", "conf": conf, "cpu_count": os.cpu_count(), **result}
 
 
 def bench(out_dir: Path, epochs: int | None = None) -> dict[str, Any]:
@@ -117,4 +167,7 @@ def bench_mind(out_dir: Path, epochs: int | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "synthetic"
     out = Path(sys.argv[2] if len(sys.argv) > 2 else f"/tmp/recpipe-bench-train-{which}")
-    print(json.dumps((bench_mind if which == "mind" else bench)(out), default=str))
+    if which == "scaling":  # on the lake of conf/local.yaml (make demo's)
+        print(json.dumps(bench_scaling(out_dir=out), default=str))
+    else:
+        print(json.dumps((bench_mind if which == "mind" else bench)(out), default=str))

@@ -318,3 +318,31 @@ def test_float32_keeps_the_plain_optimizer_and_step():
     assert float(model.trainable_variables[0][0, 0]) == pytest.approx(1.0 - 0.1 * 2.0)
     with pytest.raises(ValueError, match="train.precision must be one of"):
         devices.set_precision("float16", keras)
+
+
+# -- TensorFlow threads per rank -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "configured, cpus, local_ranks, expected",
+    [
+        (0, 2, 1, (2, 1)),  # one rank: the machine's cores
+        (0, 2, 2, (1, 1)),  # two ranks share two cores: one each
+        (0, 16, 4, (4, 2)),
+        (0, None, 2, (1, 1)),  # cpu count unknown
+        (1, 16, 1, (1, 1)),  # pinned (the training bench's scaling check)
+        (4, 2, 2, (4, 2)),  # as configured, even beyond the cores
+    ],
+)
+def test_rank_threads(configured, cpus, local_ranks, expected):
+    from recpipe.model.train import rank_threads
+
+    assert rank_threads(configured, cpus, local_ranks) == expected
+
+
+def test_threads_per_rank_is_checked_and_not_fingerprinted():
+    from recpipe.stages.base import config_part
+
+    with pytest.raises(ConfigError, match=r"key 'train.threads_per_rank' must be >= 0"):
+        load_config(REPO / "conf/local.yaml", ["train.threads_per_rank=-1"])
+    base = config_part(load_config(REPO / "conf/local.yaml"), "train")
+    pinned = load_config(REPO / "conf/local.yaml", ["train.threads_per_rank=1"])
+    assert pinned.train.threads_per_rank == 1 and config_part(pinned, "train") == base

@@ -168,10 +168,9 @@ def _setup_rank(params: dict[str, Any]) -> _Rank:
 
     hvd.init()  # Horovod: initialize (Gloo controller, rank/size from the Spark task services)
     rank, size = hvd.rank(), hvd.size()
-    # Horovod: ranks on one machine share its cores; avoid oversubscription.
-    threads = max(1, (os.cpu_count() or 1) // max(1, hvd.local_size()))
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(max(1, threads // 2))
+    intra, inter = rank_threads(int(params.get("threads_per_rank", 0)), os.cpu_count(), hvd.local_size())
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
 
     rlog = logging.getLogger("recpipe.train")
     if rank == 0:  # Horovod: only rank 0 logs progress, at the driver's level (-q/-v)
@@ -514,6 +513,14 @@ def _export(
     }
 
 
+def rank_threads(configured: int, cpu_count: int | None, local_ranks: int) -> tuple[int, int]:
+    """(intra-op, inter-op) TensorFlow threads of a rank: ``train.threads_per_rank`` when set,
+    else the machine's cores shared by the ranks on it (no oversubscription); inter-op half of
+    intra-op, at least 1."""
+    intra = configured or max(1, (cpu_count or 1) // max(1, local_ranks))
+    return intra, max(1, intra // 2)
+
+
 def train_fn(params: dict[str, Any]) -> dict[str, Any]:
     """Train on this rank's shard; returns this rank's summary (rank 0 adds metrics + export)."""
     r = _setup_rank(params)
@@ -565,6 +572,10 @@ def train_fn(params: dict[str, Any]) -> dict[str, Any]:
         "real_train_rows": train.real_rows,
         # This rank's own rate (samples_seen counts all ranks): a slow rank stands out in the report.
         "rank_samples_per_s": samples_seen / size / max(train_s, 1e-9),
+        "tf_threads": [
+            r.tf.config.threading.get_intra_op_parallelism_threads(),
+            r.tf.config.threading.get_inter_op_parallelism_threads(),
+        ],
     }
     if r.rank == 0:
         out.update(
@@ -771,6 +782,7 @@ def run_train(
         "ipw_theta": position_bias.get("theta"),
         # Rank 0 logs at the driver's level (not a training parameter: not in TRAIN_PARAM_KEYS).
         "log_level": logging.getLogger("recpipe").getEffectiveLevel(),
+        "threads_per_rank": tc.threads_per_rank,
     }
     log.info(
         "training %s on %s v%s with %d Horovod ranks (run %s)",
@@ -830,6 +842,8 @@ def run_train(
         "samples_per_s_last_epoch": round(r0["history"][-1]["samples_per_s"], 1) if r0["history"] else None,
         "train_s": round(r0["train_s"], 2),
         "weights_checksums": sorted({r["weights_checksum"] for r in results}),
+        # (intra-op, inter-op) TensorFlow threads of the ranks (train.threads_per_rank).
+        "tf_threads_per_rank": sorted({tuple(r["tf_threads"]) for r in results}),
         "path": r0["export_dir"],
     }
     if register:
