@@ -539,6 +539,10 @@ def bench(
     gen = np.random.default_rng(seed)
     lat = Lattice(grid)
     cfg = load_config(config)
+    if not (Path(raw_dir) / "manifest.json").exists():
+        raise SystemExit(
+            f"{raw_dir}: no manifest.json; the ceiling needs a data set made by recpipe generate"
+        )
     world = load_world(raw_dir)
     if world.drift_z is not None and world.drift_per_day:
         raise SystemExit(
