@@ -28,6 +28,10 @@ impression in the generator) came before it. Plain importance sampling from the 
 draws per posterior) is run beside it as a check: it agrees where its effective sample size is
 large, which it is not for the heavier users (reported).
 
+``lists``: the same for issue #13's list target (expected clicks per published top-N list under
+the true model): the latest ``gold.candidates`` run's candidates of each human user ranked by the
+true probability, by the history posterior and by the click share, next to the published list.
+
 ``realtime``: the same with the cut-off at the example's own time (history up to the request), to
 separate what the daily cut-off costs from what the history cannot tell. ``checks``: the history's
 recomputed true probabilities against ground_truth.parquet, and the recovery of known interests
@@ -521,6 +525,88 @@ def _ess_summary(diag: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+# -- lists: the same ceiling for the expected clicks of a top-N list ---------------------------------
+SERVE_HOURS = 12.0  # recpipe.evaluation.oracle.evaluate_lists: lists scored at run_date 00:00 + 12 h
+
+
+def _latest_run(lake: Path, table: str, columns: list[str]) -> tuple[dt.date, pd.DataFrame]:
+    from deltalake import DeltaTable
+
+    df: pd.DataFrame = DeltaTable(_table_path(lake, table)).to_pyarrow_table(columns=columns).to_pandas()
+    run = max(df[C.RUN_DATE])
+    return run, df[df[C.RUN_DATE] == run].drop(columns=C.RUN_DATE)
+
+
+def lists_ceiling(
+    lat: Lattice,
+    world: SyntheticWorld,
+    lake: Path,
+    top_n: int,
+    attribution_minutes: int,
+    with_model: Any,
+) -> dict[str, Any]:
+    """Mean expected clicks per top-N list under the true model, for the (human) users of the
+    latest ``gold.candidates`` run: the published list (``gold.recommendations``), and the same
+    candidates ranked by the true probability (the oracle), by the history posterior (the
+    ceiling) and by the click share. History cut at the run date 00:00 UTC; lists served at
+    +12 h (as ``recpipe evaluate``'s expected clicks). Ranking by the score at position 0 and
+    filling positions in that order maximizes the true expected clicks when the score is the
+    true one (the position factor is the same for every item)."""
+    from recpipe.datasets.synthetic.world import true_click_probability
+
+    t0 = time.perf_counter()
+    run, cands = _latest_run(lake, C.GOLD_CANDIDATES, [C.RUN_DATE, C.USER_ID, C.ITEM_ID])
+    _, recs = _latest_run(lake, C.GOLD_RECOMMENDATIONS, [C.RUN_DATE, C.USER_ID, C.ITEM_ID, C.RANK])
+    cutoff = float(np.datetime64(run, "ms").astype(np.int64))
+    ts = cutoff + SERVE_HOURS * MS_HOUR
+    cands = with_model(cands.assign(**{C.POSITION: 0, "ts_ms": ts}))
+    cands = cands[~cands["bot"].to_numpy()].reset_index(drop=True)
+    hist, _ = history(lake, set(cands[C.USER_ID]), attribution_minutes)
+    hist = with_model(hist)
+    h_by_user = {u: g for u, g in hist.groupby("u", sort=False)}
+    empty = hist.iloc[:0]
+    a, cat, u = cands["a"].to_numpy(), cands["cat"].to_numpy(), cands["u"].to_numpy()
+    scores = {
+        "oracle_ranked": np.minimum(a * world.interest[u, cat], P_MAX),
+        "ceiling_ranked": np.zeros(len(cands)),
+        "click_share_ranked": np.zeros(len(cands)),
+    }
+    for uu, idx in cands.groupby("u", sort=False).indices.items():
+        hc, ha, he, hy = _cut(h_by_user.get(uu, empty), cutoff)
+        scores["ceiling_ranked"][idx] = posterior(lat, hc, ha, he, hy).predictive(cat[idx], a[idx])
+        scores["click_share_ranked"][idx] = np.minimum(a[idx] * click_share(hc, hy)[cat[idx]], P_MAX)
+
+    raw_ids = [str(x) for x in world.user_ids.tolist()]
+
+    def value(lists: pd.DataFrame) -> float:
+        """Mean over users of the sum of true click probabilities at positions rank - 1."""
+        p = true_click_probability(
+            world,
+            [raw_ids[i] for i in lists["u"].to_numpy()],
+            lists[C.ITEM_ID].tolist(),
+            lists[C.RANK].to_numpy() - 1,
+            np.full(len(lists), ts, dtype=np.int64),
+        )
+        return round(float(pd.Series(p).groupby(lists["u"].to_numpy()).sum().mean()), 4)
+
+    out: dict[str, Any] = {"run_date": run.isoformat(), "top_n": top_n}
+    users = set(cands["u"])
+    pub = with_model(recs.assign(**{C.POSITION: 0, "ts_ms": ts}))
+    pub = pub[pub["u"].isin(users)]
+    out["published"] = value(pub)
+    for name, sc in scores.items():
+        ranked = cands.assign(_s=sc).sort_values(["u", "_s", C.ITEM_ID], ascending=[True, False, True])
+        ranked[C.RANK] = ranked.groupby("u").cumcount() + 1
+        out[name] = value(ranked[ranked[C.RANK] <= top_n])
+    out.update(
+        users=len(users),
+        candidates=len(cands),
+        users_with_a_published_list=int(pub["u"].nunique()),
+        seconds=round(time.perf_counter() - t0, 2),
+    )
+    return out
+
+
 def bench(
     lake: Path,
     raw_dir: Path,
@@ -530,6 +616,7 @@ def bench(
     seed: int = 0,
     version: int | None = None,
     realtime: bool = True,
+    lists: bool = True,
 ) -> dict[str, Any]:
     from recpipe.config import load_config
     from recpipe.datasets.synthetic.world import true_click_probability
@@ -656,6 +743,10 @@ def bench(
         "recovery": recovery_check(gen, lat, humans[["cat", "a"]], (0, 10, 30, 100, 300, 1000), 200),
         "heavy_real_users": heavy_users_check(lat, world, hist, 300),
     }
+    if lists:
+        result["lists"] = lists_ceiling(
+            lat, world, lake, cfg.recommend.top_n, cfg.examples.attribution_window_minutes, with_model
+        )
     result["elapsed_s"] = round(time.perf_counter() - t0, 2)
     result["date"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return result
@@ -674,6 +765,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--version", type=int, default=None, help="gold.training_examples version (latest)")
     ap.add_argument("--no-realtime", action="store_true", help="skip the cut-off at the example's own time")
+    ap.add_argument("--no-lists", action="store_true", help="skip the expected clicks of top-N lists")
     args = ap.parse_args(argv)
     result = bench(
         args.lake,
@@ -684,6 +776,7 @@ def main(argv: list[str] | None = None) -> None:
         args.seed,
         args.version,
         not args.no_realtime,
+        not args.no_lists,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
