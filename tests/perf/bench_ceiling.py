@@ -542,6 +542,7 @@ def lists_ceiling(
     world: SyntheticWorld,
     lake: Path,
     top_n: int,
+    max_per_category: int,
     attribution_minutes: int,
     with_model: Any,
 ) -> dict[str, Any]:
@@ -551,7 +552,8 @@ def lists_ceiling(
     ceiling) and by the click share. History cut at the run date 00:00 UTC; lists served at
     +12 h (as ``recpipe evaluate``'s expected clicks). Ranking by the score at position 0 and
     filling positions in that order maximizes the true expected clicks when the score is the
-    true one (the position factor is the same for every item)."""
+    true one (the position factor is the same for every item). Each ranking is also cut to the
+    re-rank's diversity cap (``recommend.max_per_category``) to show what the cap costs."""
     from recpipe.datasets.synthetic.world import true_click_probability
 
     t0 = time.perf_counter()
@@ -598,6 +600,10 @@ def lists_ceiling(
         ranked = cands.assign(_s=sc).sort_values(["u", "_s", C.ITEM_ID], ascending=[True, False, True])
         ranked[C.RANK] = ranked.groupby("u").cumcount() + 1
         out[name] = value(ranked[ranked[C.RANK] <= top_n])
+        # under the re-rank's diversity cap (recommend.max_per_category), greedily in score order
+        capped = ranked[ranked.groupby(["u", "cat"]).cumcount() < max_per_category].copy()
+        capped[C.RANK] = capped.groupby("u").cumcount() + 1
+        out[f"{name}_max_{max_per_category}_per_category"] = value(capped[capped[C.RANK] <= top_n])
     out.update(
         users=len(users),
         candidates=len(cands),
@@ -745,7 +751,13 @@ def bench(
     }
     if lists:
         result["lists"] = lists_ceiling(
-            lat, world, lake, cfg.recommend.top_n, cfg.examples.attribution_window_minutes, with_model
+            lat,
+            world,
+            lake,
+            cfg.recommend.top_n,
+            cfg.recommend.max_per_category,
+            cfg.examples.attribution_window_minutes,
+            with_model,
         )
     result["elapsed_s"] = round(time.perf_counter() - t0, 2)
     result["date"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
