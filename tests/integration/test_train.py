@@ -53,7 +53,7 @@ def test_two_ranks_train_identical_weights_export_and_register(spark, examples_l
     from recpipe.constants import MODEL_REGISTRY
     from recpipe.model.inputs import to_model_inputs
     from recpipe.model.registry import load_current_model
-    from recpipe.model.train import run_train
+    from recpipe.model.train import rank_threads, run_train
     from tests.support.model_examples import synthetic_examples
 
     tmp, cfg, lake = examples_lake
@@ -65,8 +65,7 @@ def test_two_ranks_train_identical_weights_export_and_register(spark, examples_l
     assert s["workers"] == 2
     assert len(s["weights_checksums"]) == 1, s["weights_checksums"]
     # each rank took its share of the machine's cores (train.threads_per_rank 0)
-    intra = max(1, (os.cpu_count() or 1) // 2)
-    assert s["tf_threads_per_rank"] == [(intra, max(1, intra // 2))]
+    assert s["tf_threads_per_rank"] == [rank_threads(0, os.cpu_count(), 2)]
     # the model learned something and baselines are reported on the same test split
     assert s["val_auc"] > 0.6 and s["test_auc"] > 0.6
     assert 0 < s["test_logloss"] < 0.7

@@ -75,8 +75,9 @@ CLICK_GROUPS = ((0, 0, "0"), (1, 2, "1-2"), (3, 5, "3-5"), (6, None, "6+"))
 
 # -- data ---------------------------------------------------------------------------------------------
 def _table_path(lake: Path, table: str) -> str:
-    layer, name = table.split(".")
-    return str(lake / layer / name)
+    from recpipe.lake.base import table_parts
+
+    return str(lake.joinpath(*table_parts(table)))
 
 
 def _ms(ts: pd.Series) -> Array:
@@ -529,12 +530,18 @@ def _ess_summary(diag: pd.DataFrame) -> dict[str, Any]:
 SERVE_HOURS = 12.0  # recpipe.evaluation.oracle.evaluate_lists: lists scored at run_date 00:00 + 12 h
 
 
-def _latest_run(lake: Path, table: str, columns: list[str]) -> tuple[dt.date, pd.DataFrame]:
+def _run_rows(
+    lake: Path, table: str, columns: list[str], run: dt.date | None = None
+) -> tuple[dt.date, pd.DataFrame]:
+    """``columns`` of the ``run_date`` partition ``run`` of ``table`` (default: its latest), read
+    alone (the table's other days are not read)."""
     from deltalake import DeltaTable
 
-    df: pd.DataFrame = DeltaTable(_table_path(lake, table)).to_pyarrow_table(columns=columns).to_pandas()
-    run = max(df[C.RUN_DATE])
-    return run, df[df[C.RUN_DATE] == run].drop(columns=C.RUN_DATE)
+    dt_table = DeltaTable(_table_path(lake, table))
+    if run is None:
+        run = max(dt.date.fromisoformat(p[C.RUN_DATE]) for p in dt_table.partitions())
+    rows = dt_table.to_pyarrow_table(columns=columns, filters=[(C.RUN_DATE, "=", run)])
+    return run, rows.to_pandas()
 
 
 def lists_ceiling(
@@ -557,8 +564,8 @@ def lists_ceiling(
     from recpipe.datasets.synthetic.world import true_click_probability
 
     t0 = time.perf_counter()
-    run, cands = _latest_run(lake, C.GOLD_CANDIDATES, [C.RUN_DATE, C.USER_ID, C.ITEM_ID])
-    _, recs = _latest_run(lake, C.GOLD_RECOMMENDATIONS, [C.RUN_DATE, C.USER_ID, C.ITEM_ID, C.RANK])
+    run, cands = _run_rows(lake, C.GOLD_CANDIDATES, [C.USER_ID, C.ITEM_ID])
+    _, recs = _run_rows(lake, C.GOLD_RECOMMENDATIONS, [C.USER_ID, C.ITEM_ID, C.RANK], run)
     cutoff = float(np.datetime64(run, "ms").astype(np.int64))
     ts = cutoff + SERVE_HOURS * MS_HOUR
     cands = with_model(cands.assign(**{C.POSITION: 0, "ts_ms": ts}))

@@ -65,10 +65,33 @@ def _logreg(lake) -> dict[str, Any]:
     return {k: r.get(k) for k in ("auc_logreg", "auc_popularity", "n_train", "n_test")}
 
 
-def _bench(out_dir: Path, which: str, epochs: int | None = None) -> dict[str, Any]:
+def _one_and_two_ranks(
+    cfg: Any, spark: Any, lake: Any, out_dir: Path, run_prefix: str, sets: list[str], keys: tuple[str, ...]
+) -> tuple[dict[str, Any], float | None]:
+    """Train with 1, then 2 ranks (``sets`` added to the config): per run the summary's ``keys``,
+    the training loop's and the wall time to the final AUC, and whether the ranks' weights agree;
+    and the last epoch's speed-up of 2 ranks over 1."""
     from recpipe.config import replace
-    from recpipe.lake import open_lake
     from recpipe.model.train import run_train
+
+    runs: dict[str, Any] = {}
+    for workers in (1, 2):
+        base = [f"train.num_proc={workers}", f"train.model_dir={out_dir / 'models'}"]
+        c = replace(cfg, [*base, "train.checkpoint_every_steps=1000000", *sets])
+        t = time.perf_counter()
+        s = run_train(c, spark, lake, run_id=f"{run_prefix}-w{workers}", register=False)
+        runs[f"workers_{workers}"] = {
+            **{k: s[k] for k in keys},
+            "train_loop_s": s["train_s"],
+            "time_to_final_auc_s": round(time.perf_counter() - t, 2),
+            "identical_weights": len(s["weights_checksums"]) == 1,
+        }
+    w1, w2 = (runs[f"workers_{w}"]["samples_per_s_last_epoch"] for w in (1, 2))
+    return runs, (round(w2 / w1, 2) if w1 else None)
+
+
+def _bench(out_dir: Path, which: str, epochs: int | None = None) -> dict[str, Any]:
+    from recpipe.lake import open_lake
     from recpipe.spark import build_session
 
     out_dir = Path(out_dir)
@@ -78,28 +101,11 @@ def _bench(out_dir: Path, which: str, epochs: int | None = None) -> dict[str, An
     stamp = time.strftime("%Y%m%dT%H%M%S")
     result: dict[str, Any] = {"name": f"train_{which}", "cpu_count": os.cpu_count(), "examples": built}
     result["logreg_same_split"] = _logreg(lake)
-    for workers in (1, 2):
-        sets = [f"train.num_proc={workers}", f"train.model_dir={out_dir / 'models'}"]
-        sets += [f"train.epochs={epochs}"] if epochs else []
-        c = replace(cfg, sets + ["train.checkpoint_every_steps=1000000"])
-        t = time.perf_counter()
-        s = run_train(c, spark, lake, run_id=f"bench-{stamp}-w{workers}", register=False)
-        result[f"workers_{workers}"] = {
-            "epochs_run": s["epochs_run"],
-            "steps": s["steps"],
-            "samples_per_s": s["samples_per_s"],
-            "samples_per_s_last_epoch": s["samples_per_s_last_epoch"],
-            "train_loop_s": s["train_s"],
-            "time_to_final_auc_s": round(time.perf_counter() - t, 2),
-            "val_auc": s["val_auc"],
-            "test_auc": s["test_auc"],
-            "test_logloss": s["test_logloss"],
-            "popularity_auc": s["popularity_auc"],
-            "oracle_auc": s["oracle_auc"],
-            "identical_weights": len(s["weights_checksums"]) == 1,
-        }
-    w1, w2 = (result[f"workers_{w}"]["samples_per_s_last_epoch"] for w in (1, 2))
-    result["steady_speedup_2_vs_1"] = round(w2 / w1, 2) if w1 else None
+    keys = ("epochs_run", "steps", "samples_per_s", "samples_per_s_last_epoch", "val_auc", "test_auc")
+    keys += ("test_logloss", "popularity_auc", "oracle_auc")
+    sets = [f"train.epochs={epochs}"] if epochs else []
+    runs, speedup = _one_and_two_ranks(cfg, spark, lake, out_dir, f"bench-{stamp}", sets, keys)
+    result.update(runs, steady_speedup_2_vs_1=speedup)
     result["one_thread_per_rank"] = scaling_one_thread(cfg, spark, lake, out_dir, stamp)
     result["train_config"] = {
         k: getattr(cfg.train, k) for k in ("model", "epochs", "batch_size", "learning_rate")
@@ -118,26 +124,16 @@ def scaling_one_thread(
     each rank pinned to one TensorFlow thread (``train.threads_per_rank=1``, intra- and inter-op),
     so that the two ranks do not merely share the cores one rank already used. ``epochs`` >= 2:
     the last epoch's rate is the steady state (the first traces the tf.functions)."""
-    from recpipe.config import replace
-    from recpipe.model.train import run_train
-
-    out: dict[str, Any] = {"epochs": epochs, "target_speedup": SCALING_TARGET}
-    for workers in (1, 2):
-        sets = [f"train.num_proc={workers}", "train.threads_per_rank=1", f"train.epochs={epochs}"]
-        sets += [f"train.model_dir={out_dir / 'models'}", "train.checkpoint_every_steps=1000000"]
-        s = run_train(replace(cfg, sets), spark, lake, run_id=f"bench-{stamp}-t1-w{workers}", register=False)
-        out[f"workers_{workers}"] = {
-            "samples_per_s_last_epoch": s["samples_per_s_last_epoch"],
-            "samples_per_s": s["samples_per_s"],
-            "tf_threads_per_rank": s["tf_threads_per_rank"],
-            "epochs_run": s["epochs_run"],
-            "test_auc": s["test_auc"],
-            "identical_weights": len(s["weights_checksums"]) == 1,
-        }
-    w1, w2 = (out[f"workers_{w}"]["samples_per_s_last_epoch"] for w in (1, 2))
-    out["speedup_2_vs_1"] = round(w2 / w1, 2) if w1 else None
-    out["meets_target"] = out["speedup_2_vs_1"] is not None and out["speedup_2_vs_1"] >= SCALING_TARGET
-    return out
+    sets = ["train.threads_per_rank=1", f"train.epochs={epochs}"]
+    keys = ("samples_per_s_last_epoch", "samples_per_s", "tf_threads_per_rank", "epochs_run", "test_auc")
+    runs, speedup = _one_and_two_ranks(cfg, spark, lake, out_dir, f"bench-{stamp}-t1", sets, keys)
+    return {
+        "epochs": epochs,
+        "target_speedup": SCALING_TARGET,
+        **runs,
+        "speedup_2_vs_1": speedup,
+        "meets_target": speedup is not None and speedup >= SCALING_TARGET,
+    }
 
 
 def bench_scaling(conf: str = "conf/local.yaml", out_dir: Path | None = None) -> dict[str, Any]:
