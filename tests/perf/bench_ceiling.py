@@ -29,8 +29,10 @@ draws per posterior) is run beside it as a check: it agrees where its effective 
 large, which it is not for the heavier users (reported).
 
 ``lists``: the same for issue #13's list target (expected clicks per published top-N list under
-the true model): the latest ``gold.candidates`` run's candidates of each human user ranked by the
-true probability, by the history posterior and by the click share, next to the published list.
+the true model): the latest ``gold.candidates`` run's candidates of each human user (each item
+once: the table has a row per source) ranked by the true probability, by the history posterior,
+by the click share and by the pipeline's own feature rows (``observed_ctr``: the item's stored CTR
+times the user's CTR on its category), next to the published list.
 
 ``realtime``: the same with the cut-off at the example's own time (history up to the request), to
 separate what the daily cut-off costs from what the history cannot tell. ``checks``: the history's
@@ -544,6 +546,51 @@ def _run_rows(
     return run, rows.to_pandas()
 
 
+def _observed_ctr(lake: Path, run: dt.date, cands: pd.DataFrame) -> Array:
+    """Per candidate, ``item_ctr_28d`` (``gold.item_features``, smoothed by the features'
+    ``ctr_prior_strength``) times the user's ``category_ctr`` of the item's category
+    (``gold.user_features``), both as of ``run`` (0 where a row or category is missing): a
+    two-input ranking from the pipeline's own feature rows, next to the model's lists."""
+    from deltalake import DeltaTable
+
+    def rows(table: str, columns: list[str]) -> pd.DataFrame:
+        t = DeltaTable(_table_path(lake, table))
+        return t.to_pyarrow_table(columns=columns, filters=[(C.AS_OF_DATE, "=", run)]).to_pandas()
+
+    items = rows(C.GOLD_ITEM_FEATURES, [C.ITEM_ID, "item_ctr_28d"]).drop_duplicates(C.ITEM_ID)
+    users = rows(C.GOLD_USER_FEATURES, [C.USER_ID, "category_ctr"]).drop_duplicates(C.USER_ID)
+    ctr_of_item = cands[C.ITEM_ID].map(items.set_index(C.ITEM_ID)["item_ctr_28d"]).fillna(0.0)
+    by_user = {u: dict(m or []) for u, m in zip(users[C.USER_ID], users["category_ctr"], strict=True)}
+    names = list(CATEGORIES)
+    cat_ctr = [
+        by_user.get(u, {}).get(names[c], 0.0) or 0.0
+        for u, c in zip(cands[C.USER_ID], cands["cat"], strict=True)
+    ]
+    out: Array = ctr_of_item.to_numpy(dtype=float) * np.asarray(cat_ctr, dtype=float)
+    return out
+
+
+def world_columns(world: SyntheticWorld, key: str) -> Any:
+    """A function adding to rows (pseudonymized ``user_id``, ``item_id``, ``position``, ``ts_ms``)
+    their world columns: ``u`` (the user's world row), ``cat``, ``a`` (the scale of
+    ``p = clip(a * interest[u, cat])``) and ``bot``."""
+    from recpipe.events.transforms import pseudonymize_py
+
+    u_of = {pseudonymize_py(str(u), key): i for i, u in enumerate(world.user_ids.tolist())}
+    item_of = {it: i for i, it in enumerate(world.item_ids)}
+
+    def with_model(df: pd.DataFrame) -> pd.DataFrame:
+        unknown = int((~df[C.USER_ID].isin(u_of)).sum())
+        if unknown:
+            raise SystemExit(f"{unknown} rows have a user id that is no pseudonym of this world's users")
+        item = df[C.ITEM_ID].map(item_of).to_numpy(dtype=np.int64)
+        u = df[C.USER_ID].map(u_of).to_numpy(dtype=np.int64)
+        a = scale(world, item, df[C.POSITION].to_numpy(), df["ts_ms"].to_numpy())
+        return df.assign(u=u, cat=world.item_cat[item], a=a, bot=world.is_bot[u])
+
+    return with_model
+
+
 def lists_ceiling(
     lat: Lattice,
     world: SyntheticWorld,
@@ -565,6 +612,10 @@ def lists_ceiling(
 
     t0 = time.perf_counter()
     run, cands = _run_rows(lake, C.GOLD_CANDIDATES, [C.USER_ID, C.ITEM_ID])
+    # gold.candidates holds one row per (user, item, source): an item that two sources found
+    # must count once, or a ranking fills its list with copies of its best items.
+    n_rows = len(cands)
+    cands = cands.drop_duplicates([C.USER_ID, C.ITEM_ID], ignore_index=True)
     _, recs = _run_rows(lake, C.GOLD_RECOMMENDATIONS, [C.USER_ID, C.ITEM_ID, C.RANK], run)
     cutoff = float(np.datetime64(run, "ms").astype(np.int64))
     ts = cutoff + SERVE_HOURS * MS_HOUR
@@ -579,6 +630,9 @@ def lists_ceiling(
         "oracle_ranked": np.minimum(a * world.interest[u, cat], P_MAX),
         "ceiling_ranked": np.zeros(len(cands)),
         "click_share_ranked": np.zeros(len(cands)),
+        # what the pipeline observes, no generator knowledge: the item's stored CTR times the
+        # user's CTR on its category, both from the feature rows as of the run date
+        "observed_ctr_ranked": _observed_ctr(lake, run, cands),
     }
     for uu, idx in cands.groupby("u", sort=False).indices.items():
         hc, ha, he, hy = _cut(h_by_user.get(uu, empty), cutoff)
@@ -605,6 +659,8 @@ def lists_ceiling(
     out["published"] = value(pub)
     for name, sc in scores.items():
         ranked = cands.assign(_s=sc).sort_values(["u", "_s", C.ITEM_ID], ascending=[True, False, True])
+        if ranked.duplicated(["u", C.ITEM_ID]).any():
+            raise AssertionError(f"{name}: a user's candidates hold an item twice")
         ranked[C.RANK] = ranked.groupby("u").cumcount() + 1
         out[name] = value(ranked[ranked[C.RANK] <= top_n])
         # under the re-rank's diversity cap (recommend.max_per_category), greedily in score order
@@ -614,6 +670,7 @@ def lists_ceiling(
     out.update(
         users=len(users),
         candidates=len(cands),
+        candidate_rows=n_rows,
         users_with_a_published_list=int(pub["u"].nunique()),
         seconds=round(time.perf_counter() - t0, 2),
     )
@@ -633,7 +690,6 @@ def bench(
 ) -> dict[str, Any]:
     from recpipe.config import load_config
     from recpipe.datasets.synthetic.world import true_click_probability
-    from recpipe.events.transforms import pseudonymize_py
 
     t0 = time.perf_counter()
     gen = np.random.default_rng(seed)
@@ -649,19 +705,7 @@ def bench(
             f"{raw_dir} holds a simulated (drifting) world: the fixed-interest posterior does not apply"
         )
     raw_ids = [str(u) for u in world.user_ids.tolist()]
-    key = cfg.pseudonym_key()
-    u_of = {pseudonymize_py(u, key): i for i, u in enumerate(raw_ids)}
-    item_of = {it: i for i, it in enumerate(world.item_ids)}
-
-    def with_model(df: pd.DataFrame) -> pd.DataFrame:
-        """``u`` (world row of the pseudonymized user), ``cat``, ``a`` (scale), ``bot``."""
-        unknown = int((~df[C.USER_ID].isin(u_of)).sum())
-        if unknown:
-            raise SystemExit(f"{unknown} rows have a user id that is no pseudonym of this world's users")
-        item = df[C.ITEM_ID].map(item_of).to_numpy(dtype=np.int64)
-        u = df[C.USER_ID].map(u_of).to_numpy(dtype=np.int64)
-        a = scale(world, item, df[C.POSITION].to_numpy(), df["ts_ms"].to_numpy())
-        return df.assign(u=u, cat=world.item_cat[item], a=a, bot=world.is_bot[u])
+    with_model = world_columns(world, cfg.pseudonym_key())
 
     rows = with_model(load_test_rows(lake, version))
     y = rows[C.LABEL].to_numpy().astype(np.int64)
