@@ -402,6 +402,11 @@ class EvaluateConfig:
     horizon_days: int = checked(7, ge=1)
     # "" = <paths.artifacts>/reports
     report_dir: str = ""
+    # Also evaluate the lists the fallback popularity ranker would have published from the same
+    # stored candidates and re-rank (policy "fallback_ranker"): is the model better than what it
+    # replaces? Re-reads the run's history (~30 s on the demo); skipped when the published lists
+    # are that ranker's own.
+    fallback_lists: bool = True
 
 
 @dataclass(frozen=True)

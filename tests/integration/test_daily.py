@@ -84,6 +84,11 @@ def test_evaluations_report_the_calibration_of_the_current_model(backfill):
         assert sum(d["n"] for d in cal["deciles"]) == cal["n"] == ranker["test_examples"] > 0
         observed = sum(d["n"] * d["observed_ctr"] for d in cal["deciles"]) / cal["n"]
         assert observed == pytest.approx(ranker["test_ctr"])
+        # the model published the lists: the fallback ranker's lists of the same stored candidates
+        # are evaluated beside them (README, "Evaluation")
+        fallback = rep["fallback_ranker"]
+        assert fallback["ranker"] == "popularity" and 0 < fallback["lists"] <= rep["users_with_lists"]
+        assert {r["policy"] for r in rep["top_n"]} == {"published", "popularity", "als", "fallback_ranker"}
 
 
 def test_the_examples_split_moves_with_the_run_date(backfill):

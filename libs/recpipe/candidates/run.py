@@ -377,6 +377,32 @@ def build_candidates(
     )
 
 
+def stored_candidate_set(
+    cfg: Config, lake: Lake, run_date: dt.date, params: CandidateParams | None = None
+) -> CandidateSet:
+    """The candidate set of an earlier run for re-ranking it (evaluation's other rankers): the
+    run's stored ``gold.candidates`` (no source is recomputed, no ALS refitted, nothing written)
+    with the frames the ranking step reads (allowed items, category affinities, item stats)
+    rebuilt from the events before ``run_date``. A stream that updated ``gold.user_profiles``
+    after the run can change the rebuilt affinities of its users."""
+    p = params or cfg.candidates
+    as_of = as_of_time(run_date)
+    cached: list[DataFrame] = []
+    h = _read_history(cfg, lake, as_of, p, None, cached)
+    inter_allowed = h.inter.join(h.allowed.select(C.ITEM_ID, "category"), C.ITEM_ID)
+    stats = _keep(cached, _item_stats(cfg, lake, h, inter_allowed, as_of, cfg.features.trend_half_life_hours))
+    return CandidateSet(
+        run_date=run_date,
+        as_of=as_of,
+        candidates=read_candidates(lake, run_date),
+        users=h.target,
+        allowed=h.allowed,
+        affinity=h.affinity,
+        item_stats=stats,
+        _cached=cached,
+    )
+
+
 def with_run_date(cands: DataFrame, run_date: dt.date) -> DataFrame:
     return cands.select(F.lit(run_date).cast("date").alias(C.RUN_DATE), *S.CAND_COLS)
 

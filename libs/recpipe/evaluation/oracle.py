@@ -11,7 +11,9 @@ Three lists per (human) user, all from allowed items the user has not consumed:
 - ``published``: ``gold.recommendations`` of the run date (the pipeline, exploration included);
 - ``popularity``: the globally most popular items (time-decayed feedback, as the trending source);
 - ``als_only``: the implicit ALS top-N (the day's model stored by recommend, else fitted here);
-  padded with the popularity list where ALS has fewer than N items (users unknown to ALS).
+  padded with the popularity list where ALS has fewer than N items (users unknown to ALS);
+- any ``extra`` lists the caller passes (the evaluate job: ``fallback_ranker``, the popularity
+  ranker's lists of the run's own candidates and re-rank).
 
 Bots (probability 0.9 on anything) are left out. Reported: mean expected clicks per list.
 """
@@ -56,9 +58,11 @@ def evaluate_lists(
     model: ClickModel,
     serve_hours: float = 12.0,
     als_factors: S.AlsFactors | None = None,
+    extra: dict[str, DataFrame] | None = None,
 ) -> dict[str, Any]:
     """Mean expected clicks per list of the published, popularity and ALS-only top-N under the true
-    click ``model``. ``als_factors``: the day's ALS model when the caller has it (else :func:`day_factors`)."""
+    click ``model``. ``als_factors``: the day's ALS model when the caller has it (else :func:`day_factors`);
+    ``extra``: more lists by name (rows user_id, item_id, rank), valued the same way."""
     n = cfg.recommend.top_n
     as_of = as_of_time(run_date)
     key = cfg.pseudonym_key()
@@ -103,6 +107,10 @@ def evaluate_lists(
         ("published", published.join(users, C.USER_ID, "left_semi").select(C.USER_ID, C.ITEM_ID, C.RANK)),
         ("popularity", pop_lists),
         ("als_only", als_lists),
+        *(
+            (name, rows.join(users, C.USER_ID, "left_semi").select(C.USER_ID, C.ITEM_ID, C.RANK))
+            for name, rows in (extra or {}).items()
+        ),
     ):
         pdf = lists.toPandas()
         p = expected_clicks(pdf, model, raw_user_of, ts_ms)

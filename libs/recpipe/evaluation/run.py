@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DateType, DoubleType, StringType, StructField, StructType, TimestampType
 
 from recpipe import constants as C
+from recpipe.candidates.run import read_candidates
 from recpipe.config import Config
 from recpipe.evaluation import offline as O
 from recpipe.evaluation import ope
@@ -142,11 +143,13 @@ def true_click_model_eval(
     date: dt.date,
     click_model: ClickModel | None = None,
     als_factors: AlsFactors | None = None,
+    extra: dict[str, DataFrame] | None = None,
 ) -> dict[str, Any]:
     """Expected clicks per list of the published, popularity and ALS-only top-N under the data's
     true ``click_model`` (:mod:`recpipe.evaluation.oracle`); synthetic data only, the caller
     that knows the data source passes the generator's model (``recpipe.datasets.synthetic:SyntheticClickModel``).
-    ``als_factors``: the day's ALS model when the caller already has it."""
+    ``als_factors``: the day's ALS model when the caller already has it; ``extra``: more lists
+    by name (rows user_id, item_id, rank), e.g. the fallback ranker's."""
     if cfg.data.source != "synthetic":
         return {"skipped": f"data.source is {cfg.data.source!r}: no true click model"}
     if click_model is None:
@@ -154,7 +157,7 @@ def true_click_model_eval(
         return {"skipped": f"no true click model given ({manifest}: the generator's world is needed)"}
     from recpipe.evaluation.oracle import evaluate_lists
 
-    return evaluate_lists(cfg, lake, date, click_model, als_factors=als_factors)
+    return evaluate_lists(cfg, lake, date, click_model, als_factors=als_factors, extra=extra)
 
 
 def _als_baseline(
@@ -172,6 +175,34 @@ def _als_baseline(
     factors, model = day_factors(lake, inter, date, S.AlsParams.of(cfg.candidates, cfg.recommend.seed))
     log.info("evaluate: ALS baseline from the %s model %s", model["model"], model["params"])
     return O.als_lists(factors, before, users, k, allowed=allowed), model, factors
+
+
+FALLBACK = "fallback_ranker"
+
+
+def _fallback_lists(
+    cfg: Config, lake: Lake, date: dt.date, recs: DataFrame
+) -> tuple[DataFrame | None, dict[str, Any]]:
+    """The lists the fallback ranker (``scoring.scorers.POPULARITY``) would have published on
+    ``date`` from the same stored candidates and re-rank (:func:`recpipe.scoring.run.stored_lists`),
+    and what the report says of them; None when ``evaluate.fallback_lists`` is off or the
+    published lists are that ranker's own."""
+    if not cfg.evaluate.fallback_lists:
+        return None, {"skipped": "evaluate.fallback_lists is false"}
+    if recs.where(F.col(C.MODEL_VERSION).isNotNull()).limit(1).count() == 0:
+        return None, {"skipped": "the published lists are the fallback ranker's own (no model version)"}
+    if not lake.exists(C.GOLD_CANDIDATES) or read_candidates(lake, date).limit(1).count() == 0:
+        return None, {"skipped": f"{C.GOLD_CANDIDATES} holds no candidates of {date}"}
+    from recpipe.scoring.run import stored_lists
+    from recpipe.scoring.scorers import POPULARITY
+
+    t0 = time.perf_counter()
+    lists = stored_lists(cfg, lake, date, POPULARITY).join(
+        recs.select(C.USER_ID).distinct(), C.USER_ID, "left_semi"
+    )
+    n = lists.select(C.USER_ID).distinct().count()
+    log.info("evaluate: the fallback ranker's lists of the same candidates for %d users", n)
+    return lists, {"ranker": POPULARITY.ranker, "lists": n, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _published_lists(lake: Lake, date: dt.date | None) -> tuple[DataFrame, dt.date]:
@@ -229,6 +260,9 @@ def run_evaluate(
         "popularity": O.popularity_lists(before, users, k, allowed),
         "als": als_baseline,
     }
+    fallback, fallback_info = _fallback_lists(cfg, lake, date, recs)
+    if fallback is not None:
+        policies[FALLBACK] = O.lists_from_rows(fallback)
     rows: list[dict[str, Any]] = []
     for name, lists in policies.items():
         log.info("evaluate: %s lists", name)
@@ -236,7 +270,8 @@ def run_evaluate(
     item_segments = O.item_segment_hit_rates(published, truth, before, k)
     ranker = ranker_metrics(cfg, lake)
     off_policy = logged_policy_ope(events, date, end)
-    true_clicks = true_click_model_eval(cfg, lake, date, click_model, als_factors)
+    extra = {FALLBACK: fallback} if fallback is not None else None
+    true_clicks = true_click_model_eval(cfg, lake, date, click_model, als_factors, extra)
     run_id = f"evaluate-{date}-{uuid.uuid4().hex[:8]}"
     report = {
         "job": "evaluate",
@@ -249,6 +284,7 @@ def run_evaluate(
         "ranker": ranker,
         "top_n": rows,
         "als_baseline": als_model,
+        FALLBACK: fallback_info,
         "item_segments": item_segments,
         "off_policy": off_policy,
         "true_click_model": true_clicks,
@@ -293,7 +329,7 @@ def _store(lake: Lake, report: dict[str, Any], date: dt.date) -> None:
                     now,
                 )
             )
-    for policy in ("published", "popularity", "als_only"):
+    for policy in ("published", "popularity", "als_only", FALLBACK):
         v = report.get("true_click_model", {}).get(f"{policy}_expected_clicks_per_list")
         if v is not None:
             out.append(

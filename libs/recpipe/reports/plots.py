@@ -14,7 +14,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-POLICY_COLORS = {"published": "tab:blue", "popularity": "tab:orange", "als": "tab:green"}
+POLICY_COLORS = {
+    "published": "tab:blue",
+    "popularity": "tab:orange",
+    "als": "tab:green",
+    "fallback_ranker": "tab:purple",
+}
 SPREAD_METRICS = ("catalog_coverage", "intra_list_diversity", "novelty_bits")
 
 
@@ -136,7 +141,8 @@ def reasons_figure(reasons: dict[str, int]) -> Figure | None:
 
 def expected_clicks_figure(tc: dict[str, Any]) -> Figure | None:
     """Expected clicks per list under the generator's true click model (synthetic data)."""
-    raw = {p: _num(tc.get(f"{p}_expected_clicks_per_list")) for p in ("published", "popularity", "als_only")}
+    policies = ("published", "fallback_ranker", "popularity", "als_only")
+    raw = {p: _num(tc.get(f"{p}_expected_clicks_per_list")) for p in policies}
     vals = {p: v for p, v in raw.items() if v is not None}
     if not vals:
         return None

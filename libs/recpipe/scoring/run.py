@@ -25,6 +25,7 @@ from recpipe.candidates.run import (
     as_of_time,
     build_candidates,
     read_candidates,
+    stored_candidate_set,
     write_candidates,
 )
 from recpipe.config import Config
@@ -94,6 +95,28 @@ def lists_for_users(
         cands = cs.candidates.join(F.broadcast(who), C.USER_ID, "left_semi")
         lists = rank_candidates(cfg, lake, cs, cands, scorer, params)
         out: pd.DataFrame = lists.select(*C.LIST_COLUMNS).toPandas()
+    finally:
+        cs.unpersist()
+    return out
+
+
+def stored_lists(
+    cfg: Config,
+    lake: Lake,
+    run_date: dt.date,
+    scorer: ScorerRef,
+    params: CandidateParams | None = None,
+) -> DataFrame:
+    """The lists ``scorer`` would have published on ``run_date``: that run's stored candidates
+    (:func:`recpipe.candidates.run.stored_candidate_set`) ranked by ``scorer`` and re-ranked as
+    :func:`run_recommend` does (same exploration draws), NOT published. Columns
+    ``constants.LIST_COLUMNS``; materialized (a local checkpoint), so it outlives the candidate
+    set's cached frames."""
+    params = params or cfg.candidates
+    cs = stored_candidate_set(cfg, lake, run_date, params)
+    try:
+        lists = rank_candidates(cfg, lake, cs, cs.candidates, scorer, params)
+        out: DataFrame = lists.select(*C.LIST_COLUMNS).localCheckpoint(eager=True)
     finally:
         cs.unpersist()
     return out
