@@ -220,11 +220,13 @@ def print_summary(summary: dict[str, Any]) -> None:
             print(f"  top-N {policy:<11} {metrics}", file=out)
         tc = ev.get("true_click_model") or {}
         if "published_expected_clicks_per_list" in tc:
+            fallback = tc.get("fallback_ranker_expected_clicks_per_list")
             print(
                 "  expected clicks per list (true click model): published "
                 f"{_f(tc['published_expected_clicks_per_list'])} | popularity "
                 f"{_f(tc['popularity_expected_clicks_per_list'])} | ALS-only "
-                f"{_f(tc['als_only_expected_clicks_per_list'])}",
+                f"{_f(tc['als_only_expected_clicks_per_list'])}"
+                + (f" | fallback ranker, same candidates {_f(fallback)}" if fallback is not None else ""),
                 file=out,
             )
         print(f"  report: {ev['report_path']}", file=out)

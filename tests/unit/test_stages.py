@@ -155,6 +155,33 @@ def test_run_summary_keeps_the_attempt_status_of_train_apart_from_its_model_stat
     assert "model m00001 (current, 2 workers): test AUC" in capsys.readouterr().err
 
 
+def test_run_summary_prints_the_fallback_rankers_lists_beside_the_published_ones(capsys):
+    from recpipe.pipeline import print_summary
+
+    tc = {
+        "published_expected_clicks_per_list": 1.217,
+        "popularity_expected_clicks_per_list": 0.82,
+        "als_only_expected_clicks_per_list": 0.931,
+        "fallback_ranker_expected_clicks_per_list": 1.475,
+    }
+    top_n = {"published": {"ndcg@10": 0.059}, "fallback_ranker": {"ndcg@10": 0.101}}
+    ev = {"status": "ok", "top_n": top_n, "true_click_model": tc, "report_path": "r.json"}
+    print_summary(
+        {"mode": DAILY, "duration_s": 3.0, "days": {str(D): {"evaluate": ev}}, "run_dates": [str(D)]}
+    )
+    err = capsys.readouterr().err
+    assert (
+        "published 1.217 | popularity 0.820 | ALS-only 0.931 | fallback ranker, same candidates 1.475" in err
+    )
+    assert "top-N fallback_ranker ndcg@10=0.101" in err
+    # without the fallback's lists (a popularity-published day) the line ends at ALS-only
+    del tc["fallback_ranker_expected_clicks_per_list"]
+    print_summary(
+        {"mode": DAILY, "duration_s": 3.0, "days": {str(D): {"evaluate": ev}}, "run_dates": [str(D)]}
+    )
+    assert "ALS-only 0.931\n" in capsys.readouterr().err
+
+
 def test_where_results_are_reported_is_not_part_of_a_stage_fingerprint():
     from recpipe.config import load_config, replace
     from recpipe.stages.base import config_part
