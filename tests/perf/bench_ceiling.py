@@ -591,6 +591,22 @@ def world_columns(world: SyntheticWorld, key: str) -> Any:
     return with_model
 
 
+def list_value(world: SyntheticWorld, lists: pd.DataFrame, ts_ms: float) -> float:
+    """Mean over users (``u``, world rows) of the sum of the true click probabilities of their
+    lists' items at positions ``rank - 1``, at ``ts_ms``."""
+    from recpipe.datasets.synthetic.world import true_click_probability
+
+    raw_ids = [str(x) for x in world.user_ids.tolist()]
+    p = true_click_probability(
+        world,
+        [raw_ids[i] for i in lists["u"].to_numpy()],
+        lists[C.ITEM_ID].tolist(),
+        lists[C.RANK].to_numpy() - 1,
+        np.full(len(lists), ts_ms, dtype=np.int64),
+    )
+    return round(float(pd.Series(p).groupby(lists["u"].to_numpy()).sum().mean()), 4)
+
+
 def lists_ceiling(
     lat: Lattice,
     world: SyntheticWorld,
@@ -608,7 +624,6 @@ def lists_ceiling(
     filling positions in that order maximizes the true expected clicks when the score is the
     true one (the position factor is the same for every item). Each ranking is also cut to the
     re-rank's diversity cap (``recommend.max_per_category``) to show what the cap costs."""
-    from recpipe.datasets.synthetic.world import true_click_probability
 
     t0 = time.perf_counter()
     run, cands = _run_rows(lake, C.GOLD_CANDIDATES, [C.USER_ID, C.ITEM_ID])
@@ -639,18 +654,8 @@ def lists_ceiling(
         scores["ceiling_ranked"][idx] = posterior(lat, hc, ha, he, hy).predictive(cat[idx], a[idx])
         scores["click_share_ranked"][idx] = np.minimum(a[idx] * click_share(hc, hy)[cat[idx]], P_MAX)
 
-    raw_ids = [str(x) for x in world.user_ids.tolist()]
-
     def value(lists: pd.DataFrame) -> float:
-        """Mean over users of the sum of true click probabilities at positions rank - 1."""
-        p = true_click_probability(
-            world,
-            [raw_ids[i] for i in lists["u"].to_numpy()],
-            lists[C.ITEM_ID].tolist(),
-            lists[C.RANK].to_numpy() - 1,
-            np.full(len(lists), ts, dtype=np.int64),
-        )
-        return round(float(pd.Series(p).groupby(lists["u"].to_numpy()).sum().mean()), 4)
+        return list_value(world, lists, ts)
 
     out: dict[str, Any] = {"run_date": run.isoformat(), "top_n": top_n}
     users = set(cands["u"])

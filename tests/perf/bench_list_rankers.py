@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ceiling import MS_HOUR, SERVE_HOURS, world_columns  # noqa: E402
+from bench_ceiling import MS_HOUR, SERVE_HOURS, list_value, world_columns  # noqa: E402
 
 from recpipe import constants as C  # noqa: E402
 
@@ -103,23 +103,13 @@ def measure(
     scored: pd.DataFrame, world: Any, with_world: Any, ts_ms: int, top_n: int, cap: int
 ) -> dict[str, Any]:
     """One ranker's list values and what its lists hold (human users only)."""
-    from recpipe.datasets.synthetic.world import true_click_probability
-
-    raw_ids = [str(x) for x in world.user_ids.tolist()]
     rows = with_world(scored.assign(**{C.POSITION: 0, "ts_ms": ts_ms}))
     rows = rows[~rows["bot"].to_numpy()].reset_index(drop=True)
     rows["interest"] = world.interest[rows["u"].to_numpy(), rows["cat"].to_numpy()]
     rows["p_top"] = np.minimum(rows["a"] * rows["interest"], 0.95)
 
     def value(lists: pd.DataFrame) -> float:
-        p = true_click_probability(
-            world,
-            [raw_ids[i] for i in lists["u"].to_numpy()],
-            lists[C.ITEM_ID].tolist(),
-            lists[C.RANK].to_numpy() - 1,
-            np.full(len(lists), ts_ms, dtype=np.int64),
-        )
-        return round(float(pd.Series(p).groupby(lists["u"].to_numpy()).sum().mean()), 4)
+        return list_value(world, lists, ts_ms)
 
     capped = top_lists(rows, top_n, cap)
     cold = rows["cold"].to_numpy()
