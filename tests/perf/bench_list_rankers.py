@@ -52,9 +52,10 @@ KEEP = [C.USER_ID, C.ITEM_ID, "category", C.REASON]
 def score_all(cfg: Any, spark: Any, lake: Any, run_date: dt.date, model_uri: str | None) -> dict[str, Any]:
     """Per ranker, every (user, candidate) of ``run_date`` with its score (pandas), and the model
     version scored."""
-    from recpipe.candidates.run import build_candidates, read_candidates
+    from recpipe.candidates.run import stored_candidate_set
     from recpipe.model.artifact import read_export_spec
-    from recpipe.scoring.rank import attach_model_features, item_vector_table, ranking_frame, score_candidates
+    from recpipe.scoring.rank import score_candidates
+    from recpipe.scoring.run import scoring_frame
     from recpipe.scoring.scorers import POPULARITY, ScorerRef, resolve_scorer
 
     if model_uri:
@@ -65,20 +66,12 @@ def score_all(cfg: Any, spark: Any, lake: Any, run_date: dt.date, model_uri: str
         model, why = resolve_scorer(cfg, lake)
         if model.kind != "model":
             raise SystemExit(f"no model to compare: {why}; pass --model EXPORT_DIR")
-    wins = sorted(cfg.features.windows_days)
-    cold_col = f"item_impressions_{wins[-1]}d"
-    cs = build_candidates(cfg, lake, run_date, None, cfg.candidates)
+    cold_col = f"item_impressions_{max(cfg.features.windows_days)}d"
+    # The run's stored candidates and the frames the job ranks them with (no source recomputed,
+    # the day's stored ALS model not refitted or overwritten).
+    cs = stored_candidate_set(cfg, lake, run_date)
     try:
-        frame = ranking_frame(
-            read_candidates(lake, run_date),
-            cs.allowed,
-            cs.affinity,
-            cs.item_stats,
-            cs.as_of,
-            cfg.recommend.fresh_window_hours,
-        )
-        featured = attach_model_features(frame, lake, run_date, wins, cs.as_of, text_vectors=False)
-        items = item_vector_table(lake, run_date, cs.allowed)
+        featured, items = scoring_frame(cfg, lake, cs, cs.candidates, model_inputs=True)
         out = {
             "popularity": score_candidates(featured, POPULARITY, keep=[*KEEP, cold_col]).toPandas(),
             "model": score_candidates(featured, model, keep=[*KEEP, cold_col], items=items).toPandas(),

@@ -155,8 +155,10 @@ def _read_history(
     p: CandidateParams,
     extra_users: DataFrame | None,
     cached: list[DataFrame],
+    sources: bool = True,
 ) -> _History:
-    """The history, allowed items, target users and their profiles (each kept frame filled now)."""
+    """The history, allowed items, target users and their profiles (each kept frame filled now);
+    ``sources=False``: the users' recent items (read by the sources only) are left lazy."""
     rc = cfg.recommend
     # The history is read by six steps below: scanned once, only the columns they use.
     used = [C.USER_ID, C.ITEM_ID, C.EVENT_TYPE, C.EVENT_TS, C.SESSION_ID, C.COUNTRY, C.DEVICE]
@@ -170,10 +172,8 @@ def _read_history(
     affinity = S.category_affinity(inter.join(target_ids, C.USER_ID, "left_semi"), items, as_of)
     affinity, consumed = with_fresh_profiles(lake, as_of, target_ids, affinity, S.consumed(events))
     affinity = _keep(cached, affinity)
-    recent = _keep(
-        cached,
-        S.recent_items(inter.join(target_ids, C.USER_ID, "left_semi"), as_of, cfg.features.last_k_items),
-    )
+    recent = S.recent_items(inter.join(target_ids, C.USER_ID, "left_semi"), as_of, cfg.features.last_k_items)
+    recent = _keep(cached, recent) if sources else recent
     return _History(events, items, allowed, inter, target, target_ids, affinity, consumed, recent)
 
 
@@ -388,7 +388,7 @@ def stored_candidate_set(
     p = params or cfg.candidates
     as_of = as_of_time(run_date)
     cached: list[DataFrame] = []
-    h = _read_history(cfg, lake, as_of, p, None, cached)
+    h = _read_history(cfg, lake, as_of, p, None, cached, sources=False)
     inter_allowed = h.inter.join(h.allowed.select(C.ITEM_ID, "category"), C.ITEM_ID)
     stats = _keep(cached, _item_stats(cfg, lake, h, inter_allowed, as_of, cfg.features.trend_half_life_hours))
     return CandidateSet(

@@ -49,6 +49,23 @@ def default_run_date(lake: Lake) -> dt.date:
     return latest + dt.timedelta(days=1)
 
 
+def scoring_frame(
+    cfg: Config, lake: Lake, cs: CandidateSet, cands: DataFrame, model_inputs: bool
+) -> tuple[DataFrame, Any]:
+    """Candidates -> one row per (user, item) with the ranking features
+    (:func:`~recpipe.scoring.rank.ranking_frame`) and, with ``model_inputs``, the model's inputs
+    (:func:`~recpipe.scoring.rank.attach_model_features`) plus the item table the scoring kernel
+    adds per batch (:func:`~recpipe.scoring.rank.item_vector_table`; else None)."""
+    rc = cfg.recommend
+    frame = ranking_frame(cands, cs.allowed, cs.affinity, cs.item_stats, cs.as_of, rc.fresh_window_hours)
+    if not model_inputs:
+        return frame, None
+    frame = attach_model_features(
+        frame, lake, cs.run_date, cfg.features.windows_days, cs.as_of, text_vectors=False
+    )
+    return frame, item_vector_table(lake, cs.run_date, cs.allowed)
+
+
 def rank_candidates(
     cfg: Config,
     lake: Lake,
@@ -62,13 +79,7 @@ def rank_candidates(
     (``OUT_DDL`` rows of :func:`score_and_rerank`), scored by ``scorer``; ``scored``: an
     accumulator counting the scored candidates."""
     rc = cfg.recommend
-    frame = ranking_frame(cands, cs.allowed, cs.affinity, cs.item_stats, cs.as_of, rc.fresh_window_hours)
-    item_inputs = None
-    if scorer.kind == "model":
-        frame = attach_model_features(
-            frame, lake, cs.run_date, cfg.features.windows_days, cs.as_of, text_vectors=False
-        )
-        item_inputs = item_vector_table(lake, cs.run_date, cs.allowed)
+    frame, item_inputs = scoring_frame(cfg, lake, cs, cands, scorer.kind == "model")
     # Scored and re-ranked in one pass over batches of whole users.
     rr = RerankParams.from_config(rc, params.uncertain_impressions)
     return score_and_rerank(frame, scorer, rr, cs.run_date, items=item_inputs, scored=scored)
