@@ -25,7 +25,7 @@ def shared_data_dir() -> Path:
 def spark(tmp_path_factory):
     from pyspark.sql import SparkSession
 
-    from recpipe.spark import REQUIRED_CONF
+    from recpipe.spark import DEFAULT_CONF, LOCAL_DEFAULT_CONF, REQUIRED_CONF
 
     tmp = tmp_path_factory.mktemp("spark")
     builder = (
@@ -50,8 +50,9 @@ def spark(tmp_path_factory):
         .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={tmp}")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
     )
-    # The same settings the lake layer relies on in every environment (recpipe.spark).
-    for key, value in REQUIRED_CONF.items():
+    # The same settings the lake layer relies on in every environment, and a local session's
+    # defaults (recpipe.spark).
+    for key, value in {**DEFAULT_CONF, **LOCAL_DEFAULT_CONF, **REQUIRED_CONF}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")

@@ -261,3 +261,22 @@ def test_insert_new_may_add_columns_when_asked(spark, lake):
     assert lake.schema("silver.t").fieldNames() == ["id", "event_date", "ts", "n", "x"]
     got = {r["id"]: r["x"] for r in lake.read("silver.t").collect()}
     assert got == {"a": None, "b": None, "c": "s"}
+
+
+def test_a_read_of_many_files_lists_them_without_a_spark_job(spark, tmp_path):
+    # given: a table of 40 data files (more than Spark's 32-path threshold for a listing job)
+    lake = DeltaRsLake(spark, str(tmp_path / "lake"))
+    df = spark.range(400).selectExpr("cast(id as string) as id", "cast(id as int) as n").repartition(40)
+    lake.overwrite("silver.many", df)
+    assert len(DeltaTable(lake.path("silver.many")).file_uris()) == 40
+    sc = spark.sparkContext
+    # when: the table is read (recpipe.spark.LOCAL_DEFAULT_CONF, as the session's conf)
+    sc.setJobGroup("many-files-read", "lake.read of 40 files")
+    try:
+        read = lake.read("silver.many")
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    # then: no Spark job listed the files (one task per file: ~8 s per read of a 4,000-file
+    # silver.events in local mode), and every row is there
+    assert list(sc.statusTracker().getJobIdsForGroup("many-files-read")) == []
+    assert read.count() == 400
