@@ -300,6 +300,8 @@ def test_model_scores_in_spark_equal_the_scorer_on_pandas(spark, tmp_path):
     model = build_model("dcn", spec)
     write_export(str(tmp_path), model, spec, {})
     pdf = MT.synthetic_examples(rows=3000, seed=5)
+    # as in the serving frame, a user's context is one value per user (scorers.ModelScorer.score_sides)
+    pdf["device"] = pdf.groupby("user_id")["device"].transform("first")
     pdf["extra"] = np.arange(len(pdf))
     sdf = spark.createDataFrame(pdf[[*spec.columns, "extra"]])
     ref = ScorerRef("model", version="t1", uri=str(tmp_path), inputs=tuple(spec.columns))
@@ -326,6 +328,8 @@ def test_item_inputs_broadcast_to_the_kernel_score_like_the_joined_column(spark,
     spec = MT.synthetic_spec()
     write_export(str(tmp_path), build_model("dcn", spec), spec, {})
     pdf = MT.synthetic_examples(rows=5000, seed=6)
+    # as in the serving frame, a user's context is one value per user (scorers.ModelScorer.score_sides)
+    pdf["device"] = pdf.groupby("user_id")["device"].transform("first")
     pdf["row"] = np.arange(len(pdf))
     first = pdf.groupby("item_id")["text_vec"].first()
     missing = sorted(first.index)[:5]

@@ -5,6 +5,8 @@ time t joins the feature rows with ``as_of_date = date(t)``, computed from event
 
 from __future__ import annotations
 
+import re
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -26,6 +28,42 @@ ITEM_TEXT_TOKENS = "item_text_tokens"
 # (features.text.text_affinity; added to the examples when written, in the scoring kernel at serving).
 USER_TEXT_AFFINITY = "user_text_affinity"
 CATEGORICAL = [B.CATEGORY, B.SUBCATEGORY, C.DEVICE, C.COUNTRY]
+
+# What each serving input is a function of (serving_side).
+_ITEM_SIDE = {
+    C.ITEM_ID,
+    B.CATEGORY,
+    B.SUBCATEGORY,
+    B.ITEM_TREND,
+    ITEM_AGE_HOURS,
+    ITEM_TEXT_VEC,
+    ITEM_TEXT_TOKENS,
+}
+_USER_SIDE = {
+    C.USER_ID,
+    C.DEVICE,
+    C.COUNTRY,
+    USER_HOURS_SINCE_LAST_EVENT,
+    USER_HOURS_SINCE_LAST_CLICK,
+    USER_LAST_ITEMS,
+}
+_ITEM_WINDOWED = re.compile(r"item_(impressions|clicks|ctr)_[0-9]+d")
+_USER_WINDOWED = re.compile(r"user_(impressions|clicks|reads)_[0-9]+d")
+
+
+def serving_side(column: str) -> str:
+    """What a model input of the serving frame is a function of: ``"item"`` (the candidate's
+    feature row and catalog entry alone), ``"user"`` (the user's feature row and context alone)
+    or ``"row"`` (both: the target-aware inputs; the position). At serving
+    (:func:`model_input_columns` with age offset 0, ``scoring.rank.attach_model_features``) an
+    item or user input takes one value per item or user of a run, which lets the scorer compute
+    the model's side work once per distinct item and user of a batch
+    (:mod:`recpipe.model.grouped`); an input not named here counts as ``"row"``."""
+    if column in _ITEM_SIDE or _ITEM_WINDOWED.fullmatch(column):
+        return "item"
+    if column in _USER_SIDE or _USER_WINDOWED.fullmatch(column):
+        return "user"
+    return "row"
 
 
 def dense_columns(windows: list[int]) -> list[str]:

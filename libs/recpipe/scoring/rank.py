@@ -22,7 +22,7 @@ from recpipe.batches import gathered, whole_groups_arrow
 from recpipe.examples import inputs as E
 from recpipe.features.text import fixed_matrix, text_affinity, unit_rows
 from recpipe.scoring.rerank import INPUT_COLUMNS, OUT_ARROW, OUT_DDL, RerankParams, rerank_frame
-from recpipe.scoring.scorers import Scorer, ScorerRef, get_scorer
+from recpipe.scoring.scorers import ModelScorer, Scorer, ScorerRef, get_scorer
 
 if TYPE_CHECKING:
     from recpipe.lake import Lake
@@ -172,16 +172,21 @@ def _scores(
 ) -> npt.NDArray[Any]:
     """The scorer's scores of ``rows`` (with ``items``' columns added by item id when given, and
     the text affinity when the scorer reads it and the rows lack it)."""
-    full = _with_item_columns(rows, index, items, matrices) if items is not None else rows
-    if _TEXT_AFFINITY in ref.inputs and _TEXT_AFFINITY not in full.column_names:
+    if _TEXT_AFFINITY in ref.inputs and _TEXT_AFFINITY not in rows.column_names:
         if items is None:
             # Without the item table every affinity would be 0: training/serving skew, not a default.
             raise ValueError(
                 f"model {ref.version} reads {_TEXT_AFFINITY}: score with the item table "
                 "(scoring.rank.item_vector_table) so that it can be computed"
             )
-        full = _with_text_affinity(full, index, matrices)
-    s = np.asarray(scorer.score_batch(full), dtype=float).reshape(-1)
+        rows = _with_text_affinity(rows, index, matrices)
+    if isinstance(scorer, ModelScorer):
+        # The item table's columns are added to the batch's distinct items only.
+        add = (lambda t: _with_item_columns(t, index, items, matrices)) if items is not None else None
+        s = np.asarray(scorer.score_sides(rows, add), dtype=float).reshape(-1)
+    else:
+        full = _with_item_columns(rows, index, items, matrices) if items is not None else rows
+        s = np.asarray(scorer.score_batch(full), dtype=float).reshape(-1)
     if len(s) != rows.num_rows:
         raise ValueError(f"scorer {ref.kind} returned {len(s)} scores for {rows.num_rows} rows")
     return s

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
+
+from recpipe import constants as C
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +79,130 @@ class PopularityScorer:
         return scores
 
 
+def _row_chunks(
+    x: dict[str, dict[str, npt.NDArray[Any]]], index: dict[str, npt.NDArray[Any]], n: int, size: int
+) -> Iterator[tuple[dict[str, dict[str, npt.NDArray[Any]]], dict[str, npt.NDArray[Any]]]]:
+    """``x`` and ``index`` in chunks of at most ``size`` candidate rows (the side inputs whole)."""
+    for lo in range(0, n, size):
+        rows = {k: v[lo : lo + size] for k, v in x["row"].items()}
+        yield {**x, "row": rows}, {k: v[lo : lo + size] for k, v in index.items()}
+
+
+def _first_rows(col: pa.ChunkedArray) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """(per row: the index of its distinct value, per distinct value: its first row)."""
+    codes = col.combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False)
+    first: npt.NDArray[Any] = np.unique(codes, return_index=True)[1]
+    return codes.astype(np.int32), first
+
+
+def _check_one_value(
+    col: pa.ChunkedArray,
+    idx: npt.NDArray[Any],
+    first: npt.NDArray[Any],
+    name: str,
+    side: str,
+    keys: pa.ChunkedArray,
+) -> None:
+    """Raise when the scalar column ``col`` takes more than one value within one item/user of
+    the batch (``idx``: each row's item/user, ``first``: their first rows); list columns (the
+    text vectors and tokens from the item table, the user's last items from the user's feature
+    row) are one value per item/user by construction and not compared."""
+    arr = col.combine_chunks()
+    if (
+        pa.types.is_list(arr.type)
+        or pa.types.is_large_list(arr.type)
+        or pa.types.is_fixed_size_list(arr.type)
+    ):
+        return
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type) or pa.types.is_dictionary(arr.type):
+        values = arr.dictionary_encode().indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        same = values == values[first][idx]
+    else:
+        num = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        ref = num[first][idx]
+        same = (num == ref) | (np.isnan(num) & np.isnan(ref))
+    if not bool(same.all()):
+        row = int(np.flatnonzero(~same)[0])
+        raise ValueError(
+            f"serving input {name!r} is on the {side} side (recpipe.examples.inputs.serving_side) but "
+            f"takes more than one value for {side} {keys[row].as_py()!r} ({arr[row].as_py()!r} and "
+            f"{arr[int(first[idx[row]])].as_py()!r}): "
+            "the serving frame must derive it from the item's or user's feature row alone"
+        )
+
+
 class ModelScorer:
-    """The registered CTR model; inputs assembled by the shared ``recpipe.model.inputs`` code."""
+    """The registered CTR model; inputs assembled by the shared ``recpipe.model.inputs`` code.
+
+    :meth:`score_sides` scores a batch of the serving frame with the item-side and user-side
+    inputs converted and run through the model once per distinct item and user
+    (:mod:`recpipe.model.grouped`); :meth:`score` runs every row through the whole model."""
 
     def __init__(self, model: Any, spec: Any, version: str | None, batch_size: int = 65_536) -> None:
+        from recpipe.examples.inputs import serving_side
+        from recpipe.model.grouped import GroupedModel
+
         self.model = model
         self.spec = spec
         self.version = version
         self.batch_size = batch_size
+        self.sides = {c: serving_side(c) for c in spec.columns}
+        self.by_side = {
+            side: [c for c in spec.columns if self.sides[c] == side] for side in ("item", "user", "row")
+        }
+        # Each side's part of the spec (its inputs, with their fill values and vocabularies).
+        self.side_specs = {
+            side: spec.without([c for c in spec.columns if c not in cols])
+            for side, cols in self.by_side.items()
+        }
+        self.grouped = GroupedModel(model, self.sides)
+
+    def score_sides(
+        self, table: pa.Table, item_columns: Callable[[pa.Table], pa.Table] | None = None
+    ) -> npt.NDArray[Any]:
+        """Scores of the serving frame's rows ``table`` (with user_id and item_id): each input
+        converted for the distinct items / users only (their first row's value: the serving
+        frame gives an item or user input one value per run, see
+        :func:`recpipe.examples.inputs.serving_side`). ``item_columns`` adds per-item columns
+        (e.g. the text vectors of :func:`recpipe.scoring.rank.item_vector_table`) to the table
+        of distinct items instead of to every row. Equal to :meth:`score` of the same rows with
+        the item columns joined (a test keeps them equal)."""
+        from recpipe.model import inputs
+
+        item_idx, item_first = _first_rows(table.column(C.ITEM_ID))
+        user_idx, user_first = _first_rows(table.column(C.USER_ID))
+        names = set(table.column_names)
+        by_side = self.by_side
+        firsts = {"item": (item_idx, item_first, C.ITEM_ID), "user": (user_idx, user_first, C.USER_ID)}
+        for side, (idx, first, key) in firsts.items():
+            for c in by_side[side]:
+                if c in names:
+                    _check_one_value(table.column(c), idx, first, c, side, table.column(key))
+        items = table.select([C.ITEM_ID, *[c for c in by_side["item"] if c in names and c != C.ITEM_ID]])
+        items = items.take(item_first)
+        if item_columns is not None:
+            items = item_columns(items)
+        parts = {
+            "item": items,
+            "user": table.select([c for c in by_side["user"] if c in names]).take(user_first),
+            "row": table.select([c for c in by_side["row"] if c in names]),
+        }
+        # A row input that only the item table holds is taken to the rows from there.
+        for c in by_side["row"]:
+            if c not in names and c in items.column_names:
+                parts["row"] = parts["row"].append_column(c, items.column(c).take(pa.array(item_idx)))
+        missing = [c for side, cols in by_side.items() for c in cols if c not in parts[side].column_names]
+        if missing:
+            raise ValueError(f"model {self.version}: serving frame lacks model inputs {missing}")
+        x = {}
+        for side, cols in by_side.items():
+            x[side] = inputs.to_model_inputs(parts[side], self.side_specs[side]) if cols else {}
+        index = {"item": item_idx, "user": user_idx}
+        out = [
+            self.grouped.predict(x_chunk, idx_chunk)
+            for x_chunk, idx_chunk in _row_chunks(x, index, len(item_idx), self.batch_size)
+        ]
+        return np.concatenate(out, axis=0).astype(float).reshape(-1) if out else np.zeros(0)
 
     def score_batch(self, batch: pa.RecordBatch | pa.Table) -> npt.NDArray[Any]:
         return self.score(batch)
