@@ -13,8 +13,8 @@ batch statistics), so the result equals the plain forward pass (a test keeps the
 model type); only the weights' inputs get smaller.
 
 Which inputs belong to which side is the serving frame's knowledge
-(:data:`recpipe.examples.inputs.ITEM_SIDE` / ``USER_SIDE``): a column is a side's only when the
-serving frame derives it from that side's feature row alone.
+(:func:`recpipe.examples.inputs.serving_side`): a column is a side's only when the serving frame
+derives it from that side's feature row alone.
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ class ModelScorer:
         firsts = {"item": (item_idx, item_first, C.ITEM_ID), "user": (user_idx, user_first, C.USER_ID)}
         for side, (idx, first, key) in firsts.items():
             for c in by_side[side]:
-                if c in names:
+                if c in names and c != key:  # the key is one value per key by definition
                     _check_one_value(table.column(c), idx, first, c, side, table.column(key))
         items = table.select([C.ITEM_ID, *[c for c in by_side["item"] if c in names and c != C.ITEM_ID]])
         items = items.take(item_first)
