@@ -27,7 +27,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from recpipe import constants as C
-from recpipe.batches import whole_groups
+from recpipe.batches import whole_groups_arrow
+from recpipe.candidates import kernel as K
 from recpipe.config import CandidatesConfig, RecommendConfig
 from recpipe.features.text import TEXT_VEC, text_vectors
 
@@ -590,63 +591,6 @@ def apply_budget(cands: DataFrame, budget: int, shares: dict[str, float] | None 
     return ranked.drop("_norm_rank").join(keep, [C.USER_ID, C.ITEM_ID], "left_semi")
 
 
-def _group_starts(keys: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """For a sorted key array: each position's offset within its run of equal keys."""
-    idx = np.arange(len(keys))
-    new = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, dtype=bool)
-    starts: npt.NDArray[Any] = idx - np.maximum.accumulate(np.where(new, idx, 0))
-    return starts
-
-
-def _dense(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Dense ranks (0..) of ``values`` in ascending order: equal values, equal ranks."""
-    ranks: npt.NDArray[Any] = np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
-    return ranks
-
-
-def _order(*keys: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Stable order by non-negative integer keys, most significant first: one argsort of a
-    combined int64 key when the ranges fit (several times faster than ``np.lexsort``)."""
-    spans = [int(k.max()) + 1 if len(k) else 1 for k in keys]
-    if float(np.prod([float(x) for x in spans])) < 2.0**62:
-        combined = np.zeros(len(keys[0]), dtype=np.int64)
-        for k, span in zip(keys, spans):
-            combined = combined * span + k
-        return np.argsort(combined, kind="stable")
-    order: npt.NDArray[Any] = np.lexsort(tuple(reversed(keys)))
-    return order
-
-
-def budget_frame(pdf: pd.DataFrame, budget: int, shares: dict[str, float]) -> pd.DataFrame:
-    """:func:`apply_budget` over a pandas frame of whole users (CAND_COLS): the source rows (a
-    source's best row per item) of each user's ``budget`` best items, items ordered by their
-    best (rank within source / share), then item id; ranks within a source by score desc, item
-    id asc. Vectorized over all users of the frame (integer codes, numpy sorts)."""
-    if pdf.empty:
-        return pdf[CAND_COLS]
-    df = pdf[CAND_COLS].reset_index(drop=True)
-    user = pd.factorize(df[C.USER_ID])[0].astype(np.int64)
-    item = pd.factorize(df[C.ITEM_ID], sort=True)[0].astype(np.int64)  # codes in id order
-    src, names = pd.factorize(df[C.SOURCE])
-    src = src.astype(np.int64)
-    worse = _dense(-df[C.SOURCE_SCORE].to_numpy(np.float64))  # 0 = best score
-    n_items, n_src = int(item.max()) + 1, len(names)
-    # one row per (user, source, item): its best score
-    o = _order(user, src, item, worse)
-    o = o[_group_starts((user[o] * n_src + src[o]) * n_items + item[o]) == 0]
-    # rank within (user, source) by score desc, item asc
-    o = o[_order(user[o], src[o], worse[o], item[o])]
-    rank = _group_starts(user[o] * n_src + src[o]) + 1
-    norm = rank / np.array([float(shares.get(n, 0.1)) for n in names])[src[o]]
-    # per (user, item) the best norm, then each user's first `budget` items by (best, item)
-    pair = user[o] * n_items + item[o]
-    p = _order(pair, _dense(norm))
-    first = p[_group_starts(pair[p]) == 0]
-    q = first[_order(user[o][first], _dense(norm[first]), item[o][first])]
-    kept = pair[q[_group_starts(user[o][q]) < budget]]
-    return df.iloc[o[np.isin(pair, kept)]][CAND_COLS]
-
-
 @dataclass(frozen=True)
 class ItemLists:
     """The item-side lists every user's trending and fresh candidates come from: small pandas
@@ -657,11 +601,6 @@ class ItemLists:
     category_trend: pd.DataFrame  # category, item_id, score
     fresh: pd.DataFrame  # item_id, category, recency: every fresh allowed item
     k_fresh: int
-
-    @property
-    def newest(self) -> pd.DataFrame:
-        f = self.fresh.sort_values(["recency", C.ITEM_ID], ascending=[False, True], kind="mergesort")
-        return f.head(self.k_fresh)[[C.ITEM_ID, "recency"]]
 
 
 def collect_item_lists(
@@ -684,130 +623,27 @@ def collect_item_lists(
     )
 
 
-def _cand_frame(df: pd.DataFrame, source: str, score: pd.Series, detail: pd.Series | str) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            C.USER_ID: df[C.USER_ID].to_numpy(),
-            C.ITEM_ID: df[C.ITEM_ID].to_numpy(),
-            C.SOURCE: source,
-            C.SOURCE_SCORE: np.round(np.asarray(score, dtype=np.float64), SCORE_DECIMALS),
-            C.DETAIL: detail if isinstance(detail, str) else np.asarray(detail, dtype=object),
-        }
-    )
-
-
-def _codes(values: npt.NDArray[Any], sort: bool = False) -> npt.NDArray[Any]:
-    """Integer codes of ``values`` (equal values, equal codes; ascending order when ``sort``):
-    sorting and matching on them is several times faster than on the id strings."""
-    codes: npt.NDArray[Any] = pd.factorize(values, sort=sort)[0].astype(np.int64)
-    return codes
-
-
-def _best_pairs(df: pd.DataFrame) -> pd.DataFrame:
-    """:func:`best_per_pair` in pandas: per (user, item) the best score, ties by detail."""
-    if df.empty:
-        return df
-    user, item = _codes(df[C.USER_ID].to_numpy()), _codes(df[C.ITEM_ID].to_numpy())
-    detail = _codes(df[C.DETAIL].to_numpy(), sort=True)
-    o = np.lexsort((detail, -df[C.SOURCE_SCORE].to_numpy(np.float64), item, user))
-    pair = user[o] * (int(item.max()) + 1) + item[o]
-    return df.iloc[o[np.r_[True, pair[1:] != pair[:-1]]]]
-
-
-def _not_consumed(rows: pd.DataFrame, done: pd.DataFrame) -> pd.DataFrame:
-    """``rows`` without the (user, item) pairs of ``done``."""
-    if done.empty or rows.empty:
-        return rows
-    n = len(rows)
-    user = _codes(np.concatenate([rows[C.USER_ID].to_numpy(), done[C.USER_ID].to_numpy()]))
-    item = _codes(np.concatenate([rows[C.ITEM_ID].to_numpy(), done[C.ITEM_ID].to_numpy()]))
-    pair = user * (int(item.max()) + 1) + item
-    return rows[~np.isin(pair[:n], pair[n:])]
-
-
-def _basis_text(affinity: pd.DataFrame) -> pd.Series | str:
-    """:func:`_basis_suffix` of a pandas affinity frame."""
-    if AFFINITY_BASIS not in affinity.columns:
-        return ""
-    basis = affinity[AFFINITY_BASIS]
-    return pd.Series(np.where(basis.isna(), "", " (" + basis.astype(str) + ")"), index=affinity.index)
-
-
-def trending_frame(users: pd.DataFrame, affinity: pd.DataFrame, lists: ItemLists) -> pd.DataFrame:
-    """:func:`trending_candidates` for a batch of users: ``users`` (user_id, country),
-    ``affinity`` (user_id, category, affinity[, basis])."""
-    g = users[[C.USER_ID]].merge(lists.global_trend, how="cross")
-    c = users.dropna(subset=[C.COUNTRY]).merge(lists.country_trend, on=C.COUNTRY)
-    cat = affinity.dropna(subset=["category"]).merge(lists.category_trend, on="category")
-    parts = [
-        _cand_frame(g, C.REASON_TRENDING, g["score"] * 0.8, "global"),
-        _cand_frame(c, C.REASON_TRENDING, c["score"], "country:" + c[C.COUNTRY].astype(str)),
-        _cand_frame(
-            cat,
-            C.REASON_TRENDING,
-            cat["score"] * cat["affinity"],
-            "category:" + cat["category"].astype(str) + _basis_text(cat),
-        ),
-    ]
-    return _best_pairs(pd.concat(parts, ignore_index=True))
-
-
-def fresh_frame(users: pd.DataFrame, affinity: pd.DataFrame, lists: ItemLists) -> pd.DataFrame:
-    """:func:`fresh_candidates` for a batch of users (arguments as :func:`trending_frame`)."""
-    g = users[[C.USER_ID]].merge(lists.newest, how="cross")
-    cat = affinity.dropna(subset=["category"]).merge(lists.fresh, on="category")
-    parts = [
-        _cand_frame(g, C.REASON_FRESH, g["recency"] * 0.5, "new"),
-        _cand_frame(
-            cat,
-            C.REASON_FRESH,
-            cat["recency"] * (0.5 + cat["affinity"]),
-            "new in " + cat["category"].astype(str) + _basis_text(cat),
-        ),
-    ]
-    best = _best_pairs(pd.concat(parts, ignore_index=True))
-    best = best.sort_values(
-        [C.USER_ID, C.SOURCE_SCORE, C.ITEM_ID], ascending=[True, False, True], kind="mergesort"
-    )
-    return best[best.groupby(C.USER_ID, sort=False).cumcount() < lists.k_fresh]
-
-
-# The marker rows that travel with a user's candidates through filter_and_budget's shuffle: its
-# consumed pairs and, with item lists, its country and category affinities (not sources).
-_CONSUMED_MARK, _USER_MARK, _AFFINITY_MARK = "~consumed~", "~user~", "~affinity~"
-
-
 def _list_marker_rows(users: DataFrame, affinity: DataFrame) -> list[DataFrame]:
-    """The users' countries and category affinities as marker rows of the candidate columns, for
-    :func:`_list_candidates` to read back in the batch of their user."""
+    """The users' countries and category affinities as marker rows of the candidate columns
+    (:data:`~recpipe.candidates.kernel.MARKS`), for the kernel to read back in the batch of
+    their user."""
     basis = F.col(AFFINITY_BASIS) if AFFINITY_BASIS in affinity.columns else F.lit(None)
     return [
         users.select(
             C.USER_ID,
             F.lit(None).cast("string").alias(C.ITEM_ID),
-            F.lit(_USER_MARK).alias(C.SOURCE),
+            F.lit(K.USER_MARK).alias(C.SOURCE),
             F.lit(None).cast("double").alias(C.SOURCE_SCORE),
             F.col(C.COUNTRY).cast("string").alias(C.DETAIL),
         ),
         affinity.select(
             C.USER_ID,
             basis.cast("string").alias(C.ITEM_ID),  # a marker row's item id: the basis
-            F.lit(_AFFINITY_MARK).alias(C.SOURCE),
+            F.lit(K.AFFINITY_MARK).alias(C.SOURCE),
             F.col("affinity").cast("double").alias(C.SOURCE_SCORE),
             F.col("category").cast("string").alias(C.DETAIL),
         ),
     ]
-
-
-def _list_candidates(pdf: pd.DataFrame, lists: ItemLists) -> list[pd.DataFrame]:
-    """The trending and fresh candidates of a batch's users, from their marker rows
-    (:func:`_list_marker_rows`) and the item lists."""
-    src = pdf[C.SOURCE]
-    u = pdf.loc[(src == _USER_MARK).to_numpy(), [C.USER_ID, C.DETAIL]]
-    u = u.rename(columns={C.DETAIL: C.COUNTRY}).drop_duplicates(C.USER_ID)
-    a = pdf.loc[(src == _AFFINITY_MARK).to_numpy(), [C.USER_ID, C.DETAIL, C.SOURCE_SCORE, C.ITEM_ID]]
-    a = a.rename(columns={C.DETAIL: "category", C.SOURCE_SCORE: "affinity", C.ITEM_ID: AFFINITY_BASIS})
-    return [trending_frame(u, a, lists), fresh_frame(u, a, lists)]
 
 
 def filter_and_budget(
@@ -822,22 +658,31 @@ def filter_and_budget(
 ) -> DataFrame:
     """:func:`filter_candidates` then :func:`apply_budget` in one shuffle: the candidates and the
     users' consumed pairs (as marker rows) are partitioned by user together, and each batch of
-    whole users is filtered and budgeted in pandas (:func:`budget_frame`), instead of a join and
-    three windows over every candidate row.
+    whole users is filtered and budgeted on Arrow arrays and integer codes
+    (:func:`recpipe.candidates.kernel.budget_table`), instead of a join and three windows over
+    every candidate row.
 
     With ``lists``, ``users`` (user_id, country: every user of ``cands`` and the users without
     candidates who still get lists; only their consumed pairs are read) and ``affinity``
-    (user_id, category, affinity[, basis]),
-    each batch also generates its users' trending and fresh candidates from the item lists
-    (:func:`trending_frame`, :func:`fresh_candidates`' :func:`fresh_frame`): the same rows as
-    those Spark sources, without ~200 rows per user crossing a shuffle.
+    (user_id, category, affinity[, basis]), each batch also generates its users' trending and
+    fresh candidates from the item lists: the rows of :func:`trending_candidates` and
+    :func:`fresh_candidates`, without ~200 rows per user crossing a shuffle.
     """
     shares = dict(shares or DEFAULT_SOURCE_SHARES)
-    kept = cands.join(F.broadcast(allowed.select(C.ITEM_ID)), C.ITEM_ID, "left_semi").select(*CAND_COLS)
+    if lists is not None and (users is None or affinity is None):
+        raise ValueError("filter_and_budget: lists need users and affinity")
+    # The allowed ids go to the kernel (a code per item, in id order): items that are not
+    # allowed are dropped there, without a join over every candidate row.
+    ids = allowed.select(C.ITEM_ID).toArrow().column(0)
+    if lists is None:
+        codes = K.ItemCodes.allowed_only(ids)
+    else:
+        codes = K.ItemCodes.of(
+            ids, lists.global_trend, lists.country_trend, lists.category_trend, lists.fresh, lists.k_fresh
+        )
+    kept = cands.select(*CAND_COLS)
     parts = [kept]
-    if lists is not None:
-        if users is None or affinity is None:
-            raise ValueError("filter_and_budget: lists need users and affinity")
+    if lists is not None and users is not None and affinity is not None:
         parts.extend(_list_marker_rows(users, affinity))
     # Only the consumed pairs of the users being budgeted travel with them: the given users, or
     # (without lists) the users that have candidates.
@@ -846,21 +691,19 @@ def filter_and_budget(
         consumed_pairs.join(who, C.USER_ID, "left_semi").select(
             C.USER_ID,
             C.ITEM_ID,
-            F.lit(_CONSUMED_MARK).alias(C.SOURCE),
+            F.lit(K.CONSUMED_MARK).alias(C.SOURCE),
             F.lit(None).cast("double").alias(C.SOURCE_SCORE),
             F.lit(None).cast("string").alias(C.DETAIL),
         )
     )
     schema = kept.schema
+    shared = cands.sparkSession.sparkContext.broadcast(codes)
+    with_lists = lists is not None
 
-    def fn(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        for pdf in whole_groups(batches, C.USER_ID):
-            src = pdf[C.SOURCE]
-            done = pdf.loc[(src == _CONSUMED_MARK).to_numpy(), [C.USER_ID, C.ITEM_ID]].drop_duplicates()
-            rows = pdf[~src.isin([_CONSUMED_MARK, _USER_MARK, _AFFINITY_MARK]).to_numpy()]
-            if lists is not None:
-                rows = pd.concat([rows, *_list_candidates(pdf, lists)], ignore_index=True)
-            yield budget_frame(_not_consumed(rows, done), budget, shares)
+    def fn(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        item_codes = shared.value
+        for table in whole_groups_arrow(batches, C.USER_ID):
+            yield from K.budget_table(table, item_codes, budget, shares, with_lists).to_batches()
 
     both = functools.reduce(DataFrame.unionByName, parts)
-    return both.repartition(C.USER_ID).sortWithinPartitions(C.USER_ID).mapInPandas(fn, schema)
+    return both.repartition(C.USER_ID).sortWithinPartitions(C.USER_ID).mapInArrow(fn, schema)
