@@ -21,7 +21,7 @@ from recpipe import constants as C
 from recpipe.batches import gathered, whole_groups_arrow
 from recpipe.examples import inputs as E
 from recpipe.features.text import fixed_matrix, text_affinity, unit_rows
-from recpipe.scoring.rerank import INPUT_COLUMNS, OUT_ARROW, OUT_DDL, RerankParams, rerank_frame
+from recpipe.scoring.rerank import INPUT_COLUMNS, OUT_DDL, RerankParams, rerank_table
 from recpipe.scoring.scorers import ModelScorer, Scorer, ScorerRef, get_scorer
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ def score_and_rerank(
     """Each user's top-N list (``OUT_DDL`` rows) from the ranking frame in one pass: batches of
     whole users (the frame is partitioned by user, see :func:`ranking_frame`) are scored
     (:func:`score_candidates`' scorer, inputs and ``items``) and re-ranked
-    (:func:`recpipe.scoring.rerank.rerank_frame`) in the same Python call, so the scored
+    (:func:`recpipe.scoring.rerank.rerank_table`) in the same Python call, so the scored
     candidates are neither shuffled again nor kept. ``scored`` (an int accumulator) counts the
     candidates scored; read it right after the first action (a recomputed or retried task
     adds its rows again)."""
@@ -272,10 +272,8 @@ def score_and_rerank(
             s = _scores(scorer, ref, rows, index, table, matrices)
             if scored is not None:
                 scored.add(rows.num_rows)
-            pdf = rows.select(keep).to_pandas()
-            pdf[C.SCORE] = np.round(s, SCORE_DECIMALS)
-            out = rerank_frame(pdf, params, day)
-            yield pa.RecordBatch.from_pandas(out, schema=OUT_ARROW, preserve_index=False)
+            scored_rows = rows.select(keep).append_column(C.SCORE, pa.array(np.round(s, SCORE_DECIMALS)))
+            yield from rerank_table(scored_rows, params, day).to_batches()
 
     return frame.select(*cols).sortWithinPartitions(C.USER_ID).mapInArrow(fn, OUT_DDL)
 

@@ -21,9 +21,10 @@ explored slot has p = eps / |P_k|; both are in (0, 1]. The probability of the wh
 product over slots. The draws come from a generator seeded by hash(seed, user, run date), so a
 rerun gives the same lists.
 
-:func:`rerank_user` is the plain reference, one user at a time; :func:`rerank_frame` is the
-kernel the job runs: the same policy and the same draws over a batch of many users (sorted once,
-categories as integer codes, numpy per slot). A test keeps the two identical.
+:func:`rerank_user` is the plain reference, one user at a time; :func:`rerank_table` is the
+kernel the job runs: the same policy and the same draws over an Arrow batch of many users (sorted
+once on integer codes, numpy per slot, ids and reasons taken only for the shown rows). A test
+keeps the two identical.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
@@ -146,28 +150,60 @@ def rerank_user(pdf: pd.DataFrame, params: RerankParams, rng: np.random.Generato
 
 def rerank_frame(pdf: pd.DataFrame, params: RerankParams, run_date: str) -> pd.DataFrame:
     """Many users' candidates (the :func:`rerank_user` columns, one row per user and item) ->
-    their top-N rows (``OUT_COLUMNS``), each user's draws from :func:`user_rng` as in
-    :func:`rerank_user`, whose lists and propensities this reproduces exactly."""
+    their top-N rows (``OUT_COLUMNS``): :func:`rerank_table` on pandas frames."""
     if pdf.empty:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in _OUT_DTYPES.items()})
-    users = pdf[C.USER_ID].astype(str).to_numpy()
-    items = pdf[C.ITEM_ID].astype(str).to_numpy()
-    score = pdf[C.SCORE].astype(float).to_numpy()
-    adj = score * (1.0 + params.fresh_boost * pdf["freshness"].astype(float).to_numpy())
+    table = pa.Table.from_pandas(pdf[INPUT_COLUMNS], preserve_index=False)
+    out: pd.DataFrame = rerank_table(table, params, run_date).to_pandas()
+    return out.astype(_OUT_DTYPES)
+
+
+def _codes_in_order(values: pa.Array) -> npt.NDArray[np.int64]:
+    """Integer codes of string ``values`` whose order is the strings' order (equal, equal)."""
+    enc = values.dictionary_encode()
+    rank = np.empty(len(enc.dictionary), dtype=np.int64)
+    rank[pc.array_sort_indices(enc.dictionary).to_numpy()] = np.arange(len(enc.dictionary))
+    out: npt.NDArray[np.int64] = rank[enc.indices.to_numpy(zero_copy_only=False)]
+    return out
+
+
+def _column(table: pa.Table, name: str, fill: Any = None) -> pa.Array:
+    col = table.column(name).combine_chunks()
+    return pc.fill_null(col, fill) if fill is not None else col
+
+
+def rerank_table(table: pa.Table, params: RerankParams, run_date: str) -> pa.Table:
+    """Many users' candidates (Arrow; the :func:`rerank_user` columns, one row per user and
+    item) -> their top-N rows (``OUT_ARROW``), each user's draws from :func:`user_rng` as in
+    :func:`rerank_user`, whose lists and propensities this reproduces exactly. Sorted once on
+    integer codes (users, items and categories in id order); only the shown rows' ids and
+    reasons are taken from the input's arrays."""
+    if table.num_rows == 0:
+        return OUT_ARROW.empty_table()
+    user_col = _column(table, C.USER_ID).cast(pa.string())
+    users = _codes_in_order(user_col)
+    items = _codes_in_order(_column(table, C.ITEM_ID).cast(pa.string()))
+    score = _column(table, C.SCORE).to_numpy(zero_copy_only=False).astype(float)
+    freshness = _column(table, "freshness").to_numpy(zero_copy_only=False).astype(float)
+    adj = score * (1.0 + params.fresh_boost * freshness)
     order = np.lexsort((items, -adj, users))  # per user: adjusted score desc, item id asc
-    users, items, score = users[order], items[order], score[order]
-    cats = pd.factorize(pdf["category"].fillna("").to_numpy()[order])[0]
-    fresh = pdf["is_fresh"].fillna(False).to_numpy(bool)[order]
-    explorable = fresh | (pdf["impressions"].fillna(0).to_numpy()[order] < params.uncertain_impressions)
-    reasons = pdf[C.REASON].to_numpy(object)[order]
-    details = pdf[C.REASON_DETAIL].to_numpy(object)[order]
+    users = users[order]
+    cats = _column(table, "category", "").cast(pa.string()).dictionary_encode().indices
+    cats = cats.to_numpy(zero_copy_only=False).astype(np.int64)[order]
+    fresh = _column(table, "is_fresh", False).to_numpy(zero_copy_only=False).astype(bool)[order]
+    shown_few = _column(table, "impressions", 0).to_numpy(zero_copy_only=False) < params.uncertain_impressions
+    explorable = fresh | shown_few[order]
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     ends = np.r_[starts[1:], len(users)]
+    names = user_col.take(pa.array(order[starts])).to_pylist()
     n_cats = int(cats.max()) + 1 if len(cats) else 0
     eps = float(params.explore_share)
-    out: dict[str, list[Any]] = {c: [] for c in OUT_COLUMNS}
-    for lo, hi in zip(starts, ends):
-        rng = user_rng(params.seed, users[lo], run_date)
+    picked: list[int] = []  # positions in the sorted order
+    slots: list[int] = []
+    props: list[float] = []
+    explored: list[tuple[int, str]] = []  # (output row, "fresh" | "uncertain")
+    for name, lo, hi in zip(names, starts, ends):
+        rng = user_rng(params.seed, name, run_date)
         cat = cats[lo:hi]
         expl = explorable[lo:hi]
         shown = np.zeros(hi - lo, dtype=bool)
@@ -184,21 +220,31 @@ def rerank_frame(pdf: pd.DataFrame, params: RerankParams, run_date: str) -> pd.D
             j_pick = int(rng.integers(len(pool))) if len(pool) else 0
             if u < e:
                 i = int(pool[j_pick])
-                prop = e / len(pool)
-                kind = "fresh" if fresh[lo + i] else "uncertain"
-                reason = C.REASON_EXPLORE
-                detail = f"{kind}; via {reasons[lo + i]}:{details[lo + i]}"
+                props.append(e / len(pool))
+                explored.append((len(picked), "fresh" if fresh[lo + i] else "uncertain"))
             else:
                 i = int(eligible[0])
-                prop = 1.0 - e
-                reason, detail = reasons[lo + i], details[lo + i]
+                props.append(1.0 - e)
             shown[i] = True
             per_cat[cat[i]] += 1
-            for c, v in zip(
-                OUT_COLUMNS, (users[lo], slot, items[lo + i], score[lo + i], prop, reason, detail)
-            ):
-                out[c].append(v)
-    return pd.DataFrame(out).astype(_OUT_DTYPES)
+            picked.append(lo + i)
+            slots.append(slot)
+    rows = pa.array(order[np.asarray(picked, dtype=np.int64)])
+    reasons = _column(table, C.REASON).cast(pa.string()).take(rows).to_pylist()
+    details = _column(table, C.REASON_DETAIL).cast(pa.string()).take(rows).to_pylist()
+    for k, kind in explored:
+        details[k] = f"{kind}; via {reasons[k]}:{details[k]}"
+        reasons[k] = C.REASON_EXPLORE
+    columns = {
+        C.USER_ID: user_col.take(rows),
+        C.RANK: pa.array(slots),
+        C.ITEM_ID: _column(table, C.ITEM_ID).cast(pa.string()).take(rows),
+        C.SCORE: pa.array(score).take(rows),
+        C.PROPENSITY: pa.array(props, pa.float64()),
+        C.REASON: pa.array(reasons, pa.string()),
+        C.REASON_DETAIL: pa.array(details, pa.string()),
+    }
+    return pa.table([columns[c].cast(OUT_ARROW.field(c).type) for c in OUT_COLUMNS], schema=OUT_ARROW)
 
 
 def rerank_partitions(
