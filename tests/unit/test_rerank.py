@@ -188,3 +188,14 @@ def test_partition_kernel_carries_users_split_across_arrow_batches():
     got = pd.concat(list(rerank_partitions(params, "2026-10-16")(iter(batches))), ignore_index=True)
     assert got[C.USER_ID].nunique() == 40
     _same_lists(got, _reference(world, params, "2026-10-16"))
+
+
+def test_batch_kernel_takes_columns_that_are_all_missing():
+    """Given a batch whose categories and fresh flags are all missing (an all-None pandas column
+    is Arrow's null type), the kernel reads them as no category and not fresh, as the reference
+    does."""
+    params = RerankParams(top_n=6, explore_share=0.3)
+    world = _world(30, seed=5).assign(category=None, is_fresh=None)
+    got = rerank_frame(world, params, "2026-10-17")
+    assert (got[C.REASON] == C.REASON_EXPLORE).sum() > 0
+    _same_lists(got, _reference(world, params, "2026-10-17"))

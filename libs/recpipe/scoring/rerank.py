@@ -167,8 +167,10 @@ def _codes_in_order(values: pa.Array) -> npt.NDArray[np.int64]:
     return out
 
 
-def _column(table: pa.Table, name: str, fill: Any = None) -> pa.Array:
-    col = table.column(name).combine_chunks()
+def _column(table: pa.Table, name: str, kind: pa.DataType, fill: Any = None) -> pa.Array:
+    """``name`` as one array of ``kind`` (an all-null pandas column arrives as Arrow's null
+    type), nulls replaced by ``fill`` when given."""
+    col = table.column(name).combine_chunks().cast(kind)
     return pc.fill_null(col, fill) if fill is not None else col
 
 
@@ -180,18 +182,21 @@ def rerank_table(table: pa.Table, params: RerankParams, run_date: str) -> pa.Tab
     reasons are taken from the input's arrays."""
     if table.num_rows == 0:
         return OUT_ARROW.empty_table()
-    user_col = _column(table, C.USER_ID).cast(pa.string())
+    user_col = _column(table, C.USER_ID, pa.string())
     users = _codes_in_order(user_col)
-    items = _codes_in_order(_column(table, C.ITEM_ID).cast(pa.string()))
-    score = _column(table, C.SCORE).to_numpy(zero_copy_only=False).astype(float)
-    freshness = _column(table, "freshness").to_numpy(zero_copy_only=False).astype(float)
+    items = _codes_in_order(_column(table, C.ITEM_ID, pa.string()))
+    score = _column(table, C.SCORE, pa.float64()).to_numpy(zero_copy_only=False)
+    freshness = _column(table, "freshness", pa.float64()).to_numpy(zero_copy_only=False)
     adj = score * (1.0 + params.fresh_boost * freshness)
     order = np.lexsort((items, -adj, users))  # per user: adjusted score desc, item id asc
     users = users[order]
-    cats = _column(table, "category", "").cast(pa.string()).dictionary_encode().indices
+    cats = _column(table, "category", pa.string(), "").dictionary_encode().indices
     cats = cats.to_numpy(zero_copy_only=False).astype(np.int64)[order]
-    fresh = _column(table, "is_fresh", False).to_numpy(zero_copy_only=False).astype(bool)[order]
-    shown_few = _column(table, "impressions", 0).to_numpy(zero_copy_only=False) < params.uncertain_impressions
+    fresh = _column(table, "is_fresh", pa.bool_(), False).to_numpy(zero_copy_only=False).astype(bool)[order]
+    shown_few = (
+        _column(table, "impressions", pa.float64(), 0.0).to_numpy(zero_copy_only=False)
+        < params.uncertain_impressions
+    )
     explorable = fresh | shown_few[order]
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     ends = np.r_[starts[1:], len(users)]
@@ -230,15 +235,15 @@ def rerank_table(table: pa.Table, params: RerankParams, run_date: str) -> pa.Tab
             picked.append(lo + i)
             slots.append(slot)
     rows = pa.array(order[np.asarray(picked, dtype=np.int64)])
-    reasons = _column(table, C.REASON).cast(pa.string()).take(rows).to_pylist()
-    details = _column(table, C.REASON_DETAIL).cast(pa.string()).take(rows).to_pylist()
+    reasons = _column(table, C.REASON, pa.string()).take(rows).to_pylist()
+    details = _column(table, C.REASON_DETAIL, pa.string()).take(rows).to_pylist()
     for k, kind in explored:
         details[k] = f"{kind}; via {reasons[k]}:{details[k]}"
         reasons[k] = C.REASON_EXPLORE
     columns = {
         C.USER_ID: user_col.take(rows),
         C.RANK: pa.array(slots),
-        C.ITEM_ID: _column(table, C.ITEM_ID).cast(pa.string()).take(rows),
+        C.ITEM_ID: _column(table, C.ITEM_ID, pa.string()).take(rows),
         C.SCORE: pa.array(score).take(rows),
         C.PROPENSITY: pa.array(props, pa.float64()),
         C.REASON: pa.array(reasons, pa.string()),
