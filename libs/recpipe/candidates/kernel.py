@@ -27,12 +27,15 @@ from recpipe import constants as C
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
 
+# The candidate columns (every source returns them; gold.candidates adds run_date).
+CAND_COLS = [C.USER_ID, C.ITEM_ID, C.SOURCE, C.SOURCE_SCORE, C.DETAIL]
 # Source scores are rounded so reruns on the same inputs give bit-identical candidates.
 SCORE_DECIMALS = 6
 # The marker rows that travel with a user's candidates through the shuffle (their ``source``):
 # its consumed pairs and, with item lists, its country and category affinities.
 CONSUMED_MARK, USER_MARK, AFFINITY_MARK = "~consumed~", "~user~", "~affinity~"
 MARKS = (CONSUMED_MARK, USER_MARK, AFFINITY_MARK)
+# The budget share of a source the configuration does not name.
 DEFAULT_SHARE = 0.1
 
 
@@ -278,15 +281,16 @@ def _users(table: pa.Table, user: Ints, src_is: dict[str, npt.NDArray[np.bool_]]
         [b for b, k in zip(basis, keep) if k],
         score[keep],
     )
+    countries, categories = _strings(country), _strings(cats)
     return _Users(
         user=user[u],
-        country=_codes(_strings(country), lists.countries),
-        country_text=_strings(country).to_pylist(),
+        country=_codes(countries, lists.countries),
+        country_text=countries.to_pylist(),
         aff_user=user[a],
-        aff_category=_codes(_strings(cats), lists.categories),
+        aff_category=_codes(categories, lists.categories),
         affinity=np.asarray(score, dtype=np.float64),
         aff_suffix=["" if b is None else f" ({b})" for b in basis],
-        aff_name=_strings(cats).to_pylist(),
+        aff_name=categories.to_pylist(),
     )
 
 
@@ -393,9 +397,6 @@ def budget_table(
         }
     )
     return out.cast(_out_schema(schema))
-
-
-CAND_COLS = [C.USER_ID, C.ITEM_ID, C.SOURCE, C.SOURCE_SCORE, C.DETAIL]
 
 
 def _out_schema(schema: pa.Schema) -> pa.Schema:

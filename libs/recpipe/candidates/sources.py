@@ -32,10 +32,10 @@ from recpipe.candidates import kernel as K
 from recpipe.config import CandidatesConfig, RecommendConfig
 from recpipe.features.text import TEXT_VEC, text_vectors
 
-CAND_COLS = [C.USER_ID, C.ITEM_ID, C.SOURCE, C.SOURCE_SCORE, C.DETAIL]
+# The candidate columns and the rounding of source scores: one definition, the kernel's.
+CAND_COLS = K.CAND_COLS
+SCORE_DECIMALS = K.SCORE_DECIMALS
 LN2 = math.log(2.0)
-# Source scores are rounded so reruns on the same inputs give bit-identical candidates.
-SCORE_DECIMALS = 6
 # Optional column of an affinity frame: where the user's affinities come from (null: the history
 # before as_of; "profile": gold.user_profiles), named in its candidates' detail ("category:tech
 # (profile)").
@@ -582,7 +582,7 @@ def apply_budget(cands: DataFrame, budget: int, shares: dict[str, float] | None 
     share = F.create_map(*[x for s, v in shares.items() for x in (F.lit(s), F.lit(float(v)))])
     w_src = Window.partitionBy(C.USER_ID, C.SOURCE).orderBy(F.desc(C.SOURCE_SCORE), F.asc(C.ITEM_ID))
     ranked = cands.withColumn(
-        "_norm_rank", F.row_number().over(w_src) / F.coalesce(share[F.col(C.SOURCE)], F.lit(0.1))
+        "_norm_rank", F.row_number().over(w_src) / F.coalesce(share[F.col(C.SOURCE)], F.lit(K.DEFAULT_SHARE))
     )
     per_item = ranked.groupBy(C.USER_ID, C.ITEM_ID).agg(F.min("_norm_rank").alias("_best"))
     keep = top_k(per_item, [C.USER_ID], [F.asc("_best"), F.asc(C.ITEM_ID)], budget).select(

@@ -184,7 +184,8 @@ def rerank_table(table: pa.Table, params: RerankParams, run_date: str) -> pa.Tab
         return OUT_ARROW.empty_table()
     user_col = _column(table, C.USER_ID, pa.string())
     users = _codes_in_order(user_col)
-    items = _codes_in_order(_column(table, C.ITEM_ID, pa.string()))
+    item_col = _column(table, C.ITEM_ID, pa.string())
+    items = _codes_in_order(item_col)
     score = _column(table, C.SCORE, pa.float64()).to_numpy(zero_copy_only=False)
     freshness = _column(table, "freshness", pa.float64()).to_numpy(zero_copy_only=False)
     adj = score * (1.0 + params.fresh_boost * freshness)
@@ -243,7 +244,7 @@ def rerank_table(table: pa.Table, params: RerankParams, run_date: str) -> pa.Tab
     columns = {
         C.USER_ID: user_col.take(rows),
         C.RANK: pa.array(slots),
-        C.ITEM_ID: _column(table, C.ITEM_ID, pa.string()).take(rows),
+        C.ITEM_ID: item_col.take(rows),
         C.SCORE: pa.array(score).take(rows),
         C.PROPENSITY: pa.array(props, pa.float64()),
         C.REASON: pa.array(reasons, pa.string()),

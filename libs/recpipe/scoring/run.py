@@ -295,7 +295,7 @@ def run_recommend(
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "duration_s": round(time.perf_counter() - t_start, 3),
     }
-    for df in (cands, cand_counts, recs):
+    for df in (cand_counts, recs):
         df.unpersist()
     cs.unpersist()
     return summary
